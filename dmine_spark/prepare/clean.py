@@ -1,0 +1,243 @@
+"""Text cleaning as Column → Column functions built from Spark SQL built-ins.
+
+Each function takes and returns a :class:`pyspark.sql.Column`, so it can be
+unit-tested on a tiny DataFrame and composed freely. :func:`clean_text` chains
+them as configured, :class:`TextCleaner` wraps that as a pyspark.ml stage, and
+:func:`clean_frame` applies the stage's row rules (empty, too long, exact
+duplicates) and says where every row went.
+
+Spark has no Unicode normalisation built-in, so :func:`nfkc` is the one
+pandas (Arrow-batched) UDF here; everything else runs in the JVM.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol, Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
+
+from dmine_spark.config import CleanConfig
+
+__all__ = [
+    "nfkc",
+    "strip_html",
+    "remove_control_chars",
+    "collapse_whitespace",
+    "truncate",
+    "content_hash",
+    "clean_text",
+    "TextCleaner",
+    "CleanResult",
+    "clean_frame",
+]
+
+_ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&apos;": "'"}
+
+
+@F.pandas_udf(StringType())
+def nfkc(s: pd.Series) -> pd.Series:
+    """Unicode NFKC (full-width → half-width, ligatures, compatibility forms)."""
+    return s.map(lambda t: None if t is None else unicodedata.normalize("NFKC", t))
+
+
+def strip_html(col: Column) -> Column:
+    """Drop ``<script>``/``<style>`` bodies and tags, and decode the common entities."""
+    out = F.regexp_replace(col, r"(?is)<(script|style)\b.*?</\1\s*>", " ")
+    out = F.regexp_replace(out, r"(?s)<!--.*?-->", " ")
+    out = F.regexp_replace(out, r"</?[A-Za-z][^<>]*>", " ")
+    for entity, char in _ENTITIES.items():
+        out = F.replace(out, F.lit(entity), F.lit(char))
+    # &amp; last, so "&amp;lt;" becomes the text "&lt;" rather than "<"
+    return F.replace(out, F.lit("&amp;"), F.lit("&"))
+
+
+def remove_control_chars(col: Column) -> Column:
+    """Remove zero-width/format characters; turn other control characters into spaces."""
+    out = F.regexp_replace(col, r"[\p{Cf}\x{FEFF}]", "")
+    return F.regexp_replace(out, r"\p{Cc}", " ")
+
+
+def collapse_whitespace(col: Column) -> Column:
+    """Collapse every run of (Unicode) whitespace to one space and trim the ends."""
+    return F.trim(F.regexp_replace(col, r"[\s\p{Z}]+", " "))
+
+
+def truncate(col: Column, max_chars: int) -> Column:
+    """Keep at most ``max_chars`` characters."""
+    return F.substring(col, 1, max_chars)
+
+
+def content_hash(col: Column) -> Column:
+    """SHA-256 of the case-folded text: the key for exact duplicates."""
+    return F.sha2(F.lower(col), 256)
+
+
+def clean_text(col: Column, *, strip_markup: bool = True, lowercase: bool = False) -> Column:
+    """The whole cleaning chain, in the order the steps depend on each other."""
+    out = nfkc(col)
+    if strip_markup:
+        out = strip_html(out)
+    out = collapse_whitespace(remove_control_chars(out))
+    if lowercase:
+        out = F.lower(out)
+    return out
+
+
+class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
+    """pyspark.ml stage that writes the cleaned text of ``inputCol`` to ``outputCol``."""
+
+    stripHtml = Param(Params._dummy(), "stripHtml", "remove HTML tags and entities", TypeConverters.toBoolean)
+    lowercase = Param(Params._dummy(), "lowercase", "lowercase the text", TypeConverters.toBoolean)
+    maxChars = Param(
+        Params._dummy(), "maxChars", "truncate to this many characters (0: no limit)", TypeConverters.toInt
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCol: str = "text",
+        outputCol: str = "text_clean",
+        stripHtml: bool = True,
+        lowercase: bool = False,
+        maxChars: int = 0,
+    ) -> None:
+        super().__init__()
+        self._setDefault(inputCol="text", outputCol="text_clean", stripHtml=True, lowercase=False, maxChars=0)
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        inputCol: str = "text",
+        outputCol: str = "text_clean",
+        stripHtml: bool = True,
+        lowercase: bool = False,
+        maxChars: int = 0,
+    ) -> "TextCleaner":
+        return self._set(**self._input_kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        in_col, out_col = self.getInputCol(), self.getOutputCol()
+        fields = {f.name: f for f in dataset.schema.fields}
+        if in_col not in fields:
+            raise ValueError(f"TextCleaner: input column {in_col!r} not found in {sorted(fields)}")
+        if not isinstance(fields[in_col].dataType, StringType):
+            raise TypeError(
+                f"TextCleaner: input column {in_col!r} must be a string, got {fields[in_col].dataType.simpleString()}"
+            )
+        if out_col in fields and out_col != in_col:
+            raise ValueError(f"TextCleaner: output column {out_col!r} already exists")
+        out = clean_text(
+            F.col(in_col), strip_markup=self.getOrDefault("stripHtml"), lowercase=self.getOrDefault("lowercase")
+        )
+        n = self.getOrDefault("maxChars")
+        if n > 0:
+            out = truncate(out, n)
+        return dataset.withColumn(out_col, out)
+
+
+@dataclass
+class CleanResult:
+    """Every input row once, with the ``outcome`` of cleaning.
+
+    ``decided`` holds all rows (persist it when writing more than one view);
+    ``clean``, ``quarantine`` and ``duplicates`` are its three disjoint parts.
+    """
+
+    decided: DataFrame
+    columns: list[str]
+
+    @property
+    def clean(self) -> DataFrame:
+        return self.decided.where(F.col("outcome") == "clean").select(*self.columns, "text_hash", "truncated")
+
+    @property
+    def quarantine(self) -> DataFrame:
+        return self.decided.where(F.col("outcome") == "quarantine").select(*self.columns, "text_raw", "rule", "reason")
+
+    @property
+    def duplicates(self) -> DataFrame:
+        return self.decided.where(F.col("outcome") == "duplicate").select(*self.columns, "text_hash", "kept_id")
+
+
+def clean_frame(
+    df: DataFrame,
+    cfg: CleanConfig,
+    *,
+    text_col: str = "text",
+    id_col: str = "id",
+    dedup_groups: list[str] | None = None,
+    dedup_col: str | None = None,
+) -> CleanResult:
+    """Clean ``text_col`` and decide for each row: clean, quarantined or duplicate.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Rows with ``id_col`` and ``text_col``.
+    cfg : CleanConfig
+        Markup, case and length settings.
+    dedup_groups : list of str
+        Columns inside which duplicates count (for example the split), so a
+        text in both train and test is not removed from either.
+    dedup_col : str, optional
+        Boolean column saying which rows take part in exact dedup; ``None``
+        dedups every row.
+
+    Returns
+    -------
+    CleanResult
+        Clean rows get the cleaned text, ``text_hash`` and ``truncated``;
+        quarantined rows ``rule``, ``reason`` and the original ``text_raw``;
+        duplicates the ``kept_id`` of the row they repeat.
+    """
+    min_chars = max(cfg.min_chars, 1)
+    cleaned = clean_text(F.col(text_col), strip_markup=cfg.strip_html, lowercase=cfg.lowercase)
+    length = F.coalesce(F.char_length(F.col(text_col)), F.lit(0))
+    staged = (
+        df.withColumn("text_raw", F.col(text_col))
+        .withColumn(text_col, cleaned)
+        .withColumn("_len", length)
+        .withColumn(
+            "rule",
+            F.when(F.col("_len") < min_chars, F.lit("empty_text"))
+            .when((F.col("_len") > cfg.max_chars) & F.lit(cfg.on_too_long == "quarantine"), F.lit("text_too_long"))
+            .otherwise(F.lit(None).cast("string")),
+        )
+        .withColumn(
+            "reason",
+            F.when(
+                F.col("rule") == "empty_text",
+                F.format_string(f"text has %d characters after cleaning; at least {min_chars} required", F.col("_len")),
+            ).when(
+                F.col("rule") == "text_too_long",
+                F.format_string(f"text has %d characters; the limit is {cfg.max_chars}", F.col("_len")),
+            ),
+        )
+        .withColumn("truncated", F.col("rule").isNull() & (F.col("_len") > cfg.max_chars))
+        .withColumn(text_col, F.when(F.col("rule").isNull(), truncate(F.col(text_col), cfg.max_chars)))
+        .withColumn("text_hash", F.when(F.col("rule").isNull(), content_hash(F.col(text_col))))
+    )
+    takes_part = F.col("rule").isNull() & (F.col(dedup_col) if dedup_col else F.lit(True))
+    w = Window.partitionBy(*(dedup_groups or []), "text_hash")
+    decided = (
+        staged.withColumn("kept_id", F.when(takes_part, F.min(F.when(takes_part, F.col(id_col))).over(w)))
+        .withColumn(
+            "outcome",
+            F.when(F.col("rule").isNotNull(), F.lit("quarantine"))
+            .when(F.col("kept_id").isNotNull() & (F.col("kept_id") != F.col(id_col)), F.lit("duplicate"))
+            .otherwise(F.lit("clean")),
+        )
+        .drop("_len")
+    )
+    return CleanResult(decided=decided, columns=list(df.columns))
