@@ -1,0 +1,1 @@
+"""Step 3, mine: classifiers and clustering over feature columns."""
