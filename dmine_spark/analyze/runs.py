@@ -1,0 +1,108 @@
+"""Run telemetry: one row per command in the ``runs`` table.
+
+A :class:`RunRecorder` times each stage, collects row counts and measures
+(rows/s, accuracy...) while the run goes, and appends a single row when it
+ends, failed runs included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+from pyspark.sql.types import (
+    DoubleType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from dmine_spark.analyze.tables import write_table
+from dmine_spark.config import PipelineConfig
+
+__all__ = ["RUNS_SCHEMA", "RunRecorder", "reconcile"]
+
+log = logging.getLogger(__name__)
+
+RUNS_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("pipeline", StringType(), False),
+        StructField("task", StringType(), False),
+        StructField("command", StringType(), False),
+        StructField("config_hash", StringType(), False),
+        StructField("status", StringType(), False),
+        StructField("started_at", TimestampType(), False),
+        StructField("ended_at", TimestampType(), False),
+        StructField("seconds", DoubleType(), False),
+        StructField("stage_seconds", MapType(StringType(), DoubleType()), False),
+        StructField("counts", MapType(StringType(), LongType()), False),
+        StructField("measures", MapType(StringType(), DoubleType()), False),
+        StructField("spark_master", StringType(), True),
+        StructField("error", StringType(), True),
+    ]
+)
+
+
+def reconcile(counts: dict[str, int]) -> int:
+    """Rows unaccounted for: ``rows_in - clean - quarantined - duplicates`` (0 when all add up)."""
+    return counts["rows_in"] - counts["rows_clean"] - counts["rows_quarantined"] - counts["rows_duplicate"]
+
+
+class RunRecorder:
+    """Collects one command's telemetry and writes it to ``<database>.runs``."""
+
+    def __init__(self, spark: SparkSession, cfg: PipelineConfig, command: str) -> None:
+        self.spark = spark
+        self.cfg = cfg
+        self.command = command
+        self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+        self.started_at = datetime.now(timezone.utc)
+        self._t0 = time.perf_counter()
+        self.stage_seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.measures: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def count(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + int(n)
+
+    def measure(self, key: str, value: float) -> None:
+        self.measures[key] = float(value)
+
+    def finish(self, status: str = "ok", error: str | None = None) -> None:
+        ended = datetime.now(timezone.utc)
+        row = (
+            self.run_id,
+            self.cfg.name,
+            self.cfg.task,
+            self.command,
+            self.cfg.config_hash(),
+            status,
+            self.started_at,
+            ended,
+            time.perf_counter() - self._t0,
+            self.stage_seconds,
+            self.counts,
+            self.measures,
+            self.spark.sparkContext.master,
+            error,
+        )
+        df = self.spark.createDataFrame([row], RUNS_SCHEMA)
+        write_table(df, self.cfg.table("runs"), mode="append")
+        log.info("run %s %s in %.1fs", self.run_id, status, row[8])

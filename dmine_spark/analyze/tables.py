@@ -1,0 +1,46 @@
+"""Result tables in the Spark catalog: one database, table names that say their layer.
+
+Data layers (``raw_``, ``clean_``, ``quarantine_``, ``dup_``, ``emb_``,
+``pred_``, ``cluster_``, ``cluster_terms_``) hold the current state of a task
+and are overwritten by each run; ``metrics`` and ``runs`` keep history and
+are appended to.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["LAYERS", "ensure_database", "write_table", "read_table", "list_tables"]
+
+LAYERS = ("raw", "clean", "quarantine", "dup", "emb", "pred", "cluster", "cluster_terms", "metrics", "runs")
+
+
+def ensure_database(spark: SparkSession, database: str) -> None:
+    """Create ``database`` in the catalog if it is not there."""
+    if not spark.catalog.databaseExists(database):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+
+
+def write_table(df: DataFrame, name: str, *, mode: str = "overwrite") -> None:
+    """Save ``df`` as the catalog table ``name`` (``db.table``) in Parquet."""
+    df.write.mode(mode).format("parquet").saveAsTable(name)
+
+
+def read_table(spark: SparkSession, name: str) -> DataFrame:
+    """Read catalog table ``name``, or fail with a line saying which stage makes it."""
+    if not spark.catalog.tableExists(name):
+        layer = name.split(".")[-1].split("_")[0]
+        raise LookupError(
+            f"table {name} does not exist yet; run the stage that writes the {layer}_ layer first (or `dmine run`)"
+        )
+    return spark.table(name)
+
+
+def list_tables(spark: SparkSession, database: str) -> list[tuple[str, int | None]]:
+    """Tables of ``database`` with their row counts."""
+    if not spark.catalog.databaseExists(database):
+        return []
+    out = []
+    for t in sorted(spark.catalog.listTables(database), key=lambda t: t.name):
+        out.append((f"{database}.{t.name}", spark.table(f"{database}.{t.name}").count()))
+    return out

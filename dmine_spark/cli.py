@@ -1,0 +1,195 @@
+"""The ``dmine`` command line: run the pipeline or one stage, list tables, query with SQL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dmine_spark import __version__
+from dmine_spark.config import ConfigError, SparkProfile, default_work_dir, load_config, load_profile
+
+__all__ = ["main"]
+
+STAGE_COMMANDS = ("ingest", "clean", "embed", "classify", "cluster")
+
+log = logging.getLogger("dmine_spark")
+
+
+def _conf_dir_for(config_path: Path) -> Path | None:
+    """The ``conf`` folder a pipeline config lives in, so profiles are found from any cwd."""
+    for parent in config_path.resolve().parents:
+        if parent.name == "conf":
+            return parent
+    return None
+
+
+def _profile(name: str, conf_dir: Path | None, *, required: bool) -> SparkProfile:
+    try:
+        return load_profile(name, conf_dir)
+    except ConfigError:
+        if required:
+            raise
+        return SparkProfile()
+
+
+def _session(profile: SparkProfile, work_dir: Path, app: str):  # noqa: ANN202
+    from dmine_spark.spark.session import build_session
+
+    return build_session(profile, work_dir, app_name=app)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    profile = _profile(args.profile or cfg.profile, _conf_dir_for(Path(args.config)), required=True)
+    stages = None if args.command == "run" else [args.command]
+    if args.command == "run" and args.stages:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    work_dir = cfg.resolved_work_dir()
+    out = sys.stdout
+    out.write(f"dmine {args.command}: {cfg.name} (task {cfg.task}) -> database {cfg.database}, work dir {work_dir}\n")
+    out.flush()
+    spark = _session(profile, work_dir, f"dmine-{cfg.name}")
+    from dmine_spark.spark.jobs import run_stages
+
+    def show(report) -> None:  # noqa: ANN001
+        out.write(f"  {report.stage:<9} {report.summary}  [{report.seconds:.1f}s]\n")
+        out.flush()
+
+    run, reports = run_stages(spark, cfg, stages, command=args.command, on_report=show, progress=not args.quiet)
+    total = sum(r.seconds for r in reports)
+    out.write(f"run {run.run_id} finished in {total:.1f}s\n")
+    if "rows_in" in run.counts:
+        c = run.counts
+        out.write(
+            f"rows: {c['rows_in']:,} in = {c['rows_clean']:,} clean + {c['rows_quarantined']:,} quarantined"
+            f" + {c['rows_duplicate']:,} duplicates\n"
+        )
+    if args.command == "run":
+        out.write(f'query the results: dmine sql "SELECT * FROM {cfg.table("metrics")} ORDER BY created_at DESC"\n')
+    return 0
+
+
+def _sql_work_dir(args: argparse.Namespace) -> Path:
+    return Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    work_dir = _sql_work_dir(args)
+    if not (work_dir / "metastore_db").exists():
+        raise ConfigError(f"no dmine catalog in {work_dir}; run `dmine run <config>` first or pass --work-dir")
+    spark = _session(_profile(args.profile, None, required=False), work_dir, "dmine-sql")
+    from pyspark.errors import AnalysisException, ParseException
+
+    # pyspark logs every failed query as a JSON record; the one-line error below says it all
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+    try:
+        df = spark.sql(args.query)
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"sql: {first}") from None
+    rows = df.limit(args.max_rows).collect()
+    cols = df.columns
+    if args.format == "json":
+        for r in rows:
+            sys.stdout.write(json.dumps(r.asDict(recursive=True), default=str, ensure_ascii=False) + "\n")
+    elif args.format == "tsv":
+        sys.stdout.write("\t".join(cols) + "\n")
+        for r in rows:
+            sys.stdout.write("\t".join("" if v is None else str(v) for v in r) + "\n")
+    else:
+        cells = [[("NULL" if v is None else str(v)) for v in r] for r in rows]
+        widths = [min(60, max([len(c)] + [len(row[i]) for row in cells])) for i, c in enumerate(cols)]
+        line = lambda vals: "  ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()  # noqa: E731
+        sys.stdout.write(line(cols) + "\n")
+        for row in cells:
+            sys.stdout.write(line(row) + "\n")
+        sys.stdout.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    work_dir = _sql_work_dir(args)
+    if not (work_dir / "metastore_db").exists():
+        raise ConfigError(f"no dmine catalog in {work_dir}; run `dmine run <config>` first or pass --work-dir")
+    spark = _session(_profile(args.profile, None, required=False), work_dir, "dmine-tables")
+    from dmine_spark.analyze.tables import list_tables
+
+    tables = list_tables(spark, args.database)
+    if not tables:
+        sys.stdout.write(f"no tables in database {args.database}\n")
+    for name, n in tables:
+        sys.stdout.write(f"{name:<40} {n:>12,} rows\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dmine", description="dmine_spark: mine business text with Spark.")
+    p.add_argument("--version", action="version", version=f"dmine_spark {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def pipeline_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="pipeline config YAML, e.g. conf/base/pipelines/banking77.yaml")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. embed.batch_size=32",
+        )
+        sp.add_argument("--profile", help="Spark profile in conf/base/spark (default: the config's)")
+        sp.add_argument(
+            "--work-dir", help="catalog and warehouse folder (default: the config's, $DMINE_WORK_DIR or ./dmine_work)"
+        )
+        sp.add_argument("-q", "--quiet", action="store_true", help="no live progress lines")
+
+    sp = sub.add_parser("run", help="run the whole pipeline (ingest, clean, embed, classify, cluster)")
+    pipeline_args(sp)
+    sp.add_argument("--stages", help="comma-separated subset of stages, in order")
+    for name in STAGE_COMMANDS:
+        pipeline_args(sub.add_parser(name, help=f"run the {name} stage alone, from and to the catalog tables"))
+
+    def catalog_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--work-dir", help="catalog folder (default: $DMINE_WORK_DIR or ./dmine_work)")
+        sp.add_argument("--profile", default="local", help="Spark profile (default: local)")
+
+    sp = sub.add_parser("sql", help="run a SQL query against the dmine catalog")
+    sp.add_argument("query")
+    sp.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    sp.add_argument("--max-rows", type=int, default=100)
+    catalog_args(sp)
+    sp = sub.add_parser("tables", help="list the tables of a dmine database with row counts")
+    sp.add_argument("--database", default="dmine")
+    catalog_args(sp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        if args.command in ("run", *STAGE_COMMANDS):
+            return _cmd_pipeline(args)
+        if args.command == "sql":
+            return _cmd_sql(args)
+        return _cmd_tables(args)
+    except (ConfigError, LookupError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+        sys.stderr.write(f"dmine: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("dmine: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Spark wiring: session construction, config-driven jobs and progress output."""

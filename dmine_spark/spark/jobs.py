@@ -1,0 +1,308 @@
+"""Config-driven jobs: each stage reads its input tables, calls the step's functions
+and writes its output tables, so stages run together (``dmine run``) or one at a
+time from the CLI in separate processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import reduce
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dmine_spark.analyze.runs import RunRecorder, reconcile
+from dmine_spark.analyze.tables import ensure_database, read_table, write_table
+from dmine_spark.config import ConfigError, PipelineConfig
+from dmine_spark.features.embed import embed_column
+from dmine_spark.features.encoder import ModelSpec, resolve_model_dir
+from dmine_spark.mine.classify import as_vector, evaluate, fit_classifier, predict
+from dmine_spark.mine.cluster import cluster_terms, fit_kmeans, silhouette
+from dmine_spark.prepare.clean import clean_frame
+from dmine_spark.prepare.ingest import read_source
+from dmine_spark.spark.progress import Progress
+
+__all__ = ["StageReport", "STAGES", "run_stages", "ingest", "clean", "embed", "classify", "cluster"]
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ["run_id", "stage", "id", "split", "source_file", "rule", "reason", "raw"]
+
+
+@dataclass
+class StageReport:
+    """What a stage did, in one line for people."""
+
+    stage: str
+    summary: str
+    seconds: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def _write_quarantine(spark: SparkSession, cfg: PipelineConfig, df: DataFrame, stage: str) -> None:
+    """Replace this stage's quarantine rows, leaving the other stages' rows in place."""
+    name = cfg.table("quarantine")
+    df = df.select(*QUARANTINE_COLUMNS[:-1], F.col("raw").cast("string")).where(F.col("stage") == stage)
+    if not spark.catalog.tableExists(name):
+        df.write.format("parquet").partitionBy("stage").saveAsTable(name)
+        return
+    prev = spark.conf.get("spark.sql.sources.partitionOverwriteMode")
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    try:
+        # insertInto is by position: the table's partition column (stage) comes last
+        cols = [c for c in spark.table(name).columns]
+        df.select(*cols).write.insertInto(name, overwrite=True)
+        if df.isEmpty():
+            spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (stage='{stage}')")
+    finally:
+        spark.conf.set("spark.sql.sources.partitionOverwriteMode", prev)
+
+
+def _required(cfg: PipelineConfig, name: str) -> list[str]:
+    src = cfg.sources[name]
+    return sorted({cfg.text_col, *src.required})
+
+
+def ingest(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """Read every source into ``raw_<task>``; malformed or incomplete rows to ``quarantine_<task>``."""
+    ensure_database(spark, cfg.database)
+    results = {name: read_source(spark, name, src, required=_required(cfg, name)) for name, src in cfg.sources.items()}
+    for name, res in results.items():
+        if cfg.label_col and cfg.label_col not in res.rows.columns:
+            raise ConfigError(f"label_col: column {cfg.label_col!r} is not declared in sources.{name}.schema")
+    rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), [r.rows for r in results.values()])
+    quarantine = reduce(lambda a, b: a.unionByName(b), [r.quarantine for r in results.values()])
+    stamp = F.lit(run.run_id)
+    write_table(rows.withColumn("run_id", stamp), cfg.table("raw"))
+    _write_quarantine(spark, cfg, quarantine.withColumn("run_id", stamp).withColumn("stage", F.lit("ingest")), "ingest")
+
+    raw_counts = {
+        r["split"]: r["count"] for r in read_table(spark, cfg.table("raw")).groupBy("split").count().collect()
+    }
+    q_counts = {
+        r["split"]: r["count"]
+        for r in read_table(spark, cfg.table("quarantine")).where("stage = 'ingest'").groupBy("split").count().collect()
+    }
+    # Counted straight from the sources, independently of the two outputs, so a lost row shows.
+    in_counts = {name: res.total.count() for name, res in results.items()}
+    for name in cfg.sources:
+        run.count(f"ingest.rows_in.{name}", in_counts[name])
+        run.count(f"ingest.rows_out.{name}", raw_counts.get(name, 0))
+        run.count(f"ingest.rows_quarantined.{name}", q_counts.get(name, 0))
+    n_in, n_out, n_q = sum(in_counts.values()), sum(raw_counts.values()), sum(q_counts.values())
+    run.count("ingest.rows_in", n_in)
+    run.count("ingest.rows_out", n_out)
+    run.count("ingest.rows_quarantined", n_q)
+    if n_in != n_out + n_q:
+        raise RuntimeError(f"ingest lost rows: {n_in} read, {n_out} kept + {n_q} quarantined")
+    per_split = ", ".join(f"{k} {v:,}" for k, v in sorted(raw_counts.items()))
+    return StageReport("ingest", f"{n_in:,} rows read ({per_split}), {n_q:,} quarantined", values={"rows_in": n_in})
+
+
+def clean(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """Clean ``raw_<task>`` into ``clean_<task>``; empty or over-long rows quarantined, exact duplicates to ``dup_<task>``."""
+    raw = read_table(spark, cfg.table("raw"))
+    label = F.col(cfg.label_col).cast("string") if cfg.label_col else F.lit(None).cast("string")
+    dedup_splits = [n for n, s in cfg.sources.items() if s.dedup]
+    base = raw.select(
+        "id",
+        "split",
+        "source_file",
+        F.col(cfg.text_col).alias("text"),
+        label.alias("label"),
+        F.col("split").isin(dedup_splits).alias("_dedup"),
+    )
+    res = clean_frame(base, cfg.clean, text_col="text", dedup_groups=["split"], dedup_col="_dedup")
+    decided = res.decided.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        stamp = F.lit(run.run_id)
+        write_table(res.clean.drop("_dedup").withColumn("run_id", stamp), cfg.table("clean"))
+        write_table(res.duplicates.drop("_dedup").withColumn("run_id", stamp), cfg.table("dup"))
+        q = res.quarantine.select(
+            "id",
+            "split",
+            "source_file",
+            "rule",
+            "reason",
+            F.col("text_raw").alias("raw"),
+            stamp.alias("run_id"),
+            F.lit("clean").alias("stage"),
+        )
+        _write_quarantine(spark, cfg, q, "clean")
+        outcome = {r["outcome"]: r["count"] for r in decided.groupBy("outcome").count().collect()}
+    finally:
+        decided.unpersist()
+    n_in = sum(outcome.values())
+    n_clean, n_q, n_dup = outcome.get("clean", 0), outcome.get("quarantine", 0), outcome.get("duplicate", 0)
+    written = read_table(spark, cfg.table("clean")).count()
+    if written != n_clean:
+        raise RuntimeError(f"clean wrote {written} rows but decided {n_clean}")
+    run.count("clean.rows_in", n_in)
+    run.count("clean.rows_out", n_clean)
+    run.count("clean.rows_quarantined", n_q)
+    run.count("clean.rows_duplicate", n_dup)
+    return StageReport("clean", f"{n_clean:,} clean, {n_q:,} quarantined, {n_dup:,} exact duplicates removed")
+
+
+def model_spec(cfg: PipelineConfig) -> ModelSpec:
+    e = cfg.embed
+    return ModelSpec(model=e.model, max_length=e.max_length, pooling=e.pooling, normalize=e.normalize, device=e.device)
+
+
+def embed(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder, *, progress: bool = True) -> StageReport:
+    """Embed ``clean_<task>`` text into ``emb_<task>`` (``array<float>`` per row)."""
+    spec = model_spec(cfg)
+    try:
+        resolve_model_dir(spec.model)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    clean_df = read_table(spark, cfg.table("clean")).select("id", "split", "text")
+    n = clean_df.count()
+    parts = max(spark.sparkContext.defaultParallelism, math.ceil(n / cfg.embed.records_per_partition))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.embed.records_per_partition, 10000)))
+    out = clean_df.repartition(parts).select(
+        "id",
+        "split",
+        embed_column("text", spec, cfg.embed.batch_size).alias("embedding"),
+        F.lit(spec.model).alias("model"),
+    )
+    t0 = time.perf_counter()
+    with Progress(spark.sparkContext, "embed", n, enabled=progress):
+        write_table(out.withColumn("run_id", F.lit(run.run_id)), cfg.table("emb"))
+    secs = time.perf_counter() - t0
+    rate = n / secs if secs > 0 else 0.0
+    run.count("embed.rows", n)
+    run.measure("embed.seconds", secs)
+    run.measure("embed.rows_per_s", rate)
+    return StageReport(
+        "embed", f"{n:,} rows in {secs:.1f}s, {rate:,.0f} rows/s ({parts} partitions)", values={"rows_per_s": rate}
+    )
+
+
+def _features(spark: SparkSession, cfg: PipelineConfig) -> DataFrame:
+    emb = read_table(spark, cfg.table("emb")).select("id", "embedding")
+    rows = read_table(spark, cfg.table("clean")).select("id", "split", "text", "label")
+    return as_vector(rows.join(emb, "id"))
+
+
+def _write_metrics(
+    spark: SparkSession, cfg: PipelineConfig, run: RunRecorder, stage: str, split: str, values: dict[str, float]
+) -> None:
+    now = datetime.now(timezone.utc)
+    rows = [(run.run_id, cfg.name, cfg.task, stage, split, k, float(v), now) for k, v in values.items()]
+    schema = "run_id STRING, pipeline STRING, task STRING, stage STRING, split STRING, metric STRING, value DOUBLE, created_at TIMESTAMP"
+    write_table(spark.createDataFrame(rows, schema), cfg.table("metrics"), mode="append")
+
+
+def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """Train on the train split, score the eval split into ``pred_<task>``, metrics to ``metrics``."""
+    c = cfg.classify
+    if not cfg.label_col:
+        raise ConfigError("classify: label_col is not set, so there is nothing to learn from")
+    feats = _features(spark, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        splits = {r["split"] for r in feats.select("split").distinct().collect()}
+        for key in ("train_split", "eval_split"):
+            if getattr(c, key) not in splits:
+                raise ConfigError(f"classify.{key}: split {getattr(c, key)!r} not among the sources {sorted(splits)}")
+        train = feats.where((F.col("split") == c.train_split) & F.col("label").isNotNull())
+        model = fit_classifier(train, c)
+        scored = predict(model, feats.where(F.col("split") == c.eval_split))
+        pred = scored.select(
+            "id", "split", "text", "label", "prediction", "probability", F.lit(run.run_id).alias("run_id")
+        )
+        write_table(pred, cfg.table("pred"))
+    finally:
+        feats.unpersist()
+    model_dir = cfg.resolved_work_dir() / "models" / cfg.task / "classifier"
+    model.write().overwrite().save(str(model_dir))
+    scores = evaluate(read_table(spark, cfg.table("pred")).where(F.col("label").isNotNull()))
+    _write_metrics(spark, cfg, run, "classify", c.eval_split, scores)
+    run.measure("classify.accuracy", scores["accuracy"])
+    run.measure("classify.macro_f1", scores["macro_f1"])
+    return StageReport(
+        "classify",
+        f"{c.eval_split} accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {int(scores['rows']):,} rows",
+        values=scores,
+    )
+
+
+def cluster(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """KMeans over all embedded rows into ``cluster_<task>``; names and terms to ``cluster_terms_<task>``."""
+    c = cfg.cluster
+    feats = _features(spark, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        model = fit_kmeans(feats, c)
+        assigned = model.transform(feats)
+        write_table(assigned.select("id", "split", "cluster", F.lit(run.run_id).alias("run_id")), cfg.table("cluster"))
+        sil = silhouette(assigned)
+        terms = cluster_terms(assigned, top_n=c.top_terms, min_chars=c.min_term_chars)
+        write_table(terms.withColumn("run_id", F.lit(run.run_id)), cfg.table("cluster_terms"))
+    finally:
+        feats.unpersist()
+    _write_metrics(spark, cfg, run, "cluster", "all", {"silhouette_cosine": sil, "k": float(c.k)})
+    run.measure("cluster.silhouette", sil)
+    top = read_table(spark, cfg.table("cluster_terms")).orderBy(F.desc("size")).limit(3).collect()
+    names = "; ".join(f"{r['name']} ({r['size']})" for r in top)
+    return StageReport(
+        "cluster", f"{c.k} clusters, cosine silhouette {sil:.3f}; largest: {names}", values={"silhouette": sil}
+    )
+
+
+STAGES: dict[str, Callable[..., StageReport]] = {
+    "ingest": ingest,
+    "clean": clean,
+    "embed": embed,
+    "classify": classify,
+    "cluster": cluster,
+}
+
+
+def run_stages(
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    stages: list[str] | None = None,
+    *,
+    command: str = "run",
+    on_report: Callable[[StageReport], None] | None = None,
+    progress: bool = True,
+) -> tuple[RunRecorder, list[StageReport]]:
+    """Run ``stages`` (default: all enabled, in order) and record the run in ``runs``."""
+    names = stages or [s for s in STAGES if getattr(getattr(cfg, s, None), "enabled", True)]
+    for s in names:
+        if s not in STAGES:
+            raise ConfigError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
+    ensure_database(spark, cfg.database)
+    run = RunRecorder(spark, cfg, command)
+    reports: list[StageReport] = []
+    try:
+        for s in names:
+            with run.stage(s):
+                kwargs = {"progress": progress} if s == "embed" else {}
+                report = STAGES[s](spark, cfg, run, **kwargs)
+            report.seconds = run.stage_seconds[s]
+            reports.append(report)
+            if on_report:
+                on_report(report)
+        if "ingest" in names and "clean" in names:
+            counts = {
+                "rows_in": run.counts["ingest.rows_in"],
+                "rows_clean": run.counts["clean.rows_out"],
+                "rows_quarantined": run.counts["ingest.rows_quarantined"] + run.counts["clean.rows_quarantined"],
+                "rows_duplicate": run.counts["clean.rows_duplicate"],
+            }
+            for k, v in counts.items():
+                run.count(k, v)
+            if reconcile(counts) != 0:
+                raise RuntimeError(f"row counts do not reconcile: {counts}")
+    except BaseException as exc:
+        run.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    run.finish("ok")
+    return run, reports

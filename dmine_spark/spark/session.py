@@ -1,0 +1,102 @@
+"""SparkSession construction driven by a profile in ``conf/base/spark``.
+
+The default profile runs local mode with a persistent catalog: Spark's
+embedded (Derby) metastore and a warehouse folder, both under the work
+directory, so result tables outlive the process and ``dmine sql`` in another
+shell sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dmine_spark.config import SparkProfile
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["build_session", "driver_java_options", "session_conf", "under_spark_submit"]
+
+log = logging.getLogger(__name__)
+
+# Settings every dmine session needs, whatever the profile says.
+_BASE_CONF = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.executorEnv.HF_HUB_OFFLINE": "1",
+    "spark.executorEnv.TRANSFORMERS_OFFLINE": "1",
+    "spark.executorEnv.TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def under_spark_submit() -> bool:
+    """True when this Python driver was launched by ``spark-submit``."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+LOG4J_CONF = Path(__file__).with_name("log4j2.properties")
+
+
+def driver_java_options(work_dir: Path, profile: SparkProfile | None = None) -> str:
+    """JVM options for the driver: quiet logging, and derby.log kept in the work dir."""
+    extra = profile.conf.get("spark.driver.extraJavaOptions", "") if profile else ""
+    opts = f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} -Dderby.system.home={Path(work_dir).resolve()}"
+    return f"{extra} {opts}".strip()
+
+
+def session_conf(profile: SparkProfile, work_dir: Path) -> dict[str, str]:
+    """The full Spark conf for ``profile`` with its catalog under ``work_dir``."""
+    work_dir = Path(work_dir).resolve()
+    conf = dict(_BASE_CONF)
+    conf["spark.sql.warehouse.dir"] = str(work_dir / "warehouse")
+    if profile.catalog == "hive":
+        conf["spark.sql.catalogImplementation"] = "hive"
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={work_dir / 'metastore_db'};create=true"
+        )
+        conf["spark.hadoop.datanucleus.schema.autoCreateAll"] = "true"
+        conf["spark.hadoop.hive.metastore.schema.verification"] = "false"
+    else:
+        conf["spark.sql.catalogImplementation"] = "in-memory"
+    conf.update(profile.conf)
+    return conf
+
+
+def build_session(profile: SparkProfile, work_dir: Path, app_name: str | None = None) -> "SparkSession":
+    """Create (or join) the SparkSession described by ``profile``.
+
+    Under ``spark-submit`` the master and driver settings given on the
+    command line win; the profile's master applies only to direct runs.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Executors must run the interpreter that has dmine_spark's dependencies.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder.appName(app_name or profile.app_name)
+    if not under_spark_submit():
+        builder = builder.master(profile.master)
+        if profile.master.startswith("local"):
+            # a local run talks to itself only; this also silences the hostname warning
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.config("spark.driver.extraJavaOptions", driver_java_options(work_dir, profile))
+    for key, value in session_conf(profile, work_dir).items():
+        if key == "spark.driver.extraJavaOptions":
+            continue
+        builder = builder.config(key, value)
+    if profile.catalog == "hive":
+        builder = builder.enableHiveSupport()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(profile.log_level)
+    log.info("spark %s master=%s work_dir=%s", spark.version, spark.sparkContext.master, work_dir)
+    return spark
