@@ -1,0 +1,110 @@
+"""The user's ways in, each in its own process: spark-submit.sh, dmine sql/tables, the notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PIPELINE_CONF, REPO
+
+pytestmark = pytest.mark.slow
+
+DMINE = [sys.executable, "-m", "dmine_spark.cli"]
+SLICE = ["--set", "sources.train.sample=0.15", "--set", "sources.test.sample=0.1", "--set", "cluster.k=8"]
+
+
+def _env(work_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DMINE_WORK_DIR"] = str(work_dir)
+    env["PYTHON"] = sys.executable
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def submitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+    """The demo pipeline on a slice, submitted through ./spark-submit.sh to local[2]."""
+    work = tmp_path_factory.mktemp("submit_work")
+    env = _env(work)
+    proc = _run(["./spark-submit.sh", "--master", "local[2]", "run", str(PIPELINE_CONF), "-q", *SLICE], env)
+    return work, env, proc.stdout
+
+
+def test_spark_submit_runs_every_stage(submitted) -> None:  # noqa: ANN001
+    _, _, out = submitted
+    for stage in ("ingest", "clean", "embed", "classify", "cluster"):
+        assert f"  {stage} " in out
+    assert "test accuracy" in out
+    assert "rows: " in out and " clean + " in out
+
+
+def test_sql_from_another_process_sees_results(submitted) -> None:  # noqa: ANN001
+    work, env, _ = submitted
+    got = _run([*DMINE, "sql", "SELECT count(*) AS n FROM dmine.pred_banking77", "--format", "json"], env).stdout
+    n_pred = json.loads(got.strip().splitlines()[-1])["n"]
+    runs = _run(
+        [
+            *DMINE,
+            "sql",
+            "SELECT counts['ingest.rows_out.test'] AS test_rows, status, master "
+            "FROM (SELECT *, spark_master AS master FROM dmine.runs)",
+            "--format",
+            "json",
+        ],
+        env,
+    ).stdout
+    row = json.loads(runs.strip().splitlines()[-1])
+    assert row["status"] == "ok" and row["master"] == "local[2]"
+    assert n_pred == row["test_rows"] > 0
+    table = _run([*DMINE, "sql", "SELECT count(*) FROM dmine.pred_banking77"], env).stdout
+    assert table.splitlines()[-2].strip() == str(n_pred)
+
+
+def test_tables_lists_every_layer(submitted) -> None:  # noqa: ANN001
+    work, env, _ = submitted
+    out = _run([*DMINE, "tables"], env).stdout
+    for name in ("raw", "clean", "quarantine", "dup", "emb", "pred", "cluster", "cluster_terms"):
+        assert f"dmine.{name}_banking77 " in out
+    assert "dmine.runs " in out and "dmine.metrics " in out
+
+
+def test_sql_errors_are_one_line(submitted) -> None:  # noqa: ANN001
+    work, env, _ = submitted
+    proc = subprocess.run(
+        [*DMINE, "sql", "SELECT * FROM dmine.nope"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("dmine: error:")]
+    assert len(errors) == 1 and "TABLE_OR_VIEW_NOT_FOUND" in errors[0]
+
+
+def test_sql_without_catalog_says_so(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*DMINE, "sql", "SELECT 1"], cwd=REPO, env=_env(tmp_path / "none"), capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"dmine: error: no dmine catalog in {tmp_path / 'none'}; run `dmine run <config>` first or pass --work-dir"
+    )
+
+
+def test_notebook_runs_and_ends_with_sql(tmp_path: Path) -> None:
+    env = _env(tmp_path / "nb_work")
+    env["DMINE_NOTEBOOK_SET"] = "sources.train.sample=0.1;sources.test.sample=0.1;cluster.k=6"
+    out = _run([sys.executable, "notebooks/banking77_intents.py"], env).stdout
+    assert "classify  test accuracy" in out
+    assert re.search(r"\|\s*metric\s*\|\s*value\s*\|", out)
+    assert re.search(r"\|\s*accuracy\s*\|\s*0\.\d+\s*\|", out) and re.search(r"\|\s*macro_f1\s*\|", out)
+    assert "|rows_in|clean|quarantined|duplicates|embed_rows_per_s|" in out

@@ -1,0 +1,103 @@
+"""Cleaning Column functions and the clean stage's row decisions, on a real local Spark."""
+
+from __future__ import annotations
+
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from dmine_spark.config import CleanConfig
+from dmine_spark.prepare.clean import (
+    TextCleaner,
+    clean_frame,
+    clean_text,
+    collapse_whitespace,
+    content_hash,
+    nfkc,
+    remove_control_chars,
+    strip_html,
+)
+
+
+def _apply(spark, fn, values):  # noqa: ANN001, ANN202
+    df = spark.createDataFrame([(v,) for v in values], "t STRING")
+    return [r[0] for r in df.select(fn(F.col("t"))).collect()]
+
+
+def test_nfkc_full_width_to_half_width(spark) -> None:  # noqa: ANN001
+    assert _apply(spark, nfkc, ["ＡＢＣ１２３", "ﬁne", "外卖很好吃！", None]) == ["ABC123", "fine", "外卖很好吃!", None]
+
+
+def test_strip_html(spark) -> None:  # noqa: ANN001
+    got = _apply(
+        spark, strip_html, ["<p>Card <b>lost</b></p>", "a<script>x=1</script>b", "5 &lt; 6 &amp;&amp; ok", "no tags"]
+    )
+    assert [" ".join(g.split()) for g in got] == ["Card lost", "a b", "5 < 6 && ok", "no tags"]
+
+
+def test_control_and_zero_width_removed(spark) -> None:  # noqa: ANN001
+    assert _apply(spark, remove_control_chars, ["a\u200bb\ufeffc", "x\x07y"]) == ["abc", "x y"]
+
+
+def test_collapse_whitespace(spark) -> None:  # noqa: ANN001
+    assert _apply(spark, collapse_whitespace, ["  a \t\n b\u3000c  ", ""]) == ["a b c", ""]
+
+
+def test_clean_text_chain_and_hash(spark) -> None:  # noqa: ANN001
+    assert _apply(spark, lambda c: clean_text(c, lowercase=True), ["<i>Ｈｅｌｌｏ</i>\u200b  World"]) == ["hello world"]
+    h = _apply(spark, content_hash, ["Hello", "hello", "other"])
+    assert h[0] == h[1] != h[2]
+
+
+def test_text_cleaner_stage_persists(spark, tmp_path) -> None:  # noqa: ANN001
+    df = spark.createDataFrame([("1", "<b>Hi</b>   there")], "id STRING, text STRING")
+    stage = TextCleaner(inputCol="text", outputCol="clean", maxChars=5)
+    stage.write().overwrite().save(str(tmp_path / "cleaner"))
+    loaded = TextCleaner.load(str(tmp_path / "cleaner"))
+    assert loaded.getOrDefault("maxChars") == 5
+    assertDataFrameEqual(
+        loaded.transform(df).select("id", "clean"), spark.createDataFrame([("1", "Hi th")], "id STRING, clean STRING")
+    )
+
+
+def test_text_cleaner_checks_columns(spark) -> None:  # noqa: ANN001
+    import pytest
+
+    df = spark.createDataFrame([(1, "x")], "n INT, text STRING")
+    with pytest.raises(ValueError, match="input column 'body' not found"):
+        TextCleaner(inputCol="body").transform(df)
+    with pytest.raises(TypeError, match="must be a string"):
+        TextCleaner(inputCol="n", outputCol="o").transform(df)
+    with pytest.raises(ValueError, match="output column 'n' already exists"):
+        TextCleaner(inputCol="text", outputCol="n").transform(df)
+
+
+def test_clean_frame_accounts_for_every_row(spark) -> None:  # noqa: ANN001
+    rows = [
+        ("a1", "train", "My card  is lost", True),
+        ("a2", "train", "my CARD is lost", True),  # duplicate of a1 after case folding
+        ("a3", "train", "<br/> \u200b ", True),  # empty once cleaned
+        ("a4", "train", None, True),  # null
+        ("a5", "train", "x" * 30, True),  # too long
+        ("b1", "test", "My card is lost", False),  # same text, but test rows are never deduped
+        ("b2", "test", "My card is lost", False),
+    ]
+    df = spark.createDataFrame(rows, "id STRING, split STRING, text STRING, dd BOOLEAN")
+    res = clean_frame(df, CleanConfig(max_chars=20, on_too_long="quarantine"), dedup_groups=["split"], dedup_col="dd")
+    assert sorted(r.id for r in res.clean.collect()) == ["a1", "b1", "b2"]
+    assert {r.id: r.kept_id for r in res.duplicates.collect()} == {"a2": "a1"}
+    assert {r.id: r.rule for r in res.quarantine.collect()} == {
+        "a3": "empty_text",
+        "a4": "empty_text",
+        "a5": "text_too_long",
+    }
+    reason = res.quarantine.where("id = 'a5'").first().reason
+    assert reason == "text has 30 characters; the limit is 20"
+    assert res.clean.count() + res.duplicates.count() + res.quarantine.count() == df.count()
+
+
+def test_clean_frame_truncates_when_configured(spark) -> None:  # noqa: ANN001
+    df = spark.createDataFrame([("a", "y" * 30)], "id STRING, text STRING")
+    res = clean_frame(df, CleanConfig(max_chars=10, on_too_long="truncate"))
+    row = res.clean.first()
+    assert row.text == "y" * 10 and row.truncated is True
+    assert res.quarantine.count() == 0

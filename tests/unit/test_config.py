@@ -1,0 +1,125 @@
+"""Config schema, overrides and one-line errors; no JVM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmine_spark.config import ConfigError, apply_overrides, load_config, load_profile, parse_override
+from tests.conftest import PIPELINE_CONF, REPO
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+def test_banking77_config_validates() -> None:
+    cfg = load_config(PIPELINE_CONF)
+    assert cfg.task == "banking77"
+    assert set(cfg.sources) == {"train", "test"}
+    assert cfg.sources["train"].options["header"] == "true"
+    assert cfg.table("pred") == "dmine.pred_banking77"
+    assert cfg.table("runs") == "dmine.runs"
+
+
+def test_override_sets_typed_value() -> None:
+    cfg = load_config(PIPELINE_CONF, ["embed.batch_size=32", "cluster.enabled=false", "sources.train.sample=0.5"])
+    assert cfg.embed.batch_size == 32
+    assert cfg.cluster.enabled is False
+    assert cfg.sources["train"].sample == 0.5
+
+
+def test_override_changes_config_hash() -> None:
+    assert load_config(PIPELINE_CONF).config_hash() != load_config(PIPELINE_CONF, ["embed.batch_size=32"]).config_hash()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("embed.batch_sise=32", "embed.batch_sise: unknown key"),
+        ("embed.batch_size=lots", "embed.batch_size: Input should be a valid integer"),
+        ("embed.pooling=max", "embed.pooling: Input should be 'mean' or 'cls'"),
+        ("classify.reg_param=-1", "classify.reg_param: Input should be greater than or equal to 0"),
+        ("sources.train.path=nowhere/*.csv", "sources.train.path: no file matches 'nowhere/*.csv'"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(PIPELINE_CONF, [override])
+    msg = str(err.value)
+    assert expected in msg
+    assert "\n" not in msg
+    assert str(PIPELINE_CONF) in msg
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ntask: x\n")
+    with pytest.raises(ConfigError, match=r"sources: required key is missing"):
+        load_config(p)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config("nope.yaml")
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ntask: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line \d+ is not valid YAML"):
+        load_config(p)
+
+
+def test_parse_override_rejects_bad_syntax() -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("embed.batch_size")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("embed..x=1")
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+
+
+def test_override_into_a_value_fails() -> None:
+    with pytest.raises(ConfigError, match="embed.model is a value, not a section"):
+        apply_overrides({"embed": {"model": "m"}}, ["embed.model.x=1"])
+
+
+def test_profiles_validate() -> None:
+    local = load_profile("local", REPO / "conf")
+    assert local.master.startswith("local")
+    assert local.catalog == "hive"
+    with pytest.raises(ConfigError, match="profile 'nope': file not found"):
+        load_profile("nope", REPO / "conf")
+
+
+def test_cli_bad_config_fails_with_one_line_before_spark(tmp_path: Path) -> None:
+    """The CLI reports the bad key in one stderr line and never starts Spark."""
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dmine_spark.cli",
+            "run",
+            str(PIPELINE_CONF),
+            "--set",
+            "embed.batch_sise=8",
+            "--work-dir",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        f"dmine: error: {PIPELINE_CONF}: embed.batch_sise: unknown key (check the spelling against conf/base)"
+    ]
+    assert proc.stdout == ""
+    assert not work.exists()  # the session builder would have created it
