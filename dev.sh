@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   bash dev.sh demo    set up, then run the BANKING77 demo pipeline on the bundled sample
+#   bash dev.sh test    set up, then lint and run the test suite
+#   bash dev.sh setup   only create .venv and install dmine_spark with its dev extras
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+PY="${PYTHON_BIN:-python3}"
+VENV=.venv
+
+need_java() {
+  if command -v java >/dev/null 2>&1 && java -version 2>&1 | grep -qE 'version "(17|21)'; then
+    return
+  fi
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "dev.sh: installing a Java 17 runtime for Spark" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  else
+    echo "dev.sh: Spark 4.2 needs Java 17 or 21 on PATH; install it (e.g. apt-get install openjdk-17-jre-headless)" >&2
+    exit 2
+  fi
+}
+
+setup() {
+  need_java
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    "$PY" -m venv "$VENV"
+  fi
+  # reinstall only when the declared dependencies changed
+  local stamp="$VENV/.dmine-setup" want
+  want="$(sha256sum setup.py | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[dev,notebooks]"
+    echo "$want" >"$stamp"
+  fi
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  setup)
+    setup ;;
+  demo)
+    setup
+    exec "$VENV/bin/dmine" run conf/base/pipelines/banking77.yaml "$@" ;;
+  test)
+    setup
+    "$VENV/bin/ruff" check dmine_spark tests setup.py
+    exec "$VENV/bin/python" -m pytest -m "not cluster and not gpu" "$@" ;;
+  *)
+    echo "usage: bash dev.sh {demo|test|setup} [args...]" >&2
+    exit 2 ;;
+esac
