@@ -129,6 +129,31 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dmine_spark import bench
+
+    if args.gpu:
+        if not args.model:
+            raise ConfigError("bench --gpu: --model DIR (a local model directory) is required")
+        res = bench.bench_gpu(args.model, args.rows or 200_000)
+        sys.stdout.write(
+            f"gpu core: {res['rows_per_s']:,.0f} rows/s on {res['device']} ({res['precision']}, {res['rows']:,} rows)\n"
+        )
+    else:
+        datasets = Path(args.datasets)
+        if not datasets.is_dir():
+            raise ConfigError(f"bench: --datasets {datasets} is not a directory")
+        res = bench.bench_embed(
+            datasets, args.rows or 20_000, echo=lambda m: (sys.stdout.write(m + "\n"), sys.stdout.flush())
+        )
+        for key in ("ratio_vs_st", "ratio_vs_naive", "int8_ratio_vs_st", "rerun_ratio", "mfu_fp32"):
+            if key in res:
+                sys.stdout.write(f"{key:<18} {res[key]:.3f}\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dmine", description="dmine_spark: mine business text with Spark.")
     p.add_argument("--version", action="version", version=f"dmine_spark {__version__}")
@@ -165,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "tsv", "json"], default="table")
     sp.add_argument("--max-rows", type=int, default=100)
     catalog_args(sp)
+    sp = sub.add_parser("bench", help="benchmarks: `dmine bench embed` compares the embedding engine")
+    sp.add_argument("what", choices=["embed"])
+    sp.add_argument("--rows", type=int, help="texts to embed (default 20,000; 200,000 with --gpu)")
+    sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    sp.add_argument("--datasets", default=os.environ.get("DMINE_DATASETS", "../shared/datasets"))
+    sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
+    sp.add_argument("--model", help="local model directory for --gpu")
     sp = sub.add_parser("tables", help="list the tables of a dmine database with row counts")
     sp.add_argument("--database", default="dmine")
     catalog_args(sp)
@@ -181,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_pipeline(args)
         if args.command == "sql":
             return _cmd_sql(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         return _cmd_tables(args)
     except (ConfigError, LookupError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)

@@ -82,8 +82,11 @@ class EmbedConfig(_Strict):
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     batch_size: int = Field(default=64, gt=0)
+    max_tokens: int = Field(default=2048, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     records_per_partition: int = Field(default=2000, gt=0)
+    cache: bool = True
 
 
 class ClassifyConfig(_Strict):
@@ -152,7 +155,7 @@ class PipelineConfig(_Strict):
 
     def table(self, layer: str) -> str:
         """Fully qualified name of this task's table in ``layer`` (``raw``, ``pred``...)."""
-        if layer in ("metrics", "runs"):
+        if layer in ("metrics", "runs", "emb_cache"):
             return f"{self.database}.{layer}"
         return f"{self.database}.{layer}_{self.task}"
 

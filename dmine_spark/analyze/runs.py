@@ -46,6 +46,7 @@ RUNS_SCHEMA = StructType(
         StructField("stage_seconds", MapType(StringType(), DoubleType()), False),
         StructField("counts", MapType(StringType(), LongType()), False),
         StructField("measures", MapType(StringType(), DoubleType()), False),
+        StructField("labels", MapType(StringType(), StringType()), False),
         StructField("spark_master", StringType(), True),
         StructField("error", StringType(), True),
     ]
@@ -70,6 +71,7 @@ class RunRecorder:
         self.stage_seconds: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.measures: dict[str, float] = {}
+        self.labels: dict[str, str] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -84,6 +86,9 @@ class RunRecorder:
 
     def measure(self, key: str, value: float) -> None:
         self.measures[key] = float(value)
+
+    def label(self, key: str, value: str) -> None:
+        self.labels[key] = str(value)
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
         ended = datetime.now(timezone.utc)
@@ -100,9 +105,18 @@ class RunRecorder:
             self.stage_seconds,
             self.counts,
             self.measures,
+            self.labels,
             self.spark.sparkContext.master,
             error,
         )
         df = self.spark.createDataFrame([row], RUNS_SCHEMA)
-        write_table(df, self.cfg.table("runs"), mode="append")
+        name = self.cfg.table("runs")
+        if self.spark.catalog.tableExists(name):
+            # a runs table written by an older dmine_spark gains the new columns
+            have = set(self.spark.table(name).columns)
+            added = [f"`{f.name}` {f.dataType.simpleString()}" for f in RUNS_SCHEMA.fields if f.name not in have]
+            if added:
+                self.spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(added)})")
+            df = df.select(*self.spark.table(name).columns)
+        write_table(df, name, mode="append")
         log.info("run %s %s in %.1fs", self.run_id, status, row[8])

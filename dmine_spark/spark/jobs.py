@@ -6,8 +6,6 @@ time from the CLI in separate processes.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +18,7 @@ from pyspark.sql import functions as F
 from dmine_spark.analyze.runs import RunRecorder, reconcile
 from dmine_spark.analyze.tables import ensure_database, read_table, write_table
 from dmine_spark.config import ConfigError, PipelineConfig
-from dmine_spark.features.embed import embed_column
+from dmine_spark.features.embed import embed_missing, resolve_spec
 from dmine_spark.features.encoder import ModelSpec, resolve_model_dir
 from dmine_spark.mine.classify import as_vector, evaluate, fit_classifier, predict
 from dmine_spark.mine.cluster import cluster_terms, fit_kmeans, silhouette
@@ -152,37 +150,86 @@ def clean(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageRe
 
 def model_spec(cfg: PipelineConfig) -> ModelSpec:
     e = cfg.embed
-    return ModelSpec(model=e.model, max_length=e.max_length, pooling=e.pooling, normalize=e.normalize, device=e.device)
+    return ModelSpec(
+        model=e.model,
+        max_length=e.max_length,
+        pooling=e.pooling,
+        normalize=e.normalize,
+        device=e.device,
+        precision=e.precision,
+    )
 
 
 def embed(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder, *, progress: bool = True) -> StageReport:
-    """Embed ``clean_<task>`` text into ``emb_<task>`` (``array<float>`` per row)."""
-    spec = model_spec(cfg)
+    """Embed the texts of ``clean_<task>`` that the cache lacks; ``emb_<task>`` is a view over the cache.
+
+    The cache (``<database>.emb_cache``) is keyed by the text's hash and the
+    model, precision, length and pooling, and shared by every task of the
+    database, so identical texts are embedded once and a re-run embeds nothing.
+    """
     try:
-        resolve_model_dir(spec.model)
+        resolve_model_dir(cfg.embed.model)
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
-    clean_df = read_table(spark, cfg.table("clean")).select("id", "split", "text")
-    n = clean_df.count()
-    parts = max(spark.sparkContext.defaultParallelism, math.ceil(n / cfg.embed.records_per_partition))
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.embed.records_per_partition, 10000)))
-    out = clean_df.repartition(parts).select(
-        "id",
-        "split",
-        embed_column("text", spec, cfg.embed.batch_size).alias("embedding"),
-        F.lit(spec.model).alias("model"),
+    spec = resolve_spec(spark, model_spec(cfg))
+    e = cfg.embed
+    cache = cfg.table("emb_cache") if e.cache else f"{cfg.database}.emb_scratch_{cfg.task}"
+    if not e.cache and spark.catalog.tableExists(cache):
+        spark.sql(f"DROP TABLE {cache}")
+    clean_table = cfg.table("clean")
+    texts = read_table(spark, clean_table).select("text")
+
+    def show(n: int) -> Progress:
+        return Progress(spark.sparkContext, "embed", n, enabled=progress)
+
+    rep = embed_missing(
+        spark,
+        texts,
+        spec,
+        cache,
+        batch_size=e.batch_size,
+        max_tokens=e.max_tokens,
+        records_per_partition=e.records_per_partition,
+        progress=show,
+        run_id=run.run_id,
     )
-    t0 = time.perf_counter()
-    with Progress(spark.sparkContext, "embed", n, enabled=progress):
-        write_table(out.withColumn("run_id", F.lit(run.run_id)), cfg.table("emb"))
-    secs = time.perf_counter() - t0
-    rate = n / secs if secs > 0 else 0.0
-    run.count("embed.rows", n)
-    run.measure("embed.seconds", secs)
+    emb = cfg.table("emb")
+    if spark.catalog.tableExists(emb) and spark.catalog.getTable(emb).tableType != "VIEW":
+        spark.sql(f"DROP TABLE {emb}")
+    spark.sql(
+        f"""CREATE OR REPLACE VIEW {emb} AS
+        SELECT c.id, c.split, e.embedding, e.model, e.precision
+        FROM {clean_table} c
+        JOIN (SELECT text_key, first(embedding) AS embedding, first(model) AS model, first(precision) AS precision
+              FROM {cache}
+              WHERE model = '{spec.model.replace("'", "''")}' AND precision = '{spec.precision}'
+                AND max_length = {spec.max_length} AND pooling = '{spec.pooling}' AND normalized = {str(spec.normalize).lower()}
+              GROUP BY text_key) e
+        ON sha2(c.text, 256) = e.text_key"""
+    )
+    st = rep.stats
+    rate = rep.embedded / rep.seconds if rep.seconds > 0 else 0.0
+    run.count("embed.rows", rep.rows)
+    run.count("embed.unique_texts", rep.unique_texts)
+    run.count("embed.cache_hits", rep.cache_hits)
+    run.count("embed.embedded", rep.embedded)
+    for key in ("tokens", "padded_tokens", "truncated", "batches", "oom_splits", "model_loads"):
+        run.count(f"embed.{key}", int(st.get(key, 0)))
+    run.measure("embed.seconds", rep.seconds)
     run.measure("embed.rows_per_s", rate)
-    return StageReport(
-        "embed", f"{n:,} rows in {secs:.1f}s, {rate:,.0f} rows/s ({parts} partitions)", values={"rows_per_s": rate}
+    run.measure("embed.tokens_per_s", st.get("tokens", 0) / rep.seconds if rep.seconds > 0 else 0.0)
+    run.measure("embed.padding_ratio", 1 - st["tokens"] / st["padded_tokens"] if st.get("padded_tokens") else 0.0)
+    run.measure("embed.model_load_seconds", st.get("load_seconds", 0.0))
+    run.measure("embed.encode_seconds", st.get("encode_seconds", 0.0))
+    devices = sorted(k.split("@", 1)[1] for k in st if k.startswith("rows@"))
+    run.label("embed.device", ",".join(devices) or "none")
+    run.label("embed.precision", spec.precision)
+    run.label("embed.model", spec.model)
+    summary = (
+        f"{rep.rows:,} rows, {rep.unique_texts:,} unique texts, {rep.cache_hits:,} cached, "
+        f"{rep.embedded:,} embedded in {rep.seconds:.1f}s ({rate:,.0f} rows/s, {spec.device} {spec.precision})"
     )
+    return StageReport("embed", summary, values={"rows_per_s": rate, "embedded": rep.embedded})
 
 
 def _features(spark: SparkSession, cfg: PipelineConfig) -> DataFrame:

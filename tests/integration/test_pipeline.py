@@ -140,3 +140,20 @@ def test_stage_alone_reads_from_catalog(spark, pipeline_run) -> None:  # noqa: A
     run, reports = run_stages(spark, cfg, ["classify"], command="classify", progress=False)
     assert reports[0].values["accuracy"] == pytest.approx(first.measures["classify.accuracy"], abs=0.02)
     assert spark.table(cfg.table("runs")).where("command = 'classify'").count() == 1
+
+
+def test_embed_rerun_embeds_nothing(spark, pipeline_run) -> None:  # noqa: ANN001
+    """Unchanged input: every text is a cache hit, no model runs, and the vectors are the same."""
+    cfg, first, _ = pipeline_run
+    before = {r["id"]: list(r["embedding"]) for r in spark.table(cfg.table("emb")).limit(50).collect()}
+    run, reports = run_stages(spark, cfg, ["embed"], command="embed", progress=False)
+    c = run.counts
+    assert c["embed.embedded"] == 0 and c.get("embed.model_loads", 0) == 0
+    assert c["embed.cache_hits"] == c["embed.unique_texts"] == first.counts["embed.unique_texts"]
+    assert first.counts["embed.embedded"] == first.counts["embed.unique_texts"] <= first.counts["embed.rows"]
+    assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == "cpu/fp32"
+    after = {
+        r["id"]: list(r["embedding"])
+        for r in spark.table(cfg.table("emb")).where(F.col("id").isin(list(before))).collect()
+    }
+    assert after == before
