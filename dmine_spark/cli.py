@@ -143,10 +143,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         datasets = Path(args.datasets)
         if not datasets.is_dir():
             raise ConfigError(f"bench: --datasets {datasets} is not a directory")
-        res = bench.bench_embed(
-            datasets, args.rows or 20_000, echo=lambda m: (sys.stdout.write(m + "\n"), sys.stdout.flush())
-        )
-        for key in ("ratio_vs_st", "ratio_vs_naive", "int8_ratio_vs_st", "rerun_ratio", "mfu_fp32"):
+        def echo(m: str) -> None:
+            sys.stdout.write(m + "\n")
+            sys.stdout.flush()
+
+        res = bench.bench_embed(datasets, args.rows or 20_000, echo=echo)
+        if args.accuracy:
+            res.update(bench.bench_int8_accuracy(datasets, echo=echo))
+        keys = ("ratio_vs_st", "ratio_vs_naive", "int8_ratio_vs_st", "rerun_ratio", "mfu_fp32", "int8_accuracy_loss_pt")
+        for key in keys:
             if key in res:
                 sys.stdout.write(f"{key:<18} {res[key]:.3f}\n")
     if args.json:
@@ -195,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rows", type=int, help="texts to embed (default 20,000; 200,000 with --gpu)")
     sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     sp.add_argument("--datasets", default=os.environ.get("DMINE_DATASETS", "../shared/datasets"))
+    sp.add_argument("--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 vectors")
     sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
     sp.add_argument("--model", help="local model directory for --gpu")
     sp = sub.add_parser("tables", help="list the tables of a dmine database with row counts")

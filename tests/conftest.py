@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ BANKING77 = DATASETS / "banking77"
 PIPELINE_CONF = REPO / "conf" / "base" / "pipelines" / "banking77.yaml"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# exported ONNX models of this test session stay out of the user's cache
+os.environ.setdefault("DMINE_ONNX_CACHE", tempfile.mkdtemp(prefix="dmine_onnx_"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -188,19 +188,23 @@ def embed_missing(
     """
     t0 = time.perf_counter()
     keyed = texts.select(text_key("text").alias("text_key"), "text")
-    # one pass gives the distinct texts and how many rows share each
-    unique = keyed.groupBy("text_key").agg(F.first("text").alias("text"), F.count(F.lit(1)).alias("n"))
-    unique = unique.persist(StorageLevel.MEMORY_AND_DISK)
+    # one pass: the distinct texts, how many rows share each, and whether the cache has them
+    status = keyed.groupBy("text_key").agg(F.first("text").alias("text"), F.count(F.lit(1)).alias("n"))
+    if spark.catalog.tableExists(cache_table):
+        known = spark.table(cache_table).where(cache_filter(spec)).select("text_key", F.lit(True).alias("cached"))
+        status = status.join(known.dropDuplicates(["text_key"]), "text_key", "left")
+    else:
+        status = status.withColumn("cached", F.lit(None).cast("boolean"))
+    status = status.persist(StorageLevel.MEMORY_AND_DISK)
     acc = spark.sparkContext.accumulator({}, StatsParam())
     try:
-        counts = unique.agg(F.count(F.lit(1)).alias("unique"), F.sum("n").alias("rows")).first()
-        n_unique, n_rows = int(counts["unique"]), int(counts["rows"] or 0)
-        missing = unique.select("text_key", "text")
-        n_missing = n_unique
-        if n_unique and spark.catalog.tableExists(cache_table):
-            known = spark.table(cache_table).where(cache_filter(spec)).select("text_key")
-            missing = missing.join(known, "text_key", "left_anti")
-            n_missing = missing.count()
+        counts = status.agg(
+            F.count(F.lit(1)).alias("unique"),
+            F.sum("n").alias("rows"),
+            F.count(F.when(F.col("cached").isNull(), 1)).alias("missing"),
+        ).first()
+        n_unique, n_rows, n_missing = int(counts["unique"]), int(counts["rows"] or 0), int(counts["missing"])
+        missing = status.where(F.col("cached").isNull()).select("text_key", "text")
         if n_missing:
             parts = max(spark.sparkContext.defaultParallelism, math.ceil(n_missing / records_per_partition))
             spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(records_per_partition, 10000)))
@@ -218,7 +222,7 @@ def embed_missing(
             with progress(n_missing) if progress else nullcontext():
                 out.write.mode("append").format("parquet").saveAsTable(cache_table)
     finally:
-        unique.unpersist()
+        status.unpersist()
     return EmbedReport(
         rows=n_rows,
         unique_texts=n_unique,

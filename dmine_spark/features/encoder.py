@@ -236,18 +236,18 @@ class Encoder:
             dtype=dtype,
         )
         model.eval()
+        self.config = model.config
+        self.dim = int(model.config.hidden_size)
+        self.max_positions = int(getattr(model.config, "max_position_embeddings", spec.max_length))
+        self._ort = None
         if precision == "int8":
-            import warnings
-
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            # per-channel weight scales: measured mean cosine to fp32 0.977 against 0.951 per-tensor
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        self.model = model.to(self.device)
-        self.dim = int(self.model.config.hidden_size)
-        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", spec.max_length))
+            # ONNX Runtime's dynamic int8 with per-channel weights: measured 2.2x torch fp32 per core
+            # with mean cosine 0.993 to fp32 (torch's own dynamic int8: 1.5x, cosine 0.977)
+            self._ort = _ort_session(int8_onnx_model(model, self.model_dir), num_threads or torch.get_num_threads())
+            self.model = None
+        else:
+            self.model = model.to(self.device)
+        self.backend = "onnxruntime" if self._ort is not None else "torch"
         self.stats = EncodeStats(load_seconds=time.perf_counter() - t0)
         self._lock = threading.Lock()
         log.info("loaded %s on %s (%s) in %.1fs", self.model_dir, self.device, precision, self.stats.load_seconds)
@@ -305,6 +305,19 @@ class Encoder:
             for row, i in enumerate(idx):
                 ids[row, : lengths[i]] = seqs[i]
             mask_np = (np.arange(width)[None, :] < lengths[idx][:, None]).astype(np.int64)
+            if self._ort is not None:
+                h = self._ort.run(None, {"input_ids": ids, "attention_mask": mask_np})[0]
+                if self.spec.pooling == "cls":
+                    v = h[:, 0]
+                else:
+                    v = (h * mask_np[..., None]).sum(1) / np.maximum(mask_np.sum(1, keepdims=True), 1)
+                if self.spec.normalize:
+                    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+                out[idx] = v
+                counts["tokens"] += int(lengths[idx].sum())
+                counts["padded"] += ids.size
+                counts["batches"] += 1
+                return
             ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
             mask_t = torch.from_numpy(mask_np).to(self.device, non_blocking=True)
             hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
@@ -342,6 +355,87 @@ class Encoder:
             s.oom_splits += splits
             s.encode_seconds += time.perf_counter() - t0
         return out
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX models are kept: ``$DMINE_ONNX_CACHE`` or ``~/.cache/dmine_spark/onnx``."""
+    return Path(os.environ.get("DMINE_ONNX_CACHE") or Path.home() / ".cache" / "dmine_spark" / "onnx")
+
+
+def _weights_digest(model_dir: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+def int8_onnx_model(model: Any, model_dir: Path) -> Path:
+    """The int8 ONNX file for ``model``: exported and quantised once per machine, then reused.
+
+    The file name carries a digest of the weights, so a changed model never
+    picks up a stale export; concurrent workers race safely (atomic rename).
+    """
+    import torch
+
+    target = onnx_cache_dir() / _weights_digest(model_dir) / "model.int8.onnx"
+    if target.is_file():
+        return target
+    try:
+        import onnx  # noqa: F401
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ImportError("embed.precision=int8 needs onnxruntime and onnx: pip install 'dmine_spark[int8]'") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    class _Hidden(torch.nn.Module):
+        # a plain (input_ids, attention_mask) signature; the model's own forward takes many optional arguments
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    tmp = target.parent / f".{os.getpid()}.{threading.get_ident()}"
+    tmp.mkdir(exist_ok=True)
+    try:
+        fp32 = tmp / "model.onnx"
+        ids = torch.ones(2, 16, dtype=torch.long)
+        axes = {0: "batch", 1: "tokens"}
+        import warnings
+
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Hidden(model.float().eval()), (ids, ids.clone()), str(fp32),
+                input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
+                opset_version=17, dynamo=False,
+            )
+        q = tmp / "model.int8.onnx"
+        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(q, target)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported int8 ONNX model to %s", target)
+    return target
+
+
+def _ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 _ENCODERS: dict[tuple[ModelSpec, str | None], Encoder] = {}
