@@ -243,7 +243,9 @@ def bench_int8_accuracy(datasets: Path, *, echo: Any = print) -> dict[str, float
         enc = get_encoder(ModelSpec(device="cpu", precision=precision), num_threads=os.cpu_count() or 1)
         clf = LogisticRegression(C=10.0, max_iter=2000).fit(enc.encode(xtr), ytr)
         out[f"banking77_accuracy_{precision}"] = float(clf.score(enc.encode(xte), yte))
-        echo(f"BANKING77 test accuracy, {precision} vectors + logistic regression: {out[f'banking77_accuracy_{precision}']:.4f}")
+        echo(
+            f"BANKING77 test accuracy, {precision} vectors + logistic regression: {out[f'banking77_accuracy_{precision}']:.4f}"
+        )
     out["int8_accuracy_loss_pt"] = 100 * (out["banking77_accuracy_fp32"] - out["banking77_accuracy_int8"])
     return out
 

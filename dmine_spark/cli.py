@@ -143,6 +143,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         datasets = Path(args.datasets)
         if not datasets.is_dir():
             raise ConfigError(f"bench: --datasets {datasets} is not a directory")
+
         def echo(m: str) -> None:
             sys.stdout.write(m + "\n")
             sys.stdout.flush()

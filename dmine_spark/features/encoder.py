@@ -412,10 +412,14 @@ def int8_onnx_model(model: Any, model_dir: Path) -> Path:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Hidden(model.float().eval()), (ids, ids.clone()), str(fp32),
-                input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+                _Hidden(model.float().eval()),
+                (ids, ids.clone()),
+                str(fp32),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["hidden"],
                 dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
-                opset_version=17, dynamo=False,
+                opset_version=17,
+                dynamo=False,
             )
         q = tmp / "model.int8.onnx"
         quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
