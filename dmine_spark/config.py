@@ -41,6 +41,13 @@ class ConfigError(ValueError):
     """A configuration problem, reported as one line naming the key."""
 
 
+def _spark_strings(v: Any) -> Any:
+    """Spark options and conf values are strings; YAML gives bools (``true``) and numbers."""
+    if isinstance(v, dict):
+        return {str(k): (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -59,13 +66,7 @@ class SourceConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    @field_validator("options", mode="before")
-    @classmethod
-    def _stringify(cls, v: Any) -> Any:
-        # Spark reader options are strings; YAML gives bools and numbers.
-        if isinstance(v, dict):
-            return {str(k): (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
-        return v
+    _options_as_strings = field_validator("options", mode="before")(lambda v: _spark_strings(v))
 
 
 class CleanConfig(_Strict):
@@ -116,12 +117,7 @@ class SparkProfile(_Strict):
     log_level: str = "WARN"
     conf: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("conf", mode="before")
-    @classmethod
-    def _stringify(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {str(k): (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
-        return v
+    _conf_as_strings = field_validator("conf", mode="before")(lambda v: _spark_strings(v))
 
 
 class PipelineConfig(_Strict):
