@@ -49,6 +49,15 @@ done
 mkdir -p "$work_dir"
 work_dir="$(cd "$work_dir" && pwd)"
 
+# Maven packages the pipeline's sources need (a JDBC driver, say), unless given with --packages
+packages=()
+if [[ " ${submit_args[*]:-} " != *" --packages "* && " run ingest " == *" $1 "* && $# -ge 2 ]]; then
+  pkgs="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'import sys
+from dmine_spark.config import load_config
+print(",".join(load_config(sys.argv[1], check_paths=False).spark_packages()))' "$2" 2>/dev/null || true)"
+  if [[ -n "$pkgs" ]]; then packages=(--packages "$pkgs"); fi
+fi
+
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$py}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$py}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -57,5 +66,5 @@ exec "$spark_home/bin/spark-submit" \
   --py-files "$build/dmine_spark.zip" \
   --driver-java-options "-Dlog4j2.configurationFile=file:$here/dmine_spark/spark/log4j2.properties -Dderby.system.home=$work_dir" \
   --conf spark.executorEnv.HF_HUB_OFFLINE=1 \
-  "${submit_args[@]}" \
+  "${packages[@]}" "${submit_args[@]}" \
   "$build/dmine_main.py" "$@"

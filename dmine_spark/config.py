@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
     "SourceConfig",
     "CleanConfig",
+    "PiiConfig",
+    "LanguageConfig",
+    "NearDupConfig",
     "EmbedConfig",
     "ClassifyConfig",
     "ClusterConfig",
@@ -52,29 +55,108 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SourceConfig(_Strict):
-    """One input dataset read with a declared schema."""
+FILE_FORMATS = ("csv", "json", "parquet")
 
-    path: str
-    format: Literal["csv", "json", "parquet"] = "csv"
+# JDBC drivers dmine_spark knows by URL prefix: (driver class, Maven coordinates for spark.jars.packages)
+JDBC_DRIVERS = {
+    "jdbc:postgresql:": ("org.postgresql.Driver", "org.postgresql:postgresql:42.7.14"),
+}
+
+
+class SourceConfig(_Strict):
+    """One input dataset read with a declared schema.
+
+    Files (``csv``, ``json``, ``parquet``) are read from ``path``; ``table``
+    reads a catalog table; ``jdbc`` reads ``table`` or ``query`` from ``url``
+    with the password taken from the environment variable ``password_env``
+    (never from the YAML). Values that do not cast to the declared type are
+    quarantined with the column named.
+    """
+
+    format: Literal["csv", "json", "parquet", "table", "jdbc"] = "csv"
+    path: str | None = None
+    table: str | None = None
+    query: str | None = None
+    url: str | None = None
+    user: str | None = None
+    password_env: str | None = None
+    driver: str | None = None
+    packages: list[str] = Field(default_factory=list)
     schema_ddl: str = Field(alias="schema")
     options: dict[str, str] = Field(default_factory=dict)
     sample: float | None = Field(default=None, gt=0.0, le=1.0)
     sample_seed: int = 7
     dedup: bool = True
     required: list[str] = Field(default_factory=list)
+    id_col: str | None = None  # a column with the source's own stable row id; rows get id <source>:<value>
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     _options_as_strings = field_validator("options", mode="before")(lambda v: _spark_strings(v))
 
+    @model_validator(mode="after")
+    def _where_to_read(self) -> SourceConfig:
+        if self.format in FILE_FORMATS and not self.path:
+            raise ValueError(f"format {self.format!r} needs a path")
+        if self.format == "table" and not self.table:
+            raise ValueError("format 'table' needs table: <database>.<table>")
+        if self.format == "jdbc":
+            if not self.url or not self.url.startswith("jdbc:"):
+                raise ValueError("format 'jdbc' needs url: jdbc:<subprotocol>://...")
+            if bool(self.table) == bool(self.query):
+                raise ValueError("format 'jdbc' needs exactly one of table or query")
+        return self
+
+    def jdbc_driver(self) -> tuple[str | None, list[str]]:
+        """The driver class and the Maven packages this source needs (empty for non-JDBC sources)."""
+        if self.format != "jdbc":
+            return None, list(self.packages)
+        for prefix, (driver, package) in JDBC_DRIVERS.items():
+            if self.url and self.url.startswith(prefix):
+                return self.driver or driver, list(self.packages) or [package]
+        return self.driver, list(self.packages)
+
 
 class CleanConfig(_Strict):
+    """Text cleaning and the row rules of the clean stage."""
+
+    unicode: Literal["nfkc", "fullwidth", "none"] = "nfkc"
     strip_html: bool = True
+    urls: Literal["keep", "mask", "remove"] = "keep"
     lowercase: bool = False
     min_chars: int = Field(default=1, ge=0)
     max_chars: int = Field(default=2000, gt=0)
     on_too_long: Literal["truncate", "quarantine"] = "truncate"
+
+
+PII_TYPES = ("email", "phone", "card", "iban", "cn_id")
+
+
+class PiiConfig(_Strict):
+    """PII masking with typed placeholders, before text reaches a table or a model."""
+
+    enabled: bool = True
+    types: list[Literal["email", "phone", "card", "iban", "cn_id"]] = Field(default_factory=lambda: list(PII_TYPES))
+
+
+class LanguageConfig(_Strict):
+    """Offline language detection: tag every row, and optionally keep only some languages."""
+
+    enabled: bool = False
+    keep: list[str] = Field(default_factory=list)  # empty: tag only; else other languages are quarantined
+    candidates: list[str] = Field(default_factory=list)  # restrict the detector to these (empty: all it knows)
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class NearDupConfig(_Strict):
+    """Near-duplicates by MinHash LSH over character shingles, verified by exact Jaccard."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    shingle: int = Field(default=5, ge=1)
+    bands: int = Field(default=20, ge=1)
+    rows_per_band: int = Field(default=5, ge=1)
+    seed: int = 42
 
 
 class EmbedConfig(_Strict):
@@ -130,8 +212,12 @@ class PipelineConfig(_Strict):
     work_dir: str | None = None
     text_col: str = "text"
     label_col: str | None = "label"
+    labels: list[str] | None = None  # the known labels; any other value is quarantined as unknown_label
     sources: dict[str, SourceConfig]
     clean: CleanConfig = Field(default_factory=CleanConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -151,9 +237,18 @@ class PipelineConfig(_Strict):
 
     def table(self, layer: str) -> str:
         """Fully qualified name of this task's table in ``layer`` (``raw``, ``pred``...)."""
-        if layer in ("metrics", "runs", "emb_cache"):
+        if layer in ("metrics", "runs", "emb_cache", "quality"):
             return f"{self.database}.{layer}"
         return f"{self.database}.{layer}_{self.task}"
+
+    def spark_packages(self) -> list[str]:
+        """Maven coordinates the sources need on the Spark classpath (``spark.jars.packages``)."""
+        out: list[str] = []
+        for src in self.sources.values():
+            for pkg in src.jdbc_driver()[1]:
+                if pkg not in out:
+                    out.append(pkg)
+        return out
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
@@ -246,7 +341,7 @@ def load_config(
         raise ConfigError(_one_line(exc, str(p))) from None
     if check_paths:
         for name, src in cfg.sources.items():
-            if not glob.glob(src.path):
+            if src.path and not glob.glob(src.path):
                 raise ConfigError(f"{p}: sources.{name}.path: no file matches {src.path!r}")
     return cfg
 

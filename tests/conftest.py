@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("DMINE_DATASETS", REPO.parent / "shared" / "datasets"))
 BANKING77 = DATASETS / "banking77"
 PIPELINE_CONF = REPO / "conf" / "base" / "pipelines" / "banking77.yaml"
+POSTGRES_DRIVER = "org.postgresql:postgresql:42.7.14"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # exported ONNX models of this test session stay out of the user's cache
@@ -50,7 +51,8 @@ def spark(work_dir: Path):
     from dmine_spark.spark.session import build_session
 
     profile = load_profile("local", REPO / "conf")
-    session = build_session(profile, work_dir, app_name="dmine-tests")
+    # the JDBC source tests read from PostgreSQL through its driver from Maven Central
+    session = build_session(profile, work_dir, app_name="dmine-tests", packages=[POSTGRES_DRIVER])
     yield session
     session.stop()
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -70,3 +72,15 @@ def banking77_texts(banking77: Path) -> list[str]:
 
     with open(banking77 / "test.csv", newline="", encoding="utf-8") as fh:
         return [row["text"] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="session")
+def jdbc_url() -> str:
+    """A real PostgreSQL server: ``bash .ci/postgres.sh`` starts one and prints the URL (CI sets it)."""
+    url = os.environ.get("DMINE_TEST_JDBC_URL")
+    if not url:
+        msg = "DMINE_TEST_JDBC_URL is not set; run `bash .ci/postgres.sh` and export the URL it prints"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return url

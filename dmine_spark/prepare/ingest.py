@@ -1,24 +1,57 @@
 """Ingest: read a declared-schema source and split good rows from quarantined ones.
 
-Files are read in Spark's PERMISSIVE mode with a corrupt-record column, so a
-malformed line is kept (with its raw text) instead of failing the job or
-vanishing. Rows missing a required field are quarantined too. Every input
-row ends in exactly one of the two outputs.
+Sources are files (CSV, JSON lines or multi-line JSON, Parquet), catalog
+tables or JDBC queries. Text files are read in Spark's PERMISSIVE mode with a
+corrupt-record column, and every atomic column first as a string, so that a
+malformed line is kept with its raw text and a value of the wrong type is
+quarantined with the column named, instead of failing the job or turning
+silently into a null. Every input row ends in exactly one of the two outputs.
+
+Rules, in the order they are checked (the first that fails names the row):
+
+``malformed_record``
+    the record does not parse (CSV quoting, broken JSON).
+``invalid_encoding``
+    a text column holds bytes that are not valid UTF-8 (read as U+FFFD).
+``wrong_type``
+    a value does not cast to the declared type (``stars: 'five' is not INT``).
+``missing_required_field``
+    a required column is null or blank.
+``unknown_label``
+    the label is not one of the configured ``labels``.
+``duplicate_id``
+    the source's ``id_col`` repeats an id seen earlier in the source.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import (
+    ArrayType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from dmine_spark.config import ConfigError, SourceConfig
 
-__all__ = ["CORRUPT_COL", "IngestResult", "parse_schema", "read_source", "split_quarantine"]
+__all__ = ["CORRUPT_COL", "RULES", "IngestResult", "parse_schema", "read_source", "split_quarantine"]
 
 CORRUPT_COL = "_corrupt_record"
+RULES = (
+    "malformed_record",
+    "invalid_encoding",
+    "wrong_type",
+    "missing_required_field",
+    "unknown_label",
+    "duplicate_id",
+)
+_REPLACEMENT_CHAR = "\ufffd"
 
 
 @dataclass
@@ -41,65 +74,219 @@ def parse_schema(ddl: str, where: str) -> StructType:
     return schema
 
 
+def _atomic(field: StructField) -> bool:
+    return not isinstance(field.dataType, (StructType, ArrayType, MapType))
+
+
+def _jdbc_reader(spark: SparkSession, name: str, src: SourceConfig):  # noqa: ANN202
+    where = f"sources.{name}"
+    driver, _ = src.jdbc_driver()
+    reader = spark.read.format("jdbc").option("url", src.url)
+    if src.table:
+        reader = reader.option("dbtable", src.table)
+    else:
+        reader = reader.option("query", src.query)
+    if driver:
+        reader = reader.option("driver", driver)
+    if src.user:
+        reader = reader.option("user", src.user)
+    if src.password_env:
+        password = os.environ.get(src.password_env)
+        if password is None:
+            raise ConfigError(f"{where}.password_env: environment variable {src.password_env} is not set")
+        reader = reader.option("password", password)
+    return reader.options(**src.options)
+
+
+def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType) -> tuple[DataFrame, Column]:
+    """The source's rows with the declared columns (atomic ones as read, before casting) and where each came from."""
+    where = f"sources.{name}"
+    if src.format in ("csv", "json"):
+        raw_schema = StructType(
+            [StructField(f.name, StringType() if _atomic(f) else f.dataType, True) for f in schema.fields]
+        ).add(CORRUPT_COL, "string")
+        df = (
+            spark.read.format(src.format)
+            .schema(raw_schema)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT_COL)
+            .options(**src.options)
+            .load(src.path)
+        )
+        return df, F.col("_metadata.file_path")
+    if src.format == "parquet":
+        df, origin = spark.read.options(**src.options).parquet(src.path), F.col("_metadata.file_path")
+    elif src.format == "table":
+        if not spark.catalog.tableExists(src.table):
+            raise ConfigError(f"{where}.table: catalog table {src.table} does not exist")
+        df, origin = spark.table(src.table), F.lit(f"table:{src.table}")
+    else:
+        df = _jdbc_reader(spark, name, src).load()
+        safe_url = src.url.split("?", 1)[0]
+        origin = F.lit(f"{safe_url}#{src.table or 'query'}")
+    have = {c.lower(): c for c in df.columns}
+    missing = [f.name for f in schema.fields if f.name.lower() not in have]
+    if missing:
+        raise ConfigError(
+            f"{where}.schema: column {missing[0]!r} is not in the {src.format} source (it has: {', '.join(df.columns)})"
+        )
+    return df.select(*[F.col(have[f.name.lower()]).alias(f.name) for f in schema.fields]), origin
+
+
 def read_source(
     spark: SparkSession,
     name: str,
     src: SourceConfig,
     *,
     required: list[str],
+    label_col: str | None = None,
+    labels: list[str] | None = None,
+    id_col: str | None = None,
 ) -> IngestResult:
     """Read source ``name`` and split it into complete rows and quarantined ones.
 
-    Every row gets ``id`` (``<name>:<n>``, stable for the same input files),
-    ``split`` (the source name) and ``source_file``. Quarantined rows carry
-    ``rule``, ``reason`` and ``raw`` (the malformed line, or the row as JSON).
+    Every row gets ``id`` (``<name>:<id_col value>``, or ``<name>:<n>`` which is
+    stable for the same input files), ``split`` (the source name) and
+    ``source_file`` (file path, ``table:<name>`` or the JDBC URL and table).
+    Quarantined rows carry ``rule``, ``reason`` and ``raw`` (the malformed
+    line, or the row as JSON).
     """
     where = f"sources.{name}"
+    id_col = id_col or src.id_col
     schema = parse_schema(src.schema_ddl, f"{where}.schema")
     names = [f.name for f in schema.fields]
     for col in required:
         if col not in names:
             raise ConfigError(f"{where}.schema: required column {col!r} is not declared (columns: {', '.join(names)})")
-    reader = spark.read.format(src.format)
-    if src.format in ("csv", "json"):
-        reader = (
-            reader.schema(schema.add(CORRUPT_COL, "string"))
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", CORRUPT_COL)
-        )
-    else:
-        reader = reader.schema(schema)
-    df = reader.options(**src.options).load(src.path)
+    if id_col and id_col not in required:
+        required = [*required, id_col]
+    if id_col and id_col not in names:
+        raise ConfigError(f"{where}.id_col: column {id_col!r} is not declared (columns: {', '.join(names)})")
+    if labels is not None and label_col and label_col not in names:
+        raise ConfigError(f"labels: label column {label_col!r} is not declared in {where}.schema")
+    df, origin = _load(spark, name, src, schema)
     if src.sample is not None and src.sample < 1.0:
         df = df.sample(fraction=src.sample, seed=src.sample_seed)
+    row_id = F.col(id_col).cast("string") if id_col else F.monotonically_increasing_id().cast("string")
     df = df.select(
-        F.concat_ws(":", F.lit(name), F.monotonically_increasing_id().cast("string")).alias("id"),
+        F.concat_ws(":", F.lit(name), row_id).alias("id"),
         F.lit(name).alias("split"),
-        F.col("_metadata.file_path").alias("source_file"),
+        origin.alias("source_file"),
         *[F.col(c) for c in names],
         (F.col(CORRUPT_COL) if CORRUPT_COL in df.columns else F.lit(None).cast("string")).alias(CORRUPT_COL),
     )
-    return split_quarantine(df, names, required)
+    return split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col)
 
 
-def split_quarantine(df: DataFrame, names: list[str], required: list[str]) -> IngestResult:
-    """Send malformed rows and rows missing a ``required`` value to quarantine."""
-    missing = [F.when(F.col(c).isNull() | (F.trim(F.col(c).cast("string")) == ""), F.lit(c)) for c in required]
-    missing_list = F.concat_ws(", ", *missing) if missing else F.lit("")
-    rule = (
-        F.when(F.col(CORRUPT_COL).isNotNull(), F.lit("malformed_record"))
-        .when(missing_list != "", F.lit("missing_required_field"))
-        .otherwise(F.lit(None).cast("string"))
-    )
-    reason = F.when(
-        F.col("rule") == "malformed_record", F.lit("record does not parse against the declared schema")
-    ).when(
-        F.col("rule") == "missing_required_field", F.concat(F.lit("required field is null or empty: "), missing_list)
-    )
+def _first_failing(checks: list[tuple[Column, Column]]) -> Column:
+    """The message of the first check whose condition holds, else null."""
+    out = F.lit(None).cast("string")
+    for cond, msg in reversed(checks):
+        out = F.when(cond, msg).otherwise(out)
+    return out
+
+
+def split_quarantine(
+    df: DataFrame,
+    schema: StructType | list[str],
+    required: list[str],
+    *,
+    label_col: str | None = None,
+    labels: list[str] | None = None,
+    id_col: str | None = None,
+) -> IngestResult:
+    """Apply the ingest rules (module docstring) and cast each column to its declared type.
+
+    ``df`` holds ``id``, ``split``, ``source_file``, the declared columns as
+    read and :data:`CORRUPT_COL`. The returned ``rows`` have the declared
+    types; ``quarantine`` has ``rule``, ``reason`` and ``raw``.
+    """
+    if isinstance(schema, list):
+        schema = StructType([StructField(c, StringType(), True) for c in schema])
+    fields = list(schema.fields)
+    names = [f.name for f in fields]
+    strings = [f.name for f in fields if isinstance(df.schema[f.name].dataType, StringType)]
+    typed = {
+        f.name: (
+            F.col(f.name).try_cast(f.dataType)
+            if _atomic(f) and df.schema[f.name].dataType != f.dataType
+            else F.col(f.name)
+        )
+        for f in fields
+    }
+    bad_encoding = [
+        (F.instr(F.col(c), _REPLACEMENT_CHAR) > 0, F.lit(f"column {c} holds bytes that are not valid UTF-8"))
+        for c in strings
+    ]
+    wrong_type = [
+        (
+            F.col(f.name).isNotNull() & (F.trim(F.col(f.name).cast("string")) != "") & typed[f.name].isNull(),
+            F.format_string(
+                f"column {f.name}: '%s' is not a valid {f.dataType.simpleString().upper()}",
+                F.substring(F.col(f.name).cast("string"), 1, 80),
+            ),
+        )
+        for f in fields
+        if _atomic(f) and df.schema[f.name].dataType != f.dataType
+    ]
+    missing = [
+        (
+            typed[c].isNull() | (F.trim(typed[c].cast("string")) == ""),
+            F.lit(f"required field is null or empty: {c}"),
+        )
+        for c in required
+    ]
+    label_checks = []
+    if labels is not None and label_col:
+        known = F.array(*[F.lit(str(v)) for v in labels])
+        label_checks = [
+            (
+                typed[label_col].isNotNull() & ~F.array_contains(known, typed[label_col].cast("string")),
+                F.format_string(
+                    f"label '%s' is not one of the {len(labels)} known labels",
+                    F.substring(typed[label_col].cast("string"), 1, 200),
+                ),
+            )
+        ]
+    rule_checks = [
+        (
+            "malformed_record",
+            [(F.col(CORRUPT_COL).isNotNull(), F.lit("record does not parse against the declared schema"))],
+        ),
+        ("invalid_encoding", bad_encoding),
+        ("wrong_type", wrong_type),
+        ("missing_required_field", missing),
+        ("unknown_label", label_checks),
+    ]
+    rule = F.lit(None).cast("string")
+    reason = F.lit(None).cast("string")
+    for name, checks in reversed(rule_checks):
+        if not checks:
+            continue
+        msg = _first_failing(checks)
+        rule = F.when(msg.isNotNull(), F.lit(name)).otherwise(rule)
+        reason = F.when(msg.isNotNull(), msg).otherwise(reason)
     tagged = df.withColumn("rule", rule).withColumn("reason", reason)
+    if id_col:
+        # a repeated id keeps its first row (in file order); the later ones are quarantined
+        w = Window.partitionBy("id", F.col("rule").isNull()).orderBy("_seq")
+        tagged = (
+            tagged.withColumn("_seq", F.monotonically_increasing_id())
+            .withColumn("_n", F.when(F.col("rule").isNull(), F.row_number().over(w)))
+            .withColumn("rule", F.when(F.col("_n") > 1, F.lit("duplicate_id")).otherwise(F.col("rule")))
+            .withColumn(
+                "reason",
+                F.when(F.col("_n") > 1, F.concat(F.lit(f"{id_col} repeats an earlier row: "), F.col("id"))).otherwise(
+                    F.col("reason")
+                ),
+            )
+            .drop("_n", "_seq")
+        )
     raw = F.coalesce(F.col(CORRUPT_COL), F.to_json(F.struct(*[F.col(c) for c in names])))
     quarantine = tagged.where(F.col("rule").isNotNull()).select(
         "id", "split", "source_file", "rule", "reason", raw.alias("raw")
     )
-    rows = tagged.where(F.col("rule").isNull()).drop(CORRUPT_COL, "rule", "reason")
+    rows = tagged.where(F.col("rule").isNull()).select(
+        "id", "split", "source_file", *[typed[c].alias(c) for c in names]
+    )
     return IngestResult(rows=rows, quarantine=quarantine, total=df)

@@ -19,7 +19,7 @@ from dmine_spark.config import SparkProfile
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["build_session", "driver_java_options", "session_conf", "under_spark_submit"]
+__all__ = ["build_session", "driver_java_options", "merged_packages", "session_conf", "under_spark_submit"]
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,25 @@ def session_conf(profile: SparkProfile, work_dir: Path) -> dict[str, str]:
     return conf
 
 
-def build_session(profile: SparkProfile, work_dir: Path, app_name: str | None = None) -> "SparkSession":
+def merged_packages(profile: SparkProfile, packages: list[str] | None) -> str:
+    """``spark.jars.packages``: the profile's coordinates plus ``packages``, each once, in order."""
+    out: list[str] = []
+    for pkg in [*profile.conf.get("spark.jars.packages", "").split(","), *(packages or [])]:
+        pkg = pkg.strip()
+        if pkg and pkg not in out:
+            out.append(pkg)
+    return ",".join(out)
+
+
+def build_session(
+    profile: SparkProfile, work_dir: Path, app_name: str | None = None, *, packages: list[str] | None = None
+) -> "SparkSession":
     """Create (or join) the SparkSession described by ``profile``.
 
     Under ``spark-submit`` the master and driver settings given on the
     command line win; the profile's master applies only to direct runs.
+    ``packages`` are Maven coordinates (a JDBC driver, say) resolved from
+    Maven Central through ``spark.jars.packages`` when the JVM starts.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -90,7 +104,11 @@ def build_session(profile: SparkProfile, work_dir: Path, app_name: str | None = 
             # a local run talks to itself only; this also silences the hostname warning
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.extraJavaOptions", driver_java_options(work_dir, profile))
-    for key, value in session_conf(profile, work_dir).items():
+    conf = session_conf(profile, work_dir)
+    jars = merged_packages(profile, packages)
+    if jars:
+        conf["spark.jars.packages"] = jars
+    for key, value in conf.items():
         if key == "spark.driver.extraJavaOptions":
             continue
         builder = builder.config(key, value)
@@ -98,5 +116,15 @@ def build_session(profile: SparkProfile, work_dir: Path, app_name: str | None = 
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(profile.log_level)
+    have = set(filter(None, spark.sparkContext.getConf().get("spark.jars.packages", "").split(",")))
+    lacking = [p for p in packages or [] if p not in have]
+    if lacking:
+        # the JVM was already running (spark-submit, or a session made earlier in this process)
+        from dmine_spark.config import ConfigError
+
+        raise ConfigError(
+            f"the Spark session lacks the packages {','.join(lacking)}; "
+            "pass them to spark-submit with --packages (spark-submit.sh does) or start a new process"
+        )
     log.info("spark %s master=%s work_dir=%s", spark.version, spark.sparkContext.master, work_dir)
     return spark

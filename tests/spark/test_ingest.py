@@ -29,11 +29,17 @@ def test_csv_quarantine_keeps_raw_line_and_reason(spark, tmp_path) -> None:  # n
     assert good == {"Where is my card?": 5, "Multi\nline text": 4}
     q = {r.rule + ":" + (r.raw or ""): r.reason for r in res.quarantine.collect()}
     assert q.keys() == {
-        'malformed_record:"bad stars",card_arrival,five',
-        'missing_required_field:{"category":"exchange_rate","stars":3}',
-        'missing_required_field:{"text":"no label","stars":2}',
+        'wrong_type:{"text":"bad stars","category":"card_arrival","stars":"five"}',
+        'missing_required_field:{"category":"exchange_rate","stars":"3"}',
+        'missing_required_field:{"text":"no label","stars":"2"}',
     }
-    assert "required field is null or empty: text" in q['missing_required_field:{"category":"exchange_rate","stars":3}']
+    assert q['wrong_type:{"text":"bad stars","category":"card_arrival","stars":"five"}'] == (
+        "column stars: 'five' is not a valid INT"
+    )
+    assert (
+        "required field is null or empty: text" in q['missing_required_field:{"category":"exchange_rate","stars":"3"}']
+    )
+    assert dict(res.rows.dtypes)["stars"] == "int"
     assert res.total.count() == res.rows.count() + res.quarantine.count() == 5
     ids = [r.id for r in res.total.collect()]
     assert len(set(ids)) == 5 and all(i.startswith("train:") for i in ids)
@@ -57,3 +63,74 @@ def test_schema_must_declare_required_columns(spark, tmp_path) -> None:  # noqa:
         read_source(spark, "s", SourceConfig(path=str(p), schema="body STRING"), required=["text"])
     with pytest.raises(ConfigError, match="sources.s.schema: cannot parse schema"):
         read_source(spark, "s", SourceConfig(path=str(p), schema="text STRANG,,"), required=["text"])
+
+
+def _rules(res) -> dict[str, str]:  # noqa: ANN001
+    return {r.id: (r.rule, r.reason) for r in res.quarantine.collect()}
+
+
+def test_invalid_encoding_unknown_label_and_counts(spark, tmp_path) -> None:  # noqa: ANN001
+    p = tmp_path / "t.csv"
+    body = (
+        b"text,category\n"
+        b"fine text,a\n"
+        b"broken \xff\xfe bytes,a\n"
+        b"unknown label here,zzz\n"
+        b'"quoted, with comma\nand a new line",b\n'
+    )
+    p.write_bytes(body)
+    src = SourceConfig(path=str(p), schema="text STRING, category STRING", options={"header": True, "multiLine": True})
+    res = read_source(spark, "s", src, required=["text"], label_col="category", labels=["a", "b"])
+    got = sorted((r.rule, r.reason) for r in res.quarantine.collect())
+    assert got == [
+        ("invalid_encoding", "column text holds bytes that are not valid UTF-8"),
+        ("unknown_label", "label 'zzz' is not one of the 2 known labels"),
+    ]
+    assert sorted(r.text for r in res.rows.collect()) == ["fine text", "quoted, with comma\nand a new line"]
+    assert res.total.count() == 4
+
+
+def test_multiline_json_and_parquet_types(spark, tmp_path) -> None:  # noqa: ANN001
+    p = tmp_path / "doc.json"
+    p.write_text('[{"text": "one", "n": 1}, {"text": "two", "n": "x"}, {"text": "three", "n": 3}]')
+    src = SourceConfig(path=str(p), format="json", schema="text STRING, n INT", options={"multiLine": True})
+    res = read_source(spark, "j", src, required=["text"])
+    assert sorted((r.text, r.n) for r in res.rows.collect()) == [("one", 1), ("three", 3)]
+    assert [r.rule for r in res.quarantine.collect()] == ["wrong_type"]
+
+    pq = tmp_path / "pq"
+    spark.createDataFrame([("a", "1"), ("b", "two"), ("c", None)], "text STRING, n STRING").coalesce(1).write.parquet(
+        str(pq)
+    )
+    res = read_source(
+        spark, "p", SourceConfig(path=str(pq), format="parquet", schema="text STRING, n INT"), required=[]
+    )
+    assert sorted((r.text, r.n) for r in res.rows.collect()) == [("a", 1), ("c", None)]
+    assert _rules(res).popitem()[1] == ("wrong_type", "column n: 'two' is not a valid INT")
+    with pytest.raises(ConfigError, match="sources.p.schema: column 'label' is not in the parquet source"):
+        read_source(
+            spark, "p", SourceConfig(path=str(pq), format="parquet", schema="text STRING, label STRING"), required=[]
+        )
+
+
+def test_catalog_table_source_with_id_col(spark) -> None:  # noqa: ANN001
+    spark.sql("CREATE DATABASE IF NOT EXISTS ingest_t")
+    spark.createDataFrame(
+        [(10, "first"), (11, "second"), (10, "repeated id"), (None, "no id")], "ticket INT, body STRING"
+    ).coalesce(1).write.mode("overwrite").saveAsTable("ingest_t.tickets")
+    src = SourceConfig(format="table", table="ingest_t.tickets", schema="ticket BIGINT, body STRING")
+    res = read_source(spark, "t", src, required=["body"], id_col="ticket")
+    rows = sorted((r.id, r.body, r.source_file) for r in res.rows.collect())
+    assert rows == [("t:10", "first", "table:ingest_t.tickets"), ("t:11", "second", "table:ingest_t.tickets")]
+    assert sorted(r.rule for r in res.quarantine.collect()) == ["duplicate_id", "missing_required_field"]
+    with pytest.raises(ConfigError, match="sources.t.table: catalog table ingest_t.nope does not exist"):
+        read_source(spark, "t", SourceConfig(format="table", table="ingest_t.nope", schema="body STRING"), required=[])
+
+
+def test_source_config_says_what_is_missing() -> None:
+    with pytest.raises(ValueError, match="format 'jdbc' needs exactly one of table or query"):
+        SourceConfig(format="jdbc", url="jdbc:postgresql://h/db", schema="x STRING")
+    with pytest.raises(ValueError, match="format 'csv' needs a path"):
+        SourceConfig(schema="x STRING")
+    src = SourceConfig(format="jdbc", url="jdbc:postgresql://h/db", table="t", schema="x STRING")
+    assert src.jdbc_driver() == ("org.postgresql.Driver", ["org.postgresql:postgresql:42.7.14"])
