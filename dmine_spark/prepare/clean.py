@@ -28,6 +28,9 @@ from dmine_spark.config import CleanConfig
 
 __all__ = [
     "nfkc",
+    "fullwidth_to_halfwidth",
+    "handle_urls",
+    "URL_PATTERN",
     "strip_html",
     "remove_control_chars",
     "collapse_whitespace",
@@ -39,6 +42,14 @@ __all__ = [
     "clean_frame",
 ]
 
+# Full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space, mapped to their half-width forms
+_FULLWIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
+_HALFWIDTH = "".join(chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)) + " "
+_URL_BODY = "[^\\s<>\"'\\x{3000}-\\x{9FFF}\\x{FF00}-\\x{FFEF}]"
+_URL_END = "[^\\s<>\"'.,;:!?)\\]}\\x{3000}-\\x{9FFF}\\x{FF00}-\\x{FFEF}]"
+# a URL does not end in the punctuation that follows it in a sentence
+URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)" + _URL_BODY + "*" + _URL_END
+
 _ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&apos;": "'"}
 
 
@@ -46,6 +57,24 @@ _ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'
 def nfkc(s: pd.Series) -> pd.Series:
     """Unicode NFKC (full-width → half-width, ligatures, compatibility forms)."""
     return s.map(lambda t: None if t is None else unicodedata.normalize("NFKC", t))
+
+
+def fullwidth_to_halfwidth(col: Column) -> Column:
+    """Full-width Latin letters, digits and punctuation (common in CJK text) to ASCII, in the JVM.
+
+    The cheap built-in alternative to :func:`nfkc` when only the width of
+    characters needs folding (``clean.unicode: fullwidth``).
+    """
+    return F.translate(col, _FULLWIDTH, _HALFWIDTH)
+
+
+def handle_urls(col: Column, mode: str = "keep", placeholder: str = "<URL>") -> Column:
+    """``keep`` URLs, ``mask`` them with ``placeholder`` or ``remove`` them."""
+    if mode == "keep":
+        return col
+    if mode not in ("mask", "remove"):
+        raise ValueError(f"clean.urls: expected keep, mask or remove, got {mode!r}")
+    return F.regexp_replace(col, URL_PATTERN, placeholder if mode == "mask" else " ")
 
 
 def strip_html(col: Column) -> Column:
@@ -80,11 +109,31 @@ def content_hash(col: Column) -> Column:
     return F.sha2(F.lower(col), 256)
 
 
-def clean_text(col: Column, *, strip_markup: bool = True, lowercase: bool = False) -> Column:
-    """The whole cleaning chain, in the order the steps depend on each other."""
-    out = nfkc(col)
+def clean_text(
+    col: Column,
+    *,
+    strip_markup: bool = True,
+    lowercase: bool = False,
+    unicode: str = "nfkc",
+    urls: str = "keep",
+) -> Column:
+    """The whole cleaning chain, in the order the steps depend on each other.
+
+    ``unicode`` is ``nfkc`` (the one pandas UDF: full Unicode compatibility
+    folding), ``fullwidth`` (full-width → half-width only, a JVM built-in) or
+    ``none``.
+    """
+    if unicode == "nfkc":
+        out = nfkc(col)
+    elif unicode == "fullwidth":
+        out = fullwidth_to_halfwidth(col)
+    elif unicode == "none":
+        out = col
+    else:
+        raise ValueError(f"clean.unicode: expected nfkc, fullwidth or none, got {unicode!r}")
     if strip_markup:
         out = strip_html(out)
+    out = handle_urls(out, urls)
     out = collapse_whitespace(remove_control_chars(out))
     if lowercase:
         out = F.lower(out)
@@ -96,6 +145,8 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
 
     stripHtml = Param(Params._dummy(), "stripHtml", "remove HTML tags and entities", TypeConverters.toBoolean)
     lowercase = Param(Params._dummy(), "lowercase", "lowercase the text", TypeConverters.toBoolean)
+    unicode = Param(Params._dummy(), "unicode", "nfkc, fullwidth or none", TypeConverters.toString)
+    urls = Param(Params._dummy(), "urls", "keep, mask or remove URLs", TypeConverters.toString)
     maxChars = Param(
         Params._dummy(), "maxChars", "truncate to this many characters (0: no limit)", TypeConverters.toInt
     )
@@ -108,10 +159,20 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
         outputCol: str = "text_clean",
         stripHtml: bool = True,
         lowercase: bool = False,
+        unicode: str = "nfkc",
+        urls: str = "keep",
         maxChars: int = 0,
     ) -> None:
         super().__init__()
-        self._setDefault(inputCol="text", outputCol="text_clean", stripHtml=True, lowercase=False, maxChars=0)
+        self._setDefault(
+            inputCol="text",
+            outputCol="text_clean",
+            stripHtml=True,
+            lowercase=False,
+            unicode="nfkc",
+            urls="keep",
+            maxChars=0,
+        )
         self.setParams(**self._input_kwargs)
 
     @keyword_only
@@ -122,6 +183,8 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
         outputCol: str = "text_clean",
         stripHtml: bool = True,
         lowercase: bool = False,
+        unicode: str = "nfkc",
+        urls: str = "keep",
         maxChars: int = 0,
     ) -> "TextCleaner":
         return self._set(**self._input_kwargs)
@@ -138,7 +201,11 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
         if out_col in fields and out_col != in_col:
             raise ValueError(f"TextCleaner: output column {out_col!r} already exists")
         out = clean_text(
-            F.col(in_col), strip_markup=self.getOrDefault("stripHtml"), lowercase=self.getOrDefault("lowercase")
+            F.col(in_col),
+            strip_markup=self.getOrDefault("stripHtml"),
+            lowercase=self.getOrDefault("lowercase"),
+            unicode=self.getOrDefault("unicode"),
+            urls=self.getOrDefault("urls"),
         )
         n = self.getOrDefault("maxChars")
         if n > 0:
@@ -202,7 +269,9 @@ def clean_frame(
         duplicates the ``kept_id`` of the row they repeat.
     """
     min_chars = max(cfg.min_chars, 1)
-    cleaned = clean_text(F.col(text_col), strip_markup=cfg.strip_html, lowercase=cfg.lowercase)
+    cleaned = clean_text(
+        F.col(text_col), strip_markup=cfg.strip_html, lowercase=cfg.lowercase, unicode=cfg.unicode, urls=cfg.urls
+    )
     length = F.coalesce(F.char_length(F.col(text_col)), F.lit(0))
     staged = (
         df.withColumn("text_raw", F.col(text_col))

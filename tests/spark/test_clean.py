@@ -12,6 +12,8 @@ from dmine_spark.prepare.clean import (
     clean_text,
     collapse_whitespace,
     content_hash,
+    fullwidth_to_halfwidth,
+    handle_urls,
     nfkc,
     remove_control_chars,
     strip_html,
@@ -25,6 +27,34 @@ def _apply(spark, fn, values):  # noqa: ANN001, ANN202
 
 def test_nfkc_full_width_to_half_width(spark) -> None:  # noqa: ANN001
     assert _apply(spark, nfkc, ["ＡＢＣ１２３", "ﬁne", "外卖很好吃！", None]) == ["ABC123", "fine", "外卖很好吃!", None]
+
+
+def test_fullwidth_to_halfwidth_in_the_jvm(spark) -> None:  # noqa: ANN001
+    got = _apply(spark, fullwidth_to_halfwidth, ["ＡＢＣ１２３", "外卖很好吃！（送餐快）", "a\u3000b", "ﬁne", None])
+    # width only: the ligature is left for NFKC
+    assert got == ["ABC123", "外卖很好吃!(送餐快)", "a b", "ﬁne", None]
+    # agrees with NFKC on every full-width ASCII form
+    full = "".join(chr(c) for c in range(0xFF01, 0xFF5F))
+    assert _apply(spark, fullwidth_to_halfwidth, [full]) == _apply(spark, nfkc, [full])
+
+
+def test_urls_kept_masked_or_removed(spark) -> None:  # noqa: ANN001
+    text = [
+        "see https://bank.example.com/help?id=1 or www.example.org/x, thanks",
+        "订单 http://a.cn/x，谢谢",
+        "no link",
+    ]
+    assert _apply(spark, lambda c: handle_urls(c, "keep"), text) == text
+    assert _apply(spark, lambda c: handle_urls(c, "mask"), text) == [
+        "see <URL> or <URL>, thanks",
+        "订单 <URL>，谢谢",
+        "no link",
+    ]
+    assert [" ".join(t.split()) for t in _apply(spark, lambda c: handle_urls(c, "remove"), text)] == [
+        "see or , thanks",
+        "订单 ，谢谢",
+        "no link",
+    ]
 
 
 def test_strip_html(spark) -> None:  # noqa: ANN001
