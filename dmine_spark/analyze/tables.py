@@ -2,8 +2,9 @@
 
 Data layers (``raw_``, ``clean_``, ``quarantine_``, ``dup_``, ``emb_``,
 ``pred_``, ``cluster_``, ``cluster_terms_``) hold the current state of a task
-and are overwritten by each run; ``metrics`` and ``runs`` keep history and
-are appended to.
+and are overwritten by each run; ``metrics``, ``runs`` and ``quality`` keep
+history and are appended to. ``quarantine_<task>_<source>`` are views over a
+task's quarantine table, one per source.
 """
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ from pyspark.sql import DataFrame, SparkSession
 
 __all__ = ["LAYERS", "ensure_database", "write_table", "read_table", "list_tables"]
 
-LAYERS = ("raw", "clean", "quarantine", "dup", "emb", "pred", "cluster", "cluster_terms", "metrics", "runs")
+LAYERS = (
+    "raw",
+    "clean",
+    "quarantine",
+    "dup",
+    "feat",
+    "emb",
+    "pred",
+    "cluster",
+    "cluster_terms",
+    "metrics",
+    "runs",
+    "quality",
+)
 
 
 def ensure_database(spark: SparkSession, database: str) -> None:

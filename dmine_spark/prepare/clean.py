@@ -12,10 +12,10 @@ pandas (Arrow-batched) UDF here; everything else runs in the JVM.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol, Param, Params, TypeConverters
@@ -24,7 +24,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from dmine_spark.config import CleanConfig
+from dmine_spark.config import CleanConfig, LanguageConfig, PiiConfig
 
 __all__ = [
     "nfkc",
@@ -40,6 +40,7 @@ __all__ = [
     "TextCleaner",
     "CleanResult",
     "clean_frame",
+    "apply_near_duplicates",
 ]
 
 # Full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space, mapped to their half-width forms
@@ -53,10 +54,15 @@ URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)" + _URL_BODY + "*" + _URL_END
 _ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&apos;": "'"}
 
 
-@F.pandas_udf(StringType())
-def nfkc(s: pd.Series) -> pd.Series:
-    """Unicode NFKC (full-width → half-width, ligatures, compatibility forms)."""
-    return s.map(lambda t: None if t is None else unicodedata.normalize("NFKC", t))
+@F.arrow_udf(StringType())
+def nfkc(s: pa.Array) -> pa.Array:
+    """Unicode NFKC (full-width → half-width, ligatures, compatibility forms).
+
+    Spark SQL has no normalisation built-in, so this is an Arrow UDF: each
+    batch arrives as a ``pyarrow`` array and is normalised in Arrow's C++
+    kernel (utf8proc), without a pandas round trip or a Python call per row.
+    """
+    return pc.utf8_normalize(s, form="NFKC")
 
 
 def fullwidth_to_halfwidth(col: Column) -> Column:
@@ -74,18 +80,27 @@ def handle_urls(col: Column, mode: str = "keep", placeholder: str = "<URL>") -> 
         return col
     if mode not in ("mask", "remove"):
         raise ValueError(f"clean.urls: expected keep, mask or remove, got {mode!r}")
-    return F.regexp_replace(col, URL_PATTERN, placeholder if mode == "mask" else " ")
+    has_url = (F.instr(col, "://") > 0) | (F.instr(F.lower(col), "www.") > 0)
+    return F.when(has_url, F.regexp_replace(col, URL_PATTERN, placeholder if mode == "mask" else " ")).otherwise(col)
 
 
 def strip_html(col: Column) -> Column:
-    """Drop ``<script>``/``<style>`` bodies and tags, and decode the common entities."""
-    out = F.regexp_replace(col, r"(?is)<(script|style)\b.*?</\1\s*>", " ")
-    out = F.regexp_replace(out, r"(?s)<!--.*?-->", " ")
-    out = F.regexp_replace(out, r"</?[A-Za-z][^<>]*>", " ")
+    """Drop ``<script>``/``<style>`` bodies and tags, and decode the common entities.
+
+    The regular expressions run only on texts that contain ``<`` (and the
+    entity replacements only on texts with ``&``), so plain text costs two
+    substring searches.
+    """
+    tags = F.regexp_replace(col, r"(?is)<(script|style)\b.*?</\1\s*>", " ")
+    tags = F.regexp_replace(tags, r"(?s)<!--.*?-->", " ")
+    tags = F.regexp_replace(tags, r"</?[A-Za-z][^<>]*>", " ")
+    out = F.when(F.instr(col, "<") > 0, tags).otherwise(col)
+    ents = out
     for entity, char in _ENTITIES.items():
-        out = F.replace(out, F.lit(entity), F.lit(char))
+        ents = F.replace(ents, F.lit(entity), F.lit(char))
     # &amp; last, so "&amp;lt;" becomes the text "&lt;" rather than "<"
-    return F.replace(out, F.lit("&amp;"), F.lit("&"))
+    ents = F.replace(ents, F.lit("&amp;"), F.lit("&"))
+    return F.when(F.instr(out, "&") > 0, ents).otherwise(out)
 
 
 def remove_control_chars(col: Column) -> Column:
@@ -134,7 +149,8 @@ def clean_text(
     if strip_markup:
         out = strip_html(out)
     out = handle_urls(out, urls)
-    out = collapse_whitespace(remove_control_chars(out))
+    # one pass drops format characters, one turns control characters and whitespace runs into a space
+    out = F.trim(F.regexp_replace(F.regexp_replace(out, r"\p{Cf}", ""), r"[\s\p{Z}\p{Cc}]+", " "))
     if lowercase:
         out = F.lower(out)
     return out
@@ -225,8 +241,14 @@ class CleanResult:
     columns: list[str]
 
     @property
+    def extra(self) -> list[str]:
+        return [c for c in ("language", "language_score") if c in self.decided.columns]
+
+    @property
     def clean(self) -> DataFrame:
-        return self.decided.where(F.col("outcome") == "clean").select(*self.columns, "text_hash", "truncated")
+        return self.decided.where(F.col("outcome") == "clean").select(
+            *self.columns, *self.extra, "text_hash", "truncated"
+        )
 
     @property
     def quarantine(self) -> DataFrame:
@@ -234,7 +256,9 @@ class CleanResult:
 
     @property
     def duplicates(self) -> DataFrame:
-        return self.decided.where(F.col("outcome") == "duplicate").select(*self.columns, "text_hash", "kept_id")
+        return self.decided.where(F.col("outcome") == "duplicate").select(
+            *self.columns, "text_hash", "kept_id", F.col("dup_rule").alias("rule"), "jaccard"
+        )
 
 
 def clean_frame(
@@ -245,54 +269,96 @@ def clean_frame(
     id_col: str = "id",
     dedup_groups: list[str] | None = None,
     dedup_col: str | None = None,
+    pii: PiiConfig | None = None,
+    language: LanguageConfig | None = None,
 ) -> CleanResult:
     """Clean ``text_col`` and decide for each row: clean, quarantined or duplicate.
+
+    The steps, in order: Unicode, markup, URL and whitespace cleaning; PII
+    masking (``pii``); language detection (``language``); the row rules
+    (``empty_text``, ``text_too_long``, ``language_not_kept``); exact dedup on
+    the content hash of the cleaned, masked text.
 
     Parameters
     ----------
     df : DataFrame
         Rows with ``id_col`` and ``text_col``.
     cfg : CleanConfig
-        Markup, case and length settings.
+        Unicode, markup, URL, case and length settings.
     dedup_groups : list of str
         Columns inside which duplicates count (for example the split), so a
         text in both train and test is not removed from either.
     dedup_col : str, optional
         Boolean column saying which rows take part in exact dedup; ``None``
         dedups every row.
+    pii : PiiConfig, optional
+        Mask these PII types; ``pii_counts`` (type → values masked) is added.
+    language : LanguageConfig, optional
+        Detect the language into ``language``/``language_score`` and
+        quarantine the languages not kept.
 
     Returns
     -------
     CleanResult
         Clean rows get the cleaned text, ``text_hash`` and ``truncated``;
-        quarantined rows ``rule``, ``reason`` and the original ``text_raw``;
-        duplicates the ``kept_id`` of the row they repeat.
+        quarantined rows ``rule``, ``reason`` and the original ``text_raw``
+        (PII masked); duplicates the ``kept_id`` of the row they repeat.
     """
     min_chars = max(cfg.min_chars, 1)
     cleaned = clean_text(
         F.col(text_col), strip_markup=cfg.strip_html, lowercase=cfg.lowercase, unicode=cfg.unicode, urls=cfg.urls
     )
+    staged = df.withColumn("text_raw", F.col(text_col)).withColumn(text_col, cleaned)
+    masking = pii is not None and pii.enabled and pii.types
+    if masking:
+        from dmine_spark.prepare.pii import mask_pii
+
+        staged = (
+            staged.withColumn("_pii", mask_pii(F.col(text_col), pii.types))
+            .withColumn(text_col, F.col("_pii.text"))
+            .withColumn("pii_counts", F.col("_pii.counts"))
+            # quarantined rows keep their original text, with the PII masked all the same
+            .withColumn("text_raw", mask_pii(F.col("text_raw"), pii.types)["text"])
+            .drop("_pii")
+        )
     length = F.coalesce(F.char_length(F.col(text_col)), F.lit(0))
+    staged = staged.withColumn("_len", length)
+    lang_rule = None
+    if language is not None and language.enabled:
+        from dmine_spark.prepare.lang import detect_language
+
+        staged = staged.withColumn("_lang", detect_language(F.col(text_col), language.candidates or None)).select(
+            "*", F.col("_lang.lang").alias("language"), F.col("_lang.lang_score").alias("language_score")
+        )
+        staged = staged.drop("_lang")
+        if language.keep:
+            kept = F.col("language").isin(*language.keep) & (F.col("language_score") >= language.min_score)
+            lang_rule = (F.col("_len") >= min_chars) & ~kept
+    reason = F.when(
+        F.col("rule") == "empty_text",
+        F.format_string(f"text has %d characters after cleaning; at least {min_chars} required", F.col("_len")),
+    ).when(
+        F.col("rule") == "text_too_long",
+        F.format_string(f"text has %d characters; the limit is {cfg.max_chars}", F.col("_len")),
+    )
+    if lang_rule is not None:
+        reason = reason.when(
+            F.col("rule") == "language_not_kept",
+            F.format_string(
+                f"language %s (score %.2f) is not one of {', '.join(language.keep)}",
+                F.col("language"),
+                F.col("language_score"),
+            ),
+        )
     staged = (
-        df.withColumn("text_raw", F.col(text_col))
-        .withColumn(text_col, cleaned)
-        .withColumn("_len", length)
-        .withColumn(
+        staged.withColumn(
             "rule",
             F.when(F.col("_len") < min_chars, F.lit("empty_text"))
             .when((F.col("_len") > cfg.max_chars) & F.lit(cfg.on_too_long == "quarantine"), F.lit("text_too_long"))
+            .when(lang_rule if lang_rule is not None else F.lit(False), F.lit("language_not_kept"))
             .otherwise(F.lit(None).cast("string")),
         )
-        .withColumn(
-            "reason",
-            F.when(
-                F.col("rule") == "empty_text",
-                F.format_string(f"text has %d characters after cleaning; at least {min_chars} required", F.col("_len")),
-            ).when(
-                F.col("rule") == "text_too_long",
-                F.format_string(f"text has %d characters; the limit is {cfg.max_chars}", F.col("_len")),
-            ),
-        )
+        .withColumn("reason", reason)
         .withColumn("truncated", F.col("rule").isNull() & (F.col("_len") > cfg.max_chars))
         .withColumn(text_col, F.when(F.col("rule").isNull(), truncate(F.col(text_col), cfg.max_chars)))
         .withColumn("text_hash", F.when(F.col("rule").isNull(), content_hash(F.col(text_col))))
@@ -307,6 +373,22 @@ def clean_frame(
             .when(F.col("kept_id").isNotNull() & (F.col("kept_id") != F.col(id_col)), F.lit("duplicate"))
             .otherwise(F.lit("clean")),
         )
+        .withColumn("dup_rule", F.when(F.col("outcome") == "duplicate", F.lit("exact_duplicate")))
+        .withColumn("jaccard", F.when(F.col("outcome") == "duplicate", F.lit(1.0)))
         .drop("_len")
     )
     return CleanResult(decided=decided, columns=list(df.columns))
+
+
+def apply_near_duplicates(decided: DataFrame, dups: DataFrame, *, id_col: str = "id") -> DataFrame:
+    """Mark the clean rows listed in ``dups`` (``id``, ``kept_id``, ``jaccard``) as near duplicates."""
+    nd = dups.select(F.col(id_col).alias("_nd_id"), F.col("kept_id").alias("_nd_kept"), F.col("jaccard").alias("_nd_j"))
+    joined = decided.join(nd, decided[id_col] == nd["_nd_id"], "left")
+    is_near = (F.col("outcome") == "clean") & F.col("_nd_kept").isNotNull()
+    return (
+        joined.withColumn("kept_id", F.when(is_near, F.col("_nd_kept")).otherwise(F.col("kept_id")))
+        .withColumn("dup_rule", F.when(is_near, F.lit("near_duplicate")).otherwise(F.col("dup_rule")))
+        .withColumn("jaccard", F.when(is_near, F.col("_nd_j")).otherwise(F.col("jaccard")))
+        .withColumn("outcome", F.when(is_near, F.lit("duplicate")).otherwise(F.col("outcome")))
+        .drop("_nd_id", "_nd_kept", "_nd_j")
+    )

@@ -40,7 +40,7 @@ from pyspark.sql.types import (
 
 from dmine_spark.config import ConfigError, SourceConfig
 
-__all__ = ["CORRUPT_COL", "RULES", "IngestResult", "parse_schema", "read_source", "split_quarantine"]
+__all__ = ["CORRUPT_COL", "RULES", "IngestResult", "assign_split", "parse_schema", "read_source", "split_quarantine"]
 
 CORRUPT_COL = "_corrupt_record"
 RULES = (
@@ -175,7 +175,25 @@ def read_source(
         *[F.col(c) for c in names],
         (F.col(CORRUPT_COL) if CORRUPT_COL in df.columns else F.lit(None).cast("string")).alias(CORRUPT_COL),
     )
-    return split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col)
+    res = split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col)
+    rows = res.rows.withColumn("source", F.lit(name))
+    if src.splits:
+        rows = rows.withColumn("split", assign_split(F.col("id"), src.splits, seed=src.sample_seed))
+    return IngestResult(rows=rows, quarantine=res.quarantine, total=res.total)
+
+
+def assign_split(key: Column, fractions: dict[str, float], *, seed: int = 7) -> Column:
+    """A split name per row from a seeded hash of ``key``: the same key always lands in the same split."""
+    u = F.pmod(F.xxhash64(key, F.lit(seed)), F.lit(1_000_000)) / 1_000_000.0
+    names = list(fractions)
+    edges, cum = [], 0.0
+    for name in names[:-1]:
+        cum += fractions[name]
+        edges.append((cum, name))
+    out = F.lit(names[-1])
+    for edge, name in reversed(edges):
+        out = F.when(u < edge, F.lit(name)).otherwise(out)
+    return out
 
 
 def _first_failing(checks: list[tuple[Column, Column]]) -> Column:

@@ -15,6 +15,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from dmine_spark.analyze.quality import column_profile, group_counts, length_quantiles
 from dmine_spark.analyze.runs import RunRecorder, reconcile
 from dmine_spark.analyze.tables import ensure_database, read_table, write_table
 from dmine_spark.config import ConfigError, PipelineConfig
@@ -22,11 +23,11 @@ from dmine_spark.features.embed import embed_missing, resolve_spec
 from dmine_spark.features.encoder import ModelSpec, resolve_model_dir
 from dmine_spark.mine.classify import as_vector, evaluate, fit_classifier, predict
 from dmine_spark.mine.cluster import cluster_terms, fit_kmeans, silhouette
-from dmine_spark.prepare.clean import clean_frame
+from dmine_spark.prepare.clean import CleanResult, apply_near_duplicates, clean_frame
 from dmine_spark.prepare.ingest import read_source
 from dmine_spark.spark.progress import Progress
 
-__all__ = ["StageReport", "STAGES", "run_stages", "ingest", "clean", "embed", "classify", "cluster"]
+__all__ = ["StageReport", "STAGES", "run_stages", "ingest", "clean", "features", "embed", "classify", "cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -67,64 +68,146 @@ def _required(cfg: PipelineConfig, name: str) -> list[str]:
     return sorted({cfg.text_col, *src.required})
 
 
+def _quarantine_views(spark: SparkSession, cfg: PipelineConfig) -> None:
+    """``quarantine_<task>_<source>``: one view per source over the task's quarantine table."""
+    table = cfg.table("quarantine")
+    for name in cfg.sources:
+        spark.sql(f"CREATE OR REPLACE VIEW {table}_{name} AS SELECT * FROM {table} WHERE split = '{name}'")
+
+
+def _pii_totals(df: DataFrame, types: list[str], *, by: str = "split") -> dict[str, dict[str, float]]:
+    """Values masked per type per ``by`` from a ``pii_counts`` map column."""
+    if not types:
+        return {}
+    aggs = [F.sum(F.coalesce(F.col("pii_counts")[t], F.lit(0))).alias(t) for t in types]
+    return {r[by]: {t: float(r[t] or 0) for t in types} for r in df.groupBy(by).agg(*aggs).collect()}
+
+
 def ingest(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
-    """Read every source into ``raw_<task>``; malformed or incomplete rows to ``quarantine_<task>``."""
+    """Read every source into ``raw_<task>``; rows breaking an ingest rule to ``quarantine_<task>``.
+
+    The text column is PII-masked before it is written (``pii`` section), and
+    so is the raw content of quarantined rows.
+    """
     ensure_database(spark, cfg.database)
-    results = {name: read_source(spark, name, src, required=_required(cfg, name)) for name, src in cfg.sources.items()}
+    results = {
+        name: read_source(spark, name, src, required=_required(cfg, name), label_col=cfg.label_col, labels=cfg.labels)
+        for name, src in cfg.sources.items()
+    }
     for name, res in results.items():
         if cfg.label_col and cfg.label_col not in res.rows.columns:
             raise ConfigError(f"label_col: column {cfg.label_col!r} is not declared in sources.{name}.schema")
     rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), [r.rows for r in results.values()])
     quarantine = reduce(lambda a, b: a.unionByName(b), [r.quarantine for r in results.values()])
+    types = list(cfg.pii.types) if cfg.pii.enabled else []
+    if types:
+        from dmine_spark.prepare.pii import mask_pii
+
+        rows = rows.withColumn("_pii", mask_pii(F.col(cfg.text_col), types)).select(
+            *[F.col("_pii.text").alias(c) if c == cfg.text_col else F.col(c) for c in rows.columns],
+            F.col("_pii.counts").alias("pii_counts"),
+        )
+        quarantine = quarantine.withColumn("raw", mask_pii(F.col("raw"), types)["text"])
     stamp = F.lit(run.run_id)
     write_table(rows.withColumn("run_id", stamp), cfg.table("raw"))
     _write_quarantine(spark, cfg, quarantine.withColumn("run_id", stamp).withColumn("stage", F.lit("ingest")), "ingest")
+    _quarantine_views(spark, cfg)
 
-    raw_counts = {
-        r["split"]: r["count"] for r in read_table(spark, cfg.table("raw")).groupBy("split").count().collect()
-    }
-    q_counts = {
-        r["split"]: r["count"]
-        for r in read_table(spark, cfg.table("quarantine")).where("stage = 'ingest'").groupBy("split").count().collect()
-    }
+    raw = read_table(spark, cfg.table("raw"))
+    raw_counts = {r["source"]: r["count"] for r in raw.groupBy("source").count().collect()}
+    q_written = read_table(spark, cfg.table("quarantine")).where("stage = 'ingest'")
+    q_counts = {r["split"]: r["count"] for r in q_written.groupBy("split").count().collect()}
+    q_rules = group_counts(q_written, "rule")  # quarantined rows: split holds the source name
     # Counted straight from the sources, independently of the two outputs, so a lost row shows.
     in_counts = {name: res.total.count() for name, res in results.items()}
+    columns = [c for c in raw.columns if c not in ("id", "split", "source", "source_file", "run_id", "pii_counts")]
+    profile = column_profile(raw, columns, by="source")
+    pii = _pii_totals(raw, types, by="source")
     for name in cfg.sources:
         run.count(f"ingest.rows_in.{name}", in_counts[name])
         run.count(f"ingest.rows_out.{name}", raw_counts.get(name, 0))
         run.count(f"ingest.rows_quarantined.{name}", q_counts.get(name, 0))
+        run.quality.extend(
+            name,
+            "ingest",
+            "rows",
+            {"rows_in": in_counts[name], "rows_out": raw_counts.get(name, 0), "quarantined": q_counts.get(name, 0)},
+        )
+        run.quality.extend(name, "ingest", "quarantined", q_rules.get(name, {}))
+        for metric in ("null_rate", "empty_rate"):
+            run.quality.extend(name, "ingest", metric, profile.get(name, {}).get(metric, {}))
+        run.quality.extend(name, "ingest", "pii_masked", pii.get(name, {}))
+    for t in types:
+        run.count(f"pii.{t}", int(sum(v.get(t, 0) for v in pii.values())))
     n_in, n_out, n_q = sum(in_counts.values()), sum(raw_counts.values()), sum(q_counts.values())
     run.count("ingest.rows_in", n_in)
     run.count("ingest.rows_out", n_out)
     run.count("ingest.rows_quarantined", n_q)
     if n_in != n_out + n_q:
         raise RuntimeError(f"ingest lost rows: {n_in} read, {n_out} kept + {n_q} quarantined")
-    per_split = ", ".join(f"{k} {v:,}" for k, v in sorted(raw_counts.items()))
+    split_counts = {r["split"]: r["count"] for r in raw.groupBy("split").count().collect()}
+    per_split = ", ".join(f"{k} {v:,}" for k, v in sorted(split_counts.items()))
     return StageReport("ingest", f"{n_in:,} rows read ({per_split}), {n_q:,} quarantined", values={"rows_in": n_in})
 
 
 def clean(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
-    """Clean ``raw_<task>`` into ``clean_<task>``; empty or over-long rows quarantined, exact duplicates to ``dup_<task>``."""
+    """Clean ``raw_<task>`` into ``clean_<task>``.
+
+    PII is masked again after normalisation (full-width digits, entities),
+    the language is tagged (and filtered when configured), empty, over-long
+    or filtered rows are quarantined, and exact then near duplicates go to
+    ``dup_<task>`` with the ``kept_id`` they repeat.
+    """
     raw = read_table(spark, cfg.table("raw"))
     label = F.col(cfg.label_col).cast("string") if cfg.label_col else F.lit(None).cast("string")
-    dedup_splits = [n for n, s in cfg.sources.items() if s.dedup]
+    dedup_sources = [n for n, s in cfg.sources.items() if s.dedup]
+    source = F.col("source") if "source" in raw.columns else F.col("split")
     base = raw.select(
         "id",
         "split",
+        source.alias("source"),
         "source_file",
         F.col(cfg.text_col).alias("text"),
         label.alias("label"),
-        F.col("split").isin(dedup_splits).alias("_dedup"),
+        source.isin(dedup_sources).alias("_dedup"),
     )
-    res = clean_frame(base, cfg.clean, text_col="text", dedup_groups=["split"], dedup_col="_dedup")
+    res = clean_frame(
+        base,
+        cfg.clean,
+        text_col="text",
+        dedup_groups=["split"],
+        dedup_col="_dedup",
+        pii=cfg.pii,
+        language=cfg.language,
+    )
     decided = res.decided.persist(StorageLevel.MEMORY_AND_DISK)
+    near = None
     try:
+        if cfg.near_dup.enabled:
+            from dmine_spark.prepare.neardup import near_duplicates
+
+            nd = cfg.near_dup
+            candidates = decided.where((F.col("outcome") == "clean") & F.col("_dedup")).select("id", "split", "text")
+            found = near_duplicates(
+                candidates,
+                id_col="id",
+                text_col="text",
+                group_col="split",
+                threshold=nd.threshold,
+                shingle=nd.shingle,
+                num_bands=nd.bands,
+                rows_per_band=nd.rows_per_band,
+                seed=nd.seed,
+            )
+            near = apply_near_duplicates(decided, found.dups).persist(StorageLevel.MEMORY_AND_DISK)
+            res = CleanResult(decided=near, columns=res.columns)
+        final = res.decided
         stamp = F.lit(run.run_id)
         write_table(res.clean.drop("_dedup").withColumn("run_id", stamp), cfg.table("clean"))
         write_table(res.duplicates.drop("_dedup").withColumn("run_id", stamp), cfg.table("dup"))
         q = res.quarantine.select(
             "id",
-            "split",
+            F.col("source").alias("split"),  # quarantine rows name their source
             "source_file",
             "rule",
             "reason",
@@ -133,19 +216,103 @@ def clean(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageRe
             F.lit("clean").alias("stage"),
         )
         _write_quarantine(spark, cfg, q, "clean")
-        outcome = {r["outcome"]: r["count"] for r in decided.groupBy("outcome").count().collect()}
+        outcome = {r["outcome"]: r["count"] for r in final.groupBy("outcome").count().collect()}
+        steps_of = final.withColumn("step", F.concat_ws(":", "outcome", "dup_rule", "rule"))
+        by_split = group_counts(steps_of, "step", by="source")
+        types = list(cfg.pii.types) if cfg.pii.enabled else []
+        pii = _pii_totals(final, types, by="source")
+        kept = final.where(F.col("outcome") != "quarantine")
+        langs = group_counts(kept, "language", by="source") if cfg.language.enabled else {}
     finally:
         decided.unpersist()
+        if near is not None:
+            near.unpersist()
+    clean_rows = read_table(spark, cfg.table("clean"))
+    lengths = length_quantiles(clean_rows, by="source")
+    for name in cfg.sources:
+        steps = by_split.get(name, {})
+
+        def n(prefix: str, steps: dict[str, float] = steps) -> float:
+            return sum(v for k, v in steps.items() if k.startswith(prefix))
+
+        run.quality.extend(
+            name,
+            "clean",
+            "rows",
+            {
+                "rows_in": sum(steps.values()),
+                "rows_clean": n("clean"),
+                "quarantined": n("quarantine"),
+                "duplicates_exact": n("duplicate:exact_duplicate"),
+                "duplicates_near": n("duplicate:near_duplicate"),
+            },
+        )
+        run.quality.extend(
+            name, "clean", "quarantined", {k.split(":")[-1]: v for k, v in steps.items() if k.startswith("quarantine")}
+        )
+        run.quality.extend(name, "clean", "text_length", lengths.get(name, {}))
+        run.quality.extend(name, "clean", "language", langs.get(name, {}))
+        run.quality.extend(name, "clean", "pii_masked", pii.get(name, {}))
+    for t in types:
+        run.count(f"pii.{t}", int(sum(v.get(t, 0) for v in pii.values())))
     n_in = sum(outcome.values())
     n_clean, n_q, n_dup = outcome.get("clean", 0), outcome.get("quarantine", 0), outcome.get("duplicate", 0)
-    written = read_table(spark, cfg.table("clean")).count()
+    n_near = int(sum(v for s in by_split.values() for k, v in s.items() if k == "duplicate:near_duplicate"))
+    written = clean_rows.count()
     if written != n_clean:
         raise RuntimeError(f"clean wrote {written} rows but decided {n_clean}")
     run.count("clean.rows_in", n_in)
     run.count("clean.rows_out", n_clean)
     run.count("clean.rows_quarantined", n_q)
     run.count("clean.rows_duplicate", n_dup)
-    return StageReport("clean", f"{n_clean:,} clean, {n_q:,} quarantined, {n_dup:,} exact duplicates removed")
+    run.count("clean.rows_near_duplicate", n_near)
+    masked = sum(run.counts.get(f"pii.{t}", 0) for t in types)
+    return StageReport(
+        "clean",
+        f"{n_clean:,} clean, {n_q:,} quarantined, {n_dup - n_near:,} exact and {n_near:,} near duplicates removed,"
+        f" {masked:,} PII values masked",
+    )
+
+
+def features(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """Fit the feature pipeline on one split of ``clean_<task>`` and write ``feat_<task>`` for every row.
+
+    Text features use the cleaned text; categorical, numeric and time columns
+    come from ``raw_<task>`` (joined on the row id). The fitted
+    ``PipelineModel`` is saved under ``<work dir>/models/<task>/features`` so
+    new data can be transformed the same way.
+    """
+    from dmine_spark.features.tabular import feature_table, fit_features
+
+    if cfg.features is None:
+        raise ConfigError("features: the section is not set, so there are no feature tables to build")
+    fcfg = cfg.features.build()
+    tabular = [*fcfg.categorical, *fcfg.numeric, *fcfg.time]
+    rows = read_table(spark, cfg.table("clean")).select("id", "split", "text", "label")
+    if tabular:
+        raw = read_table(spark, cfg.table("raw"))
+        missing = [c for c in tabular if c not in raw.columns]
+        if missing:
+            raise ConfigError(f"features: column {missing[0]!r} is not declared in any source schema")
+        rows = rows.join(raw.select("id", *tabular), "id")
+    splits = {r["split"] for r in rows.select("split").distinct().collect()}
+    if cfg.features.fit_split not in splits:
+        raise ConfigError(f"features.fit_split: split {cfg.features.fit_split!r} not among {sorted(splits)}")
+    label = cfg.label_col and "label"
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        model = fit_features(rows.where(F.col("split") == cfg.features.fit_split), fcfg, label_col=label)
+        table = feature_table(model, rows, label_col=label).join(rows.select("id", "split"), "id")
+        write_table(table.withColumn("run_id", F.lit(run.run_id)), cfg.table("feat"))
+    finally:
+        rows.unpersist()
+    model.write().overwrite().save(str(cfg.resolved_work_dir() / "models" / cfg.task / "features"))
+    feat = read_table(spark, cfg.table("feat"))
+    n = feat.count()
+    width = len(feat.select("features").first()["features"]) if n else 0
+    run.count("features.rows", n)
+    run.measure("features.width", width)
+    return StageReport("features", f"{n:,} rows x {width:,} features in {cfg.table('feat')}")
 
 
 def model_spec(cfg: PipelineConfig) -> ModelSpec:
@@ -232,9 +399,12 @@ def embed(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder, *, progres
     return StageReport("embed", summary, values={"rows_per_s": rate, "embedded": rep.embedded})
 
 
-def _features(spark: SparkSession, cfg: PipelineConfig) -> DataFrame:
-    emb = read_table(spark, cfg.table("emb")).select("id", "embedding")
+def _features(spark: SparkSession, cfg: PipelineConfig, kind: str = "embedding") -> DataFrame:
+    """Clean rows with a ``features`` vector: the embedding, or the feature table's vector."""
     rows = read_table(spark, cfg.table("clean")).select("id", "split", "text", "label")
+    if kind == "table":
+        return rows.join(read_table(spark, cfg.table("feat")).select("id", "features"), "id")
+    emb = read_table(spark, cfg.table("emb")).select("id", "embedding")
     return as_vector(rows.join(emb, "id"))
 
 
@@ -252,7 +422,7 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
     c = cfg.classify
     if not cfg.label_col:
         raise ConfigError("classify: label_col is not set, so there is nothing to learn from")
-    feats = _features(spark, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    feats = _features(spark, cfg, c.features).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         splits = {r["split"] for r in feats.select("split").distinct().collect()}
         for key in ("train_split", "eval_split"):
@@ -305,6 +475,7 @@ def cluster(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stage
 STAGES: dict[str, Callable[..., StageReport]] = {
     "ingest": ingest,
     "clean": clean,
+    "features": features,
     "embed": embed,
     "classify": classify,
     "cluster": cluster,
@@ -321,7 +492,11 @@ def run_stages(
     progress: bool = True,
 ) -> tuple[RunRecorder, list[StageReport]]:
     """Run ``stages`` (default: all enabled, in order) and record the run in ``runs``."""
-    names = stages or [s for s in STAGES if getattr(getattr(cfg, s, None), "enabled", True)]
+    names = stages or [
+        s
+        for s in STAGES
+        if (s != "features" or cfg.features is not None) and getattr(getattr(cfg, s, None), "enabled", True)
+    ]
     for s in names:
         if s not in STAGES:
             raise ConfigError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
