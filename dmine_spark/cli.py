@@ -15,7 +15,7 @@ from dmine_spark.config import ConfigError, SparkProfile, default_work_dir, load
 
 __all__ = ["main"]
 
-STAGE_COMMANDS = ("ingest", "clean", "embed", "classify", "cluster")
+STAGE_COMMANDS = ("ingest", "clean", "features", "embed", "classify", "cluster")
 
 log = logging.getLogger("dmine_spark")
 
@@ -129,9 +129,38 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_prepare(args: argparse.Namespace) -> int:
+    from dmine_spark.bench_prepare import bench_prepare
+
+    datasets = Path(args.datasets)
+    if not datasets.is_dir():
+        raise ConfigError(f"bench: --datasets {datasets} is not a directory")
+    try:
+        sizes = [int(float(x)) for x in (args.sizes or "1000000,10000000,20000000").split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"bench prepare: --sizes {args.sizes!r}: expected row counts like 1e6,1e7") from None
+
+    def echo(m: str) -> None:
+        sys.stdout.write(m + "\n")
+        sys.stdout.flush()
+
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    res = bench_prepare(datasets, sizes, work_dir=work, pandas_rows=args.pandas_rows, echo=echo)
+    for key in ("spark_vs_pandas",):
+        if key in res:
+            sys.stdout.write(f"{key:<18} {res[key]:.3f}\n")
+    for key, value in res.get("time_ratio", {}).items():
+        sys.stdout.write(f"time ratio {key:<10} {value:.2f}\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from dmine_spark import bench
 
+    if args.what == "prepare":
+        return _cmd_bench_prepare(args)
     if args.gpu:
         if not args.model:
             raise ConfigError("bench --gpu: --model DIR (a local model directory) is required")
@@ -157,6 +186,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{key:<18} {res[key]:.3f}\n")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+def _cmd_datagen(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from dmine_spark import datagen
+
+    rates = {f.name: getattr(args, f"rate_{f.name}") for f in fields(datagen.FaultRates)}
+    out = sys.stdout
+
+    def progress(done: int, total: int) -> None:
+        if total > args.chunk_rows:
+            out.write(f"  {done:,}/{total:,} rows\n")
+            out.flush()
+
+    try:
+        res = datagen.generate(
+            args.out,
+            args.rows,
+            fmt=args.format,
+            seed=args.seed,
+            datasets_dir=args.datasets,
+            rates=datagen.FaultRates(**{k: v for k, v in rates.items() if v is not None}),
+            chunk_rows=args.chunk_rows,
+            on_chunk=progress,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    m = res.manifest
+    out.write(
+        f"datagen: {m['rows']:,} rows -> {res.out} ({m['format']}, {len(m['files'])} files) "
+        f"in {res.seconds:.1f}s, {res.rows_per_s:,.0f} rows/s\n"
+    )
+    out.write("  faults: " + ", ".join(f"{k} {v:,}" for k, v in m["counts"].items()) + "\n")
+    out.write(f"  manifest: {res.out / datagen.MANIFEST}\n")
     return 0
 
 
@@ -196,14 +261,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "tsv", "json"], default="table")
     sp.add_argument("--max-rows", type=int, default=100)
     catalog_args(sp)
-    sp = sub.add_parser("bench", help="benchmarks: `dmine bench embed` compares the embedding engine")
-    sp.add_argument("what", choices=["embed"])
+    sp = sub.add_parser(
+        "bench", help="benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale)"
+    )
+    sp.add_argument("what", choices=["embed", "prepare"])
+    sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
+    sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
+    sp.add_argument("--work-dir", help="prepare: where generated data and outputs go (default: the work dir)")
     sp.add_argument("--rows", type=int, help="texts to embed (default 20,000; 200,000 with --gpu)")
     sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     sp.add_argument("--datasets", default=os.environ.get("DMINE_DATASETS", "../shared/datasets"))
     sp.add_argument("--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 vectors")
     sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
     sp.add_argument("--model", help="local model directory for --gpu")
+    from dataclasses import fields
+
+    from dmine_spark.datagen import FaultRates
+
+    sp = sub.add_parser("datagen", help="generate N rows from the real datasets, with faults counted in a manifest")
+    sp.add_argument("--rows", type=int, required=True, help="number of rows")
+    sp.add_argument("--out", required=True, help="new output folder for the part files and _manifest.json")
+    sp.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    sp.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
+    sp.add_argument("--datasets", default=os.environ.get("DMINE_DATASETS", "../shared/datasets"))
+    sp.add_argument("--chunk-rows", type=int, default=200_000, help="rows per part file (default 200,000)")
+    for f in fields(FaultRates):
+        sp.add_argument(
+            f"--rate-{f.name.replace('_', '-')}", type=float, metavar="R", help=f"{f.name} rate (default {f.default})"
+        )
     sp = sub.add_parser("tables", help="list the tables of a dmine database with row counts")
     sp.add_argument("--database", default="dmine")
     catalog_args(sp)
@@ -222,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sql(args)
         if args.command == "bench":
             return _cmd_bench(args)
+        if args.command == "datagen":
+            return _cmd_datagen(args)
         return _cmd_tables(args)
     except (ConfigError, LookupError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)

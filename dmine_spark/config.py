@@ -167,8 +167,8 @@ class NearDupConfig(_Strict):
     enabled: bool = False
     threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     shingle: int = Field(default=5, ge=1)
-    bands: int = Field(default=20, ge=1)
-    rows_per_band: int = Field(default=5, ge=1)
+    bands: int | None = Field(default=None, ge=1)  # LSH bands and rows per band; default: chosen from threshold
+    rows_per_band: int | None = Field(default=None, ge=1)
     seed: int = 42
 
 

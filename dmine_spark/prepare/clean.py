@@ -138,8 +138,10 @@ def clean_text(
     folding), ``fullwidth`` (full-width → half-width only, a JVM built-in) or
     ``none``.
     """
+    # ASCII text is already in NFKC and holds no format characters: only the other rows pay for those steps
+    ascii_only = F.length(col) == F.octet_length(col)
     if unicode == "nfkc":
-        out = nfkc(col)
+        out = F.coalesce(nfkc(F.when(~ascii_only, col)), col)
     elif unicode == "fullwidth":
         out = fullwidth_to_halfwidth(col)
     elif unicode == "none":
@@ -149,8 +151,9 @@ def clean_text(
     if strip_markup:
         out = strip_html(out)
     out = handle_urls(out, urls)
-    # one pass drops format characters, one turns control characters and whitespace runs into a space
-    out = F.trim(F.regexp_replace(F.regexp_replace(out, r"\p{Cf}", ""), r"[\s\p{Z}\p{Cc}]+", " "))
+    # drop format (zero-width) characters, then turn control characters and whitespace runs into one space
+    out = F.when(ascii_only, out).otherwise(F.regexp_replace(out, r"\p{Cf}", ""))
+    out = F.trim(F.regexp_replace(out, r"[\s\p{Z}\p{Cc}]+", " "))
     if lowercase:
         out = F.lower(out)
     return out
@@ -317,8 +320,6 @@ def clean_frame(
             staged.withColumn("_pii", mask_pii(F.col(text_col), pii.types))
             .withColumn(text_col, F.col("_pii.text"))
             .withColumn("pii_counts", F.col("_pii.counts"))
-            # quarantined rows keep their original text, with the PII masked all the same
-            .withColumn("text_raw", mask_pii(F.col("text_raw"), pii.types)["text"])
             .drop("_pii")
         )
     length = F.coalesce(F.char_length(F.col(text_col)), F.lit(0))
@@ -360,6 +361,13 @@ def clean_frame(
         )
         .withColumn("reason", reason)
         .withColumn("truncated", F.col("rule").isNull() & (F.col("_len") > cfg.max_chars))
+        # quarantined rows keep their original text, with the PII masked all the same (only they pay for it)
+        .withColumn(
+            "text_raw",
+            F.when(F.col("rule").isNotNull(), mask_pii(F.col("text_raw"), pii.types)["text"])
+            if masking
+            else F.col("text_raw"),
+        )
         .withColumn(text_col, F.when(F.col("rule").isNull(), truncate(F.col(text_col), cfg.max_chars)))
         .withColumn("text_hash", F.when(F.col("rule").isNull(), content_hash(F.col(text_col))))
     )

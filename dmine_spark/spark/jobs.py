@@ -175,7 +175,10 @@ def clean(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageRe
         base,
         cfg.clean,
         text_col="text",
-        dedup_groups=["split"],
+        # duplicates count within a source: a text repeated in both train and test sources stays in both,
+        # while the seeded splits of one source (splits: {train: .8, test: .2}) share one dedup, so no
+        # copy of a training row is left in its test split
+        dedup_groups=["source"],
         dedup_col="_dedup",
         pii=cfg.pii,
         language=cfg.language,
@@ -187,20 +190,25 @@ def clean(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageRe
             from dmine_spark.prepare.neardup import near_duplicates
 
             nd = cfg.near_dup
-            candidates = decided.where((F.col("outcome") == "clean") & F.col("_dedup")).select("id", "split", "text")
-            found = near_duplicates(
-                candidates,
-                id_col="id",
-                text_col="text",
-                group_col="split",
-                threshold=nd.threshold,
-                shingle=nd.shingle,
-                num_bands=nd.bands,
-                rows_per_band=nd.rows_per_band,
-                seed=nd.seed,
-            )
-            near = apply_near_duplicates(decided, found.dups).persist(StorageLevel.MEMORY_AND_DISK)
-            res = CleanResult(decided=near, columns=res.columns)
+            candidates = decided.where((F.col("outcome") == "clean") & F.col("_dedup")).select("id", "source", "text")
+            sources = sorted(r["source"] for r in candidates.select("source").distinct().collect())
+            found = [
+                near_duplicates(
+                    candidates.where(F.col("source") == source),
+                    id_col="id",
+                    text_col="text",
+                    threshold=nd.threshold,
+                    shingle=nd.shingle,
+                    num_bands=nd.bands,
+                    rows_per_band=nd.rows_per_band,
+                    seed=nd.seed,
+                ).dups.select("id", "kept_id", "jaccard")
+                for source in sources
+            ]
+            dups = reduce(lambda a, b: a.unionByName(b), found) if found else None
+            if dups is not None:
+                near = apply_near_duplicates(decided, dups).persist(StorageLevel.MEMORY_AND_DISK)
+                res = CleanResult(decided=near, columns=res.columns)
         final = res.decided
         stamp = F.lit(run.run_id)
         write_table(res.clean.drop("_dedup").withColumn("run_id", stamp), cfg.table("clean"))
