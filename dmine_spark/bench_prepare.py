@@ -114,8 +114,9 @@ def spark_prepare(spark: Any, data_dir: Path, out_dir: Path, *, unicode: str = "
     clean = spark.read.parquet(str(out_dir / "decided")).where("outcome = 'clean'").select("id", "text")
     tok = RegexTokenizer(inputCol="text", outputCol="words", pattern=r"[^\p{L}\p{N}]+", toLowercase=True)
     tf = HashingTF(inputCol="words", outputCol="tf", numFeatures=NUM_FEATURES)
-    # term frequencies once: IDF's fitting pass and the transform both read the cached vectors
-    tfd = tf.transform(tok.transform(clean)).select("id", "tf").persist(StorageLevel.MEMORY_AND_DISK)
+    # term frequencies once: IDF's fitting pass and the transform both read them back from local disk
+    # (DISK_ONLY: a memory-backed cache of 10M vectors ran a 4 GB driver out of heap while unrolling)
+    tfd = tf.transform(tok.transform(clean)).select("id", "tf").persist(StorageLevel.DISK_ONLY)
     idf = IDF(inputCol="tf", outputCol="tfidf").fit(tfd)
     idf.transform(tfd).select("id", "tfidf").write.parquet(str(out_dir / "feat"))
     tfd.unpersist()
