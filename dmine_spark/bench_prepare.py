@@ -11,8 +11,9 @@ text feature table do:
 4. exact dedup on the content hash;
 5. TF-IDF (hashing TF + IDF) over words, written as the feature table.
 
-After an untimed 20k-row warm-up run in the same session, it records wall time, rows/s, the peak heap of the driver JVM and of the
-driver's Python process, Spark's memory and disk spill (from the status API),
+After an untimed 20k-row warm-up run in the same session, it records wall time, rows/s, the driver JVM's
+heap (peak used, peak after a collection, and retained after a full collection once the run is
+done), the peak RSS of the driver's Python process, Spark's memory and disk spill (from the status API),
 and checks that ``rows in = clean + quarantined + duplicates``.
 
 The pandas baseline runs the same steps in one process at the smallest size:
@@ -40,14 +41,24 @@ WARMUP_ROWS = 20_000
 
 
 class _Peak:
-    """Samples the driver JVM's used heap and the Python process RSS every ``every`` seconds."""
+    """Samples the driver JVM's heap and the Python process RSS every ``every`` seconds.
+
+    ``heap`` is the peak of the used heap, which mostly shows how lazily the collector runs: it
+    climbs towards ``-Xmx`` whatever the job keeps. ``live`` is the peak of the heap in use right
+    after a collection (the sum over heap pools of the last ``GcInfo.getMemoryUsageAfterGc``), the
+    bound on what the driver JVM actually holds, and the figure that must stay flat as rows grow.
+    """
 
     def __init__(self, spark: Any, every: float = 0.5) -> None:
         import psutil
 
-        self._mx = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getMemoryMXBean()
+        mf = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+        self._mx = mf.getMemoryMXBean()
+        self._gcs = list(mf.getGarbageCollectorMXBeans())
+        self._heap_pools = {p.getName() for p in mf.getMemoryPoolMXBeans() if p.getType().toString() == "Heap memory"}
         self._proc = psutil.Process()
         self.heap = 0
+        self.live = 0
         self.rss = 0
         self._every = every
         self._stop = threading.Event()
@@ -57,10 +68,20 @@ class _Peak:
         while not self._stop.is_set():
             try:
                 self.heap = max(self.heap, int(self._mx.getHeapMemoryUsage().getUsed()))
+                self.live = max(self.live, self._after_gc())
                 self.rss = max(self.rss, int(self._proc.memory_info().rss))
             except Exception:  # noqa: BLE001 - the gateway closes at shutdown
                 return
             self._stop.wait(self._every)
+
+    def _after_gc(self) -> int:
+        best = 0
+        for gc in self._gcs:
+            info = gc.getLastGcInfo()
+            if info is not None:
+                after = info.getMemoryUsageAfterGc()
+                best = max(best, sum(int(after[k].getUsed()) for k in after if k in self._heap_pools))
+        return best
 
     def __enter__(self) -> _Peak:
         self._thread.start()
@@ -69,6 +90,14 @@ class _Peak:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def _retained(spark: Any) -> int:
+    """Heap still in use after a full collection once a run has finished: what the driver keeps."""
+    jvm = spark.sparkContext._jvm
+    jvm.java.lang.System.gc()
+    time.sleep(1.0)
+    return int(jvm.java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed())
 
 
 def _spill(spark: Any) -> dict[str, int]:
@@ -272,6 +301,8 @@ def bench_prepare(
         r.update(
             {
                 "driver_heap_peak_mb": peak.heap / 2**20,
+                "driver_heap_after_gc_peak_mb": peak.live / 2**20,
+                "driver_heap_retained_mb": _retained(spark) / 2**20,
                 "driver_python_rss_peak_mb": peak.rss / 2**20,
                 "spill_memory_mb": (after["memory_bytes_spilled"] - before["memory_bytes_spilled"]) / 2**20,
                 "spill_disk_mb": (after["disk_bytes_spilled"] - before["disk_bytes_spilled"]) / 2**20,
@@ -281,7 +312,8 @@ def bench_prepare(
         res["sizes"][str(n)] = r
         echo(
             f"spark   {n:>11,} rows {r['seconds']:8.1f}s {r['rows_per_s']:10,.0f} rows/s  heap peak "
-            f"{r['driver_heap_peak_mb']:,.0f} MB  spill {r['spill_disk_mb']:,.0f} MB disk  "
+            f"{r['driver_heap_peak_mb']:,.0f} MB  after GC {r['driver_heap_after_gc_peak_mb']:,.0f} MB  "
+            f"retained {r['driver_heap_retained_mb']:,.0f} MB  spill {r['spill_disk_mb']:,.0f} MB disk  "
             f"unaccounted {r['counts']['unaccounted']}"
         )
     spark.stop()
