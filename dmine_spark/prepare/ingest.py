@@ -154,7 +154,7 @@ def read_source(
     where = f"sources.{name}"
     id_col = id_col or src.id_col
     schema = parse_schema(src.schema_ddl, f"{where}.schema")
-    names = [f.name for f in schema.fields]
+    names = [f.name for f in schema.fields] + [c for c in src.derive if c not in schema.fieldNames()]
     for col in required:
         if col not in names:
             raise ConfigError(f"{where}.schema: required column {col!r} is not declared (columns: {', '.join(names)})")
@@ -172,14 +172,32 @@ def read_source(
         F.concat_ws(":", F.lit(name), row_id).alias("id"),
         F.lit(name).alias("split"),
         origin.alias("source_file"),
-        *[F.col(c) for c in names],
+        *[F.col(c) for c in schema.fieldNames()],
         (F.col(CORRUPT_COL) if CORRUPT_COL in df.columns else F.lit(None).cast("string")).alias(CORRUPT_COL),
     )
+    if src.derive:
+        df, schema = _derive(df, schema, src.derive, where)
     res = split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col)
     rows = res.rows.withColumn("source", F.lit(name))
     if src.splits:
         rows = rows.withColumn("split", assign_split(F.col("id"), src.splits, seed=src.sample_seed))
     return IngestResult(rows=rows, quarantine=res.quarantine, total=res.total)
+
+
+def _derive(df: DataFrame, schema: StructType, derive: dict[str, str], where: str) -> tuple[DataFrame, StructType]:
+    """Add the ``derive`` columns (SQL expressions over the columns as read) and declare them."""
+    from pyspark.errors import AnalysisException, ParseException
+
+    fields = list(schema.fields)
+    for col, expr in derive.items():
+        try:
+            df = df.withColumn(col, F.expr(expr))
+            dtype = df.schema[col].dataType
+        except (AnalysisException, ParseException) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{where}.derive.{col}: {first}") from None
+        fields = [f for f in fields if f.name != col] + [StructField(col, dtype, True)]
+    return df, StructType(fields)
 
 
 def assign_split(key: Column, fractions: dict[str, float], *, seed: int = 7) -> Column:
