@@ -61,6 +61,10 @@ class ModelSpec:
     precision : {"auto", "fp32", "bf16", "fp16", "int8"}
         ``auto`` is bf16 on a GPU and fp32 on the CPU. ``int8`` (CPU only)
         quantises the linear layers dynamically: faster, slightly different vectors.
+    head : {"embedding", "classification"}
+        ``classification`` loads a fine-tuned sequence classifier (such as
+        :func:`dmine_spark.mine.finetune.finetune` saves) and returns class
+        probabilities in its ``id2label`` order instead of pooled vectors.
     """
 
     model: str = DEFAULT_MODEL
@@ -69,8 +73,11 @@ class ModelSpec:
     normalize: bool = True
     device: str = "auto"
     precision: str = "auto"
+    head: str = "embedding"
 
     def __post_init__(self) -> None:
+        if self.head not in ("embedding", "classification"):
+            raise ValueError(f"head must be 'embedding' or 'classification', got {self.head!r}")
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -228,7 +235,13 @@ class Encoder:
         self.precision = precision
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True, trust_remote_code=False)
-        model = AutoModel.from_pretrained(
+        self.head = spec.head
+        if self.head == "classification" and precision == "int8":
+            raise ValueError("embed.precision: int8 is for embedding models; score a fine-tuned classifier in fp32")
+        auto = AutoModel
+        if self.head == "classification":
+            from transformers import AutoModelForSequenceClassification as auto
+        model = auto.from_pretrained(
             self.model_dir,
             local_files_only=True,
             trust_remote_code=False,
@@ -238,6 +251,11 @@ class Encoder:
         model.eval()
         self.config = model.config
         self.dim = int(model.config.hidden_size)
+        self.labels: list[str] = []
+        if self.head == "classification":
+            self.dim = int(model.config.num_labels)
+            id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
+            self.labels = [id2label.get(i, str(i)) for i in range(self.dim)]
         self.max_positions = int(getattr(model.config, "max_position_embeddings", spec.max_length))
         self._ort = None
         if precision == "int8":
@@ -320,6 +338,13 @@ class Encoder:
                 return
             ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
             mask_t = torch.from_numpy(mask_np).to(self.device, non_blocking=True)
+            if self.head == "classification":
+                logits = self.model(input_ids=ids_t, attention_mask=mask_t).logits
+                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                counts["tokens"] += int(lengths[idx].sum())
+                counts["padded"] += ids.size
+                counts["batches"] += 1
+                return
             hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
             if self.spec.pooling == "cls":
                 vec = hidden[:, 0].float()

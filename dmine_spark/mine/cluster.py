@@ -1,21 +1,54 @@
-"""Clustering of embedding features with MLlib KMeans, and cluster names from their terms.
+"""Clustering of embedding features, with names and exemplars for each cluster.
 
-Each cluster is described by its top terms under class-based TF-IDF: a term
-scores high in a cluster when it is frequent there and rare across clusters.
-The first three terms make the cluster's name.
+Four algorithms share one interface (:func:`fit_clusters` returns a
+:class:`Clustering` whose ``assign`` adds a ``cluster`` column):
+
+* MLlib ``KMeans``, ``BisectingKMeans`` and ``GaussianMixture``, fitted by Spark
+  (the mixture on the first ``gmm_dims`` principal components, since full
+  covariances in the embedding's 384 dimensions are singular on real samples);
+* scikit-learn ``HDBSCAN``, fitted on the driver from a seeded sample of at most
+  ``sample_max_rows`` rows; every other row joins the cluster whose centroid
+  (of the sample's members) is nearest by cosine. HDBSCAN's noise keeps the
+  label ``-1`` in the sample; assigned rows always get a real cluster.
+
+When ``k`` is not given, :func:`sweep_k` fits each ``k`` of ``k_range`` on a
+sample and keeps the one with the best cosine silhouette.
+
+Each cluster is described by its top terms under class-based TF-IDF, weighted
+by the share of each term's uses that fall in the cluster (a term scores high
+when it is frequent there and concentrated there, so words every cluster uses
+sink; the first three terms make the cluster's name), and by the ``exemplars``
+texts closest to its centroid (:func:`cluster_exemplars`).
 """
 
 from __future__ import annotations
 
-from pyspark.ml.clustering import KMeans, KMeansModel
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans, KMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import StopWordsRemover
+from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType
 
 from dmine_spark.config import ClusterConfig
 
-__all__ = ["fit_kmeans", "silhouette", "cluster_terms"]
+__all__ = [
+    "fit_kmeans",
+    "fit_clusters",
+    "Clustering",
+    "sweep_k",
+    "silhouette",
+    "centroids",
+    "cluster_terms",
+    "cluster_exemplars",
+]
 
 
 def fit_kmeans(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> KMeansModel:
@@ -25,12 +58,159 @@ def fit_kmeans(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "featur
     )
 
 
+@dataclass
+class Clustering:
+    """A fitted clustering: ``assign(df)`` adds an integer ``cluster`` column."""
+
+    algorithm: str
+    k: int
+    model: Any = None  # an MLlib model
+    centers: np.ndarray | None = None  # hdbscan: unit-length centroids of the sample's clusters
+    center_ids: list[int] = field(default_factory=list)
+    sweep: dict[int, float] = field(default_factory=dict)  # k -> silhouette, when k was swept
+
+    def assign(self, df: DataFrame, *, features_col: str = "features") -> DataFrame:
+        if self.model is not None:
+            out = self.model.transform(df).withColumn("cluster", F.col("cluster").cast("int"))
+            return out.drop(*[c for c in ("_gmm_probability", "_gmm_pca") if c in out.columns])
+        return _nearest_center(df, self.centers, self.center_ids, features_col)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _nearest_center(df: DataFrame, centers: np.ndarray, ids: list[int], features_col: str) -> DataFrame:
+    """Each row's cluster is the centroid of largest cosine similarity (an Arrow UDF; the centres are small)."""
+    c = _unit(np.asarray(centers, dtype=np.float32))
+    cid = np.asarray(ids, dtype=np.int32)
+
+    @F.pandas_udf(IntegerType())
+    def nearest(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for s in batches:
+            if len(s) == 0:
+                yield pd.Series([], dtype="int32")
+                continue
+            x = np.stack(s.to_numpy()).astype(np.float32, copy=False)
+            yield pd.Series(cid[(x @ c.T).argmax(axis=1)])
+
+    return df.withColumn("cluster", nearest(vector_to_array(F.col(features_col), "float32")))
+
+
+def _mllib(algorithm: str, k: int, cfg: ClusterConfig, features_col: str) -> Any:
+    common = {
+        "k": k,
+        "maxIter": cfg.max_iter,
+        "seed": cfg.seed,
+        "featuresCol": features_col,
+        "predictionCol": "cluster",
+    }
+    if algorithm == "kmeans":
+        return KMeans(**common)
+    if algorithm == "bisecting_kmeans":
+        return BisectingKMeans(**common)
+    if algorithm == "gmm":
+        # full covariances in 384 dimensions are singular on any realistic sample; fit them on PCA components
+        from pyspark.ml import Pipeline
+        from pyspark.ml.feature import PCA
+
+        gmm = GaussianMixture(probabilityCol="_gmm_probability", **{**common, "featuresCol": "_gmm_pca"})
+        return Pipeline(stages=[PCA(k=cfg.gmm_dims, inputCol=features_col, outputCol="_gmm_pca"), gmm])
+    raise ValueError(f"cluster.algorithm: {algorithm!r} is not an MLlib algorithm")
+
+
+def _sample(df: DataFrame, rows: int, seed: int) -> DataFrame:
+    n = df.count()
+    return df if n <= rows else df.sample(fraction=min(1.0, 1.05 * rows / n), seed=seed).limit(rows)
+
+
+def sweep_k(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> dict[int, float]:
+    """Cosine silhouette of each ``k`` in ``cfg.k_range``, each fitted on the same seeded sample."""
+    first, last, step = cfg.k_range
+    sample = _sample(df, cfg.sweep_sample_rows, cfg.seed).cache()
+    try:
+        out = {}
+        for k in range(first, last + 1, step):
+            algo = "kmeans" if cfg.algorithm == "hdbscan" else cfg.algorithm
+            model = _mllib(algo, k, cfg, features_col).fit(sample)
+            out[k] = silhouette(model.transform(sample).withColumn("cluster", F.col("cluster").cast("int")))
+        return out
+    finally:
+        sample.unpersist()
+
+
+def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> Clustering:
+    """Fit ``cfg.algorithm`` on ``df``; ``k`` comes from :func:`sweep_k` when ``cfg.k`` is null."""
+    sweep: dict[int, float] = {}
+    k = cfg.k
+    if k is None and cfg.algorithm != "hdbscan":
+        sweep = sweep_k(df, cfg, features_col=features_col)
+        k = max(sweep, key=lambda kk: (sweep[kk], -kk))
+    if cfg.algorithm == "hdbscan":
+        return _fit_hdbscan(df, cfg, features_col)
+    model = _mllib(cfg.algorithm, int(k), cfg, features_col).fit(df)
+    return Clustering(cfg.algorithm, int(k), model=model, sweep=sweep)
+
+
+def _fit_hdbscan(df: DataFrame, cfg: ClusterConfig, features_col: str) -> Clustering:
+    from sklearn.cluster import HDBSCAN
+
+    pdf = _sample(df, cfg.sample_max_rows, cfg.seed).select(vector_to_array(F.col(features_col), "float32").alias("x"))
+    x = np.stack(pdf.toPandas()["x"].to_numpy()).astype(np.float32)
+    if len(x) < cfg.min_cluster_size:
+        raise ValueError(f"cluster: hdbscan needs at least min_cluster_size={cfg.min_cluster_size} rows, got {len(x)}")
+    labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size).fit_predict(_unit(x))
+    ids = sorted(int(v) for v in set(labels.tolist()) if v >= 0)
+    if not ids:
+        raise ValueError("cluster: hdbscan found no cluster in the sample (all noise); lower min_cluster_size")
+    centers = np.stack([x[labels == i].mean(axis=0) for i in ids])
+    return Clustering("hdbscan", len(ids), centers=centers, center_ids=ids)
+
+
 def silhouette(assigned: DataFrame, *, features_col: str = "features") -> float:
     """Cosine silhouette of a clustering (1 is best)."""
     return float(
         ClusteringEvaluator(featuresCol=features_col, predictionCol="cluster", distanceMeasure="cosine").evaluate(
             assigned
         )
+    )
+
+
+def centroids(assigned: DataFrame, *, features_col: str = "features") -> DataFrame:
+    """The mean feature vector of each cluster (``cluster``, ``centroid`` as an array of doubles)."""
+    from pyspark.ml.stat import Summarizer
+
+    return assigned.groupBy("cluster").agg(vector_to_array(Summarizer.mean(F.col(features_col))).alias("centroid"))
+
+
+def _dot(a: Any, b: Any) -> Any:
+    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, v: acc + v)
+
+
+def cluster_exemplars(
+    assigned: DataFrame, *, n: int = 3, text_col: str = "text", features_col: str = "features"
+) -> DataFrame:
+    """The ``n`` distinct texts closest (by cosine) to each cluster's centroid: ``cluster``, ``exemplars``."""
+    cents = centroids(assigned, features_col=features_col)
+    v = vector_to_array(F.col(features_col))
+    scored = (
+        assigned.select("cluster", F.col(text_col).alias("text"), v.alias("v"))
+        .join(F.broadcast(cents), "cluster")
+        .select(
+            "cluster",
+            "text",
+            (
+                _dot(F.col("v"), F.col("centroid"))
+                / F.sqrt(_dot(F.col("v"), F.col("v")) * _dot(F.col("centroid"), F.col("centroid")) + F.lit(1e-24))
+            ).alias("cos"),
+        )
+        .groupBy("cluster", "text")
+        .agg(F.max("cos").alias("cos"))
+    )
+    w = Window.partitionBy("cluster").orderBy(F.desc("cos"), F.asc("text"))
+    top = scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= n)
+    return top.groupBy("cluster").agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", "text"))), lambda s: s["text"]).alias("exemplars")
     )
 
 
@@ -60,7 +240,13 @@ def cluster_terms(
         .withColumn("term_total", F.sum("count").over(Window.partitionBy("term")))
         .withColumn("avg_words", F.sum("count").over(everywhere) / F.size(F.collect_set("cluster").over(everywhere)))
         .withColumn(
-            "score", F.col("count") / F.col("cluster_words") * F.log1p(F.col("avg_words") / F.col("term_total"))
+            "score",
+            F.col("count")
+            / F.col("cluster_words")
+            * F.log1p(F.col("avg_words") / F.col("term_total"))
+            # the share of the term's uses that fall in this cluster: words common to every cluster
+            # ("said", "new") sink below the ones that mark it out
+            * (F.col("count") / F.col("term_total")),
         )
     )
     ranked = scored.withColumn(

@@ -25,3 +25,90 @@ def test_macro_f1_edge_cases() -> None:
     assert macro_f1_from_counts([]) == 0.0
     assert macro_f1_from_counts([("a", "a", 5), ("b", "b", 2)]) == 1.0
     assert macro_f1_from_counts([("a", "b", 3)]) == 0.0
+
+
+def _triples(y: list, p: list) -> list[tuple]:
+    return [(a, b, n) for (a, b), n in Counter(zip(y, p, strict=True)).items()]
+
+
+def test_classification_scores_match_sklearn() -> None:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    from dmine_spark.mine.metrics import classification_scores
+
+    rng = random.Random(5)
+    labels = ["card", "loan", "top_up", "atm"]
+    y = [rng.choice(labels) for _ in range(800)]
+    p = [t if rng.random() < 0.6 else rng.choice(labels + ["other"]) for t in y]
+    s = classification_scores(_triples(y, p))
+    true = sorted(set(y))
+    pr, rc, f1, sup = precision_recall_fscore_support(y, p, labels=true, zero_division=0)
+    assert s["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert s["macro_f1"] == pytest.approx(f1.mean())
+    assert s["weighted_f1"] == pytest.approx(f1_score(y, p, labels=true, average="weighted"))
+    for i, lab in enumerate(true):
+        assert s["per_class"][lab]["precision"] == pytest.approx(pr[i])
+        assert s["per_class"][lab]["recall"] == pytest.approx(rc[i])
+        assert s["per_class"][lab]["support"] == sup[i]
+    cm = s["confusion"]
+    assert cm.labels == true + ["other"]
+    assert (cm.matrix == confusion_matrix(y, p, labels=cm.labels)).all()
+    assert sum(n for _, _, n in cm.as_rows()) == 800
+
+
+def test_cluster_agreement_matches_sklearn() -> None:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from dmine_spark.mine.metrics import cluster_agreement
+
+    rng = random.Random(11)
+    y = [rng.randrange(4) for _ in range(1000)]
+    perm = {0: 3, 1: 0, 2: 2, 3: 1}
+    c = [perm[t] if rng.random() < 0.8 else rng.randrange(5) for t in y]
+    s = cluster_agreement(_triples(y, c))
+    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(y, c))
+    assert s["ari"] == pytest.approx(adjusted_rand_score(y, c))
+    # the matching undoes the permutation: accuracy is the share kept, plus lucky random draws
+    direct = sum(perm[t] == k for t, k in zip(y, c, strict=True)) / len(y)
+    assert s["hungarian_accuracy"] == pytest.approx(direct)
+    assert cluster_agreement([])["rows"] == 0.0
+    assert cluster_agreement([("a", 1, 5), ("b", 2, 5)])["hungarian_accuracy"] == 1.0
+
+
+def test_binary_auc_matches_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from dmine_spark.mine.metrics import binary_auc
+
+    rng = random.Random(2)
+    y = [rng.randrange(2) for _ in range(300)]
+    s = [round(rng.random() + 0.4 * t, 2) for t in y]  # rounded, so ties occur
+    assert binary_auc(s, y) == pytest.approx(roc_auc_score(y, s))
+    assert binary_auc([0.1, 0.2], [1, 1]) != binary_auc([0.1, 0.2], [1, 1])  # NaN: one class only
+
+
+def test_argmax_labels_takes_the_class_axis() -> None:
+    import numpy as np
+
+    from dmine_spark.mine.finetune import argmax_labels
+
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3], [0.2, 0.3, 0.5]])
+    assert argmax_labels(probs, ["neg", "pos", "neu"]) == ["pos", "neg", "neu"]
+    with pytest.raises(ValueError, match="class scores"):
+        argmax_labels(probs, ["a", "b"])
+
+
+def test_regression_and_mining_config_validation() -> None:
+    from dmine_spark.config import ClassifyConfig, ClusterConfig, FinetuneConfig, RegressConfig
+
+    assert ClusterConfig(k=None).k is None
+    with pytest.raises(ValueError, match="k_range"):
+        ClusterConfig(k_range=(5, 2, 1))
+    with pytest.raises(ValueError):
+        ClassifyConfig(model="svm_rbf")
+    assert ClassifyConfig(model="logreg", params={"regParam": 0.1}).estimator_params()["regParam"] == 0.1
+    assert ClassifyConfig(model="sk_hgb").estimator_params() == {}
+    with pytest.raises(ValueError):
+        RegressConfig(model="forest")
+    with pytest.raises(ValueError):
+        FinetuneConfig(val_fraction=1.5)

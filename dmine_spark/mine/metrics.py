@@ -1,0 +1,181 @@
+"""Evaluation from contingency counts: what Spark hands back after one ``groupBy().count()``.
+
+Scoring a table of millions of rows needs only the ``(truth, prediction, count)``
+triples of one small aggregation. Everything here is plain Python and numpy over
+those triples, so it is unit-tested without a JVM and agrees with scikit-learn
+(``tests/unit/test_metrics.py`` checks it against ``sklearn.metrics``):
+
+* :func:`classification_scores`: accuracy, macro-F1, weighted-F1, and per-class
+  precision, recall, F1 and support, plus the confusion matrix;
+* :func:`cluster_agreement`: NMI (arithmetic mean normalisation, as scikit-learn's
+  default), ARI, and Hungarian-matched accuracy of clusters against labels;
+* :func:`binary_auc`: ROC AUC from scores and 0/1 labels (ties averaged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Confusion",
+    "confusion",
+    "classification_scores",
+    "cluster_agreement",
+    "hungarian_accuracy",
+    "binary_auc",
+]
+
+Triple = tuple[Any, Any, int]
+
+
+@dataclass
+class Confusion:
+    """A confusion matrix: ``matrix[i, j]`` rows whose truth is ``labels[i]`` and prediction ``labels[j]``.
+
+    ``labels`` are the true labels (sorted) followed by any label that was only
+    ever predicted.
+    """
+
+    labels: list[str]
+    matrix: np.ndarray
+    true_labels: list[str] = field(default_factory=list)
+
+    def as_rows(self) -> list[tuple[str, str, int]]:
+        """Non-zero cells as (truth, prediction, count)."""
+        out = []
+        for i, a in enumerate(self.labels):
+            for j, b in enumerate(self.labels):
+                if self.matrix[i, j]:
+                    out.append((a, b, int(self.matrix[i, j])))
+        return out
+
+
+def confusion(pairs: Iterable[Triple]) -> Confusion:
+    """Build the confusion matrix from (truth, prediction, count) triples; ``None`` truths are skipped."""
+    counts: dict[tuple[str, str], int] = {}
+    for t, p, n in pairs:
+        if t is None:
+            continue
+        key = (str(t), "" if p is None else str(p))
+        counts[key] = counts.get(key, 0) + int(n)
+    true_labels = sorted({t for t, _ in counts})
+    extra = sorted({p for _, p in counts} - set(true_labels))
+    labels = true_labels + extra
+    pos = {lab: i for i, lab in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for (t, p), n in counts.items():
+        m[pos[t], pos[p]] += n
+    return Confusion(labels=labels, matrix=m, true_labels=true_labels)
+
+
+def classification_scores(pairs: Iterable[Triple]) -> dict[str, Any]:
+    """Accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    Macro averages run over the true labels: a true label that is never
+    predicted scores 0, labels seen only as predictions are not averaged (as
+    scikit-learn does with ``labels=`` the true labels).
+    """
+    cm = confusion(pairs)
+    m = cm.matrix
+    k = len(cm.true_labels)
+    n = int(m.sum())
+    tp = np.diag(m)[:k].astype(float)
+    predicted = m.sum(0)[:k].astype(float)
+    support = m.sum(1)[:k].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    per_class = {
+        lab: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, lab in enumerate(cm.true_labels)
+    }
+    return {
+        "rows": n,
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "macro_f1": float(f1.mean()) if k else 0.0,
+        "macro_precision": float(precision.mean()) if k else 0.0,
+        "macro_recall": float(recall.mean()) if k else 0.0,
+        "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else 0.0,
+        "per_class": per_class,
+        "confusion": cm,
+    }
+
+
+def _contingency(pairs: Iterable[Triple]) -> np.ndarray:
+    rows: dict[Any, int] = {}
+    cols: dict[Any, int] = {}
+    cells: list[tuple[int, int, int]] = []
+    for a, b, n in pairs:
+        if a is None or b is None:
+            continue
+        i = rows.setdefault(a, len(rows))
+        j = cols.setdefault(b, len(cols))
+        cells.append((i, j, int(n)))
+    c = np.zeros((len(rows), len(cols)), dtype=np.int64)
+    for i, j, n in cells:
+        c[i, j] += n
+    return c
+
+
+def hungarian_accuracy(pairs: Iterable[Triple]) -> float:
+    """Accuracy after matching each cluster to at most one label, the matching that maximises agreement."""
+    from scipy.optimize import linear_sum_assignment
+
+    c = _contingency(pairs)
+    if c.size == 0:
+        return 0.0
+    r, k = linear_sum_assignment(-c)
+    return float(c[r, k].sum() / c.sum())
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def cluster_agreement(pairs: Iterable[Triple]) -> dict[str, float]:
+    """NMI, ARI and Hungarian-matched accuracy of (label, cluster, count) triples."""
+    pairs = list(pairs)
+    c = _contingency(pairs)
+    n = int(c.sum())
+    if n == 0:
+        return {"nmi": 0.0, "ari": 0.0, "hungarian_accuracy": 0.0, "rows": 0.0}
+    a, b = c.sum(1), c.sum(0)
+    nz = c > 0
+    mi = float((c[nz] / n * np.log(c[nz] * n / np.outer(a, b)[nz])).sum())
+    ha, hb = _entropy(a), _entropy(b)
+    nmi = 1.0 if ha == hb == 0 else (mi / ((ha + hb) / 2) if ha + hb > 0 else 0.0)
+
+    def comb2(x: np.ndarray | int) -> np.ndarray | float:
+        return np.asarray(x, dtype=float) * (np.asarray(x, dtype=float) - 1) / 2
+
+    index = float(comb2(c).sum())
+    sa, sb, total = float(comb2(a).sum()), float(comb2(b).sum()), float(comb2(n))
+    expected = sa * sb / total if total else 0.0
+    top = (sa + sb) / 2
+    ari = 1.0 if top == expected else (index - expected) / (top - expected)
+    return {"nmi": max(0.0, nmi), "ari": ari, "hungarian_accuracy": hungarian_accuracy(pairs), "rows": float(n)}
+
+
+def binary_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """ROC AUC of ``scores`` for the positive class (``labels`` 1), by the rank-sum formula."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    pos = int((y == 1).sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
