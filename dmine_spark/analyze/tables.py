@@ -1,7 +1,7 @@
 """Result tables in the Spark catalog: one database, table names that say their layer.
 
 Data layers (``raw_``, ``clean_``, ``quarantine_``, ``dup_``, ``emb_``,
-``pred_``, ``cluster_``, ``cluster_terms_``) hold the current state of a task
+``pred_``, ``confusion_``, ``reg_``, ``cluster_``, ``cluster_terms_``) hold the current state of a task
 and are overwritten by each run; ``metrics``, ``runs`` and ``quality`` keep
 history and are appended to. ``quarantine_<task>_<source>`` are views over a
 task's quarantine table, one per source.
@@ -10,8 +10,9 @@ task's quarantine table, one per source.
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-__all__ = ["LAYERS", "ensure_database", "write_table", "read_table", "list_tables"]
+__all__ = ["LAYERS", "ensure_database", "write_table", "append_table", "read_table", "list_tables"]
 
 LAYERS = (
     "raw",
@@ -21,6 +22,9 @@ LAYERS = (
     "feat",
     "emb",
     "pred",
+    "pred_ft",
+    "confusion",
+    "reg",
     "cluster",
     "cluster_terms",
     "metrics",
@@ -38,6 +42,29 @@ def ensure_database(spark: SparkSession, database: str) -> None:
 def write_table(df: DataFrame, name: str, *, mode: str = "overwrite") -> None:
     """Save ``df`` as the catalog table ``name`` (``db.table``) in Parquet."""
     df.write.mode(mode).format("parquet").saveAsTable(name)
+
+
+def append_table(df: DataFrame, name: str) -> None:
+    """Append ``df`` to the history table ``name``, by column name.
+
+    Columns that a newer dmine_spark added are first added to an older table
+    (``ALTER TABLE ... ADD COLUMNS``; earlier rows read them as null), so
+    history written by an older version is kept, never dropped.
+    """
+    spark = df.sparkSession
+    if not spark.catalog.tableExists(name):
+        write_table(df, name, mode="overwrite")
+        return
+    have = {f.name.lower() for f in spark.table(name).schema.fields}
+    missing = [f for f in df.schema.fields if f.name.lower() not in have]
+    if missing:
+        cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({cols})")
+    target = [f.name for f in spark.table(name).schema.fields]
+    df = df.select(
+        *[F.col(c) if c.lower() in {x.lower() for x in df.columns} else F.lit(None).alias(c) for c in target]
+    )
+    df.write.insertInto(name)
 
 
 def read_table(spark: SparkSession, name: str) -> DataFrame:

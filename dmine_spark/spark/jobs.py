@@ -5,11 +5,13 @@ time from the CLI in separate processes.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import reduce
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -17,17 +19,32 @@ from pyspark.sql import functions as F
 
 from dmine_spark.analyze.quality import column_profile, group_counts, length_quantiles
 from dmine_spark.analyze.runs import RunRecorder, reconcile
-from dmine_spark.analyze.tables import ensure_database, read_table, write_table
+from dmine_spark.analyze.tables import append_table, ensure_database, read_table, write_table
 from dmine_spark.config import ConfigError, PipelineConfig
 from dmine_spark.features.embed import embed_missing, resolve_spec
 from dmine_spark.features.encoder import ModelSpec, resolve_model_dir
-from dmine_spark.mine.classify import as_vector, evaluate, fit_classifier, predict
-from dmine_spark.mine.cluster import cluster_terms, fit_kmeans, silhouette
+from dmine_spark.mine.classify import as_vector
+from dmine_spark.mine.cluster import cluster_exemplars, cluster_terms, fit_clusters, silhouette
+from dmine_spark.mine.metrics import classification_scores, cluster_agreement
+from dmine_spark.mine.models import ModelStore, fit_named_classifier
+from dmine_spark.mine.regress import fit_regressor, regression_scores
 from dmine_spark.prepare.clean import CleanResult, apply_near_duplicates, clean_frame
 from dmine_spark.prepare.ingest import read_source
 from dmine_spark.spark.progress import Progress
 
-__all__ = ["StageReport", "STAGES", "run_stages", "ingest", "clean", "features", "embed", "classify", "cluster"]
+__all__ = [
+    "StageReport",
+    "STAGES",
+    "run_stages",
+    "ingest",
+    "clean",
+    "features",
+    "embed",
+    "classify",
+    "regress",
+    "finetune",
+    "cluster",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +59,7 @@ class StageReport:
     summary: str
     seconds: float = 0.0
     values: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # fitted models, for tracking (name -> model)
 
 
 def _write_quarantine(spark: SparkSession, cfg: PipelineConfig, df: DataFrame, stage: str) -> None:
@@ -416,17 +434,62 @@ def _features(spark: SparkSession, cfg: PipelineConfig, kind: str = "embedding")
     return as_vector(rows.join(emb, "id"))
 
 
+METRICS_SCHEMA = (
+    "run_id STRING, pipeline STRING, task STRING, stage STRING, split STRING, metric STRING, value DOUBLE, "
+    "created_at TIMESTAMP, model_version STRING"
+)
+
+
 def _write_metrics(
-    spark: SparkSession, cfg: PipelineConfig, run: RunRecorder, stage: str, split: str, values: dict[str, float]
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    run: RunRecorder,
+    stage: str,
+    split: str,
+    values: dict[str, float],
+    *,
+    model_version: str | None = None,
 ) -> None:
     now = datetime.now(timezone.utc)
-    rows = [(run.run_id, cfg.name, cfg.task, stage, split, k, float(v), now) for k, v in values.items()]
-    schema = "run_id STRING, pipeline STRING, task STRING, stage STRING, split STRING, metric STRING, value DOUBLE, created_at TIMESTAMP"
-    write_table(spark.createDataFrame(rows, schema), cfg.table("metrics"), mode="append")
+    rows = [(run.run_id, cfg.name, cfg.task, stage, split, k, float(v), now, model_version) for k, v in values.items()]
+    append_table(spark.createDataFrame(rows, METRICS_SCHEMA), cfg.table("metrics"))
+
+
+def model_store(cfg: PipelineConfig) -> ModelStore:
+    """Where this pipeline's models are versioned: ``<work_dir>/models``."""
+    return ModelStore(cfg.resolved_work_dir() / "models")
+
+
+def _classification_metrics(spark: SparkSession, pred: DataFrame, labels: list[str]) -> tuple[dict[str, float], list]:
+    """Scores from one aggregation of (label, prediction); ROC AUC too when there are two classes."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+    rows = pred.groupBy("label", "prediction").count().collect()
+    s = classification_scores((r[0], r[1], int(r[2])) for r in rows)
+    values: dict[str, float] = {
+        k: float(s[k]) for k in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "rows")
+    }
+    for lab, pc in s["per_class"].items():
+        for k in ("precision", "recall", "f1"):
+            values[f"{k}.{lab}"] = pc[k]
+    if len(labels) == 2:
+        pos = labels[1]
+        scored = pred.select(
+            F.when(F.col("prediction") == pos, F.col("probability")).otherwise(1 - F.col("probability")).alias("score"),
+            (F.col("label") == pos).cast("double").alias("y"),
+        )
+        values["auc"] = BinaryClassificationEvaluator(rawPredictionCol="score", labelCol="y").evaluate(scored)
+    return values, s["confusion"].as_rows()
 
 
 def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
-    """Train on the train split, score the eval split into ``pred_<task>``, metrics to ``metrics``."""
+    """Train the configured classifier on the train split, score the eval split into ``pred_<task>``.
+
+    The model is saved as the next version of ``<task>-<model>`` (see
+    :class:`~dmine_spark.mine.models.ModelStore`); every prediction and metric
+    row carries that ``model_version``. Metrics go to ``metrics`` and the
+    confusion matrix to ``confusion_<task>``.
+    """
     c = cfg.classify
     if not cfg.label_col:
         raise ConfigError("classify: label_col is not set, so there is nothing to learn from")
@@ -437,46 +500,312 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
             if getattr(c, key) not in splits:
                 raise ConfigError(f"classify.{key}: split {getattr(c, key)!r} not among the sources {sorted(splits)}")
         train = feats.where((F.col("split") == c.train_split) & F.col("label").isNotNull())
-        model = fit_classifier(train, c)
-        scored = predict(model, feats.where(F.col("split") == c.eval_split))
+        try:
+            model = fit_named_classifier(
+                train,
+                c.model,
+                params=c.estimator_params(),
+                grid=c.grid,
+                folds=c.cv_folds,
+                sample_max_rows=c.sample_max_rows,
+                seed=c.seed,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        store = model_store(cfg)
+        version = store.save(
+            f"{cfg.task}-{c.model}",
+            model,
+            run_id=run.run_id,
+            pipeline=cfg.name,
+            task=cfg.task,
+            features=c.features,
+            embed_model=cfg.embed.model if c.features == "embedding" else None,
+            train_split=c.train_split,
+        )
+        model, _ = store.load(version)
+        scored = model.transform(feats.where(F.col("split") == c.eval_split))
         pred = scored.select(
-            "id", "split", "text", "label", "prediction", "probability", F.lit(run.run_id).alias("run_id")
+            "id",
+            "split",
+            "text",
+            "label",
+            "prediction",
+            "probability",
+            F.lit(run.run_id).alias("run_id"),
+            F.lit(version).alias("model_version"),
         )
         write_table(pred, cfg.table("pred"))
     finally:
         feats.unpersist()
-    model_dir = cfg.resolved_work_dir() / "models" / cfg.task / "classifier"
-    model.write().overwrite().save(str(model_dir))
-    scores = evaluate(read_table(spark, cfg.table("pred")).where(F.col("label").isNotNull()))
-    _write_metrics(spark, cfg, run, "classify", c.eval_split, scores)
+    written = read_table(spark, cfg.table("pred")).where(F.col("label").isNotNull())
+    scores, cells = _classification_metrics(spark, written, model.labels)
+    for sel in model.selection:
+        scores[f"cv_f1[{json.dumps(sel['params'], sort_keys=True)}]"] = sel["cv_f1"]
+    _write_metrics(spark, cfg, run, "classify", c.eval_split, scores, model_version=version)
+    conf = spark.createDataFrame(
+        [(run.run_id, version, a, b, n) for a, b, n in cells],
+        "run_id STRING, model_version STRING, label STRING, prediction STRING, count LONG",
+    )
+    write_table(conf, cfg.table("confusion"))
+    run.label("classify.model_version", version)
+    run.count("classify.train_rows", model.train_rows)
+    if model.sampled:
+        run.label("classify.train_sampled", f"{model.train_rows} of the training split")
     run.measure("classify.accuracy", scores["accuracy"])
     run.measure("classify.macro_f1", scores["macro_f1"])
+    meta_path = store.path(*_split_version(version)) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metrics"] = {k: scores[k] for k in ("accuracy", "macro_f1", "rows") if k in scores}
+    meta_path.write_text(json.dumps(meta, indent=2, default=str))
+    auc = f", AUC {scores['auc']:.4f}" if "auc" in scores else ""
     return StageReport(
         "classify",
-        f"{c.eval_split} accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {int(scores['rows']):,} rows",
-        values=scores,
+        f"{version}: {c.eval_split} accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}{auc} "
+        f"on {int(scores['rows']):,} rows",
+        values={k: v for k, v in scores.items() if "." not in k and "[" not in k},
+        models={"classifier": model},
     )
 
 
+def _split_version(ref: str) -> tuple[str, int]:
+    name, _, v = ref.partition("@v")
+    return name, int(v)
+
+
+def regress(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """Fit the configured regressor for ``regress.target`` and score the eval split into ``reg_<task>``.
+
+    Features are the text embedding (``emb_<task>``) and the tabular columns
+    named in ``regress``, read from ``raw_<task>``; their pipeline is fitted on
+    the train split only. RMSE, MAE and R² go to ``metrics``; the fitted
+    ``PipelineModel`` is saved as the next version of ``<task>-regress-<model>``.
+    """
+    r = cfg.regress
+    if not r.target:
+        raise ConfigError("regress.target: not set, so there is nothing to predict")
+    raw = read_table(spark, cfg.table("raw"))
+    cols = [r.target, *r.categorical, *r.numeric]
+    missing = [c for c in cols if c not in raw.columns]
+    if missing:
+        raise ConfigError(f"regress: column {missing[0]!r} is not declared in any source schema")
+    if r.target in r.categorical + r.numeric:
+        raise ConfigError(f"regress: the target {r.target!r} is also listed as a feature")
+    kind = raw.schema[r.target].dataType.typeName()
+    if kind not in ("integer", "long", "short", "byte", "float", "double", "decimal"):
+        raise ConfigError(f"regress.target: column {r.target!r} is {kind}, not numeric")
+    rows = read_table(spark, cfg.table("clean")).select("id", "split")
+    if r.embedding:
+        rows = rows.join(as_vector(read_table(spark, cfg.table("emb")).select("id", "embedding")), "id")
+    rows = rows.join(raw.select("id", F.col(r.target).cast("double").alias("target"), *cols[1:]), "id").persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    try:
+        train = rows.where((F.col("split") == r.train_split) & F.col("target").isNotNull())
+        try:
+            model = fit_regressor(
+                train,
+                r.model,
+                target="target",
+                embedding_col="features" if r.embedding else None,
+                categorical=r.categorical,
+                numeric=r.numeric,
+                params=r.params,
+                seed=r.seed,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        store = model_store(cfg)
+        version = store.save(
+            f"{cfg.task}-regress-{r.model}", model, run_id=run.run_id, pipeline=cfg.name, target=r.target
+        )
+        pred = model.transform(rows.where(F.col("split") == r.eval_split)).select(
+            "id",
+            "split",
+            F.col("target"),
+            F.col("prediction").cast("double").alias("prediction"),
+            F.lit(run.run_id).alias("run_id"),
+            F.lit(version).alias("model_version"),
+        )
+        write_table(pred, cfg.table("reg"))
+    finally:
+        rows.unpersist()
+    scores = regression_scores(read_table(spark, cfg.table("reg")))
+    _write_metrics(spark, cfg, run, "regress", r.eval_split, scores, model_version=version)
+    for k in ("rmse", "mae", "r2"):
+        run.measure(f"regress.{k}", scores[k])
+    run.label("regress.model_version", version)
+    return StageReport(
+        "regress",
+        f"{version}: {r.target} on {r.eval_split}: RMSE {scores['rmse']:.4f}, MAE {scores['mae']:.4f}, "
+        f"R² {scores['r2']:.4f} on {int(scores['rows']):,} rows",
+        values=scores,
+        models={"regressor": model},
+    )
+
+
+def finetune(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
+    """Fine-tune a BERT classifier through TorchDistributor and score the eval split into ``pred_ft_<task>``.
+
+    A seeded ``val_fraction`` of the train split is held out for early
+    stopping. The best checkpoint (safetensors) becomes the next version of
+    ``<task>-finetune``; it scores through the same pandas UDF as the embedding
+    model. Metrics go to ``metrics`` under stage ``finetune``.
+    """
+    from dmine_spark.features.embed import embed_column
+    from dmine_spark.mine.finetune import finetune as run_finetune
+
+    f = cfg.finetune
+    if not cfg.label_col:
+        raise ConfigError("finetune: label_col is not set, so there is nothing to learn from")
+    rows = read_table(spark, cfg.table("clean")).select("id", "split", "text", "label")
+    splits = {r["split"] for r in rows.select("split").distinct().collect()}
+    for key in ("train_split", "eval_split"):
+        if getattr(f, key) not in splits:
+            raise ConfigError(f"finetune.{key}: split {getattr(f, key)!r} not among the sources {sorted(splits)}")
+    train_all = rows.where((F.col("split") == f.train_split) & F.col("label").isNotNull())
+    if f.train_sample_rows:
+        n = train_all.count()
+        if n > f.train_sample_rows:
+            train_all = train_all.where(
+                (F.abs(F.xxhash64("id", F.lit(f.seed))) % 1_000_000) < int(1_000_000 * f.train_sample_rows / n)
+            )
+    held = (F.abs(F.xxhash64("id", F.lit(f.seed + 1))) % 1000) < int(1000 * f.val_fraction)
+    labels = sorted(r["label"] for r in train_all.select("label").distinct().collect())
+    if len(labels) < 2:
+        raise ConfigError(f"finetune: the train split has {len(labels)} label(s); at least 2 are needed")
+    use_gpu = f.device == "cuda" or (f.device == "auto" and _cuda_available())
+    out = cfg.resolved_work_dir() / "finetune" / run.run_id / "best"
+    summary = run_finetune(
+        spark,
+        train_all.where(~held),
+        train_all.where(held),
+        labels,
+        out,
+        base_model=f.base_model,
+        max_length=f.max_length,
+        epochs=f.epochs,
+        batch_size=f.batch_size,
+        lr=f.lr,
+        weight_decay=f.weight_decay,
+        warmup_ratio=f.warmup_ratio,
+        eval_every=f.eval_every,
+        patience=f.patience,
+        num_processes=f.num_processes,
+        use_gpu=use_gpu,
+        seed=f.seed,
+    )
+    store = model_store(cfg)
+    version = store.save(
+        f"{cfg.task}-finetune", out, run_id=run.run_id, pipeline=cfg.name, base_model=f.base_model, summary=summary
+    )
+    model_dir, _ = store.load(version)
+    spec = ModelSpec(
+        model=str(model_dir),
+        max_length=f.max_length,
+        head="classification",
+        device="cuda" if use_gpu else "cpu",
+        precision="bf16" if use_gpu else "fp32",
+    )
+    probs = embed_column(F.col("text"), spec, batch_size=cfg.embed.batch_size, max_tokens=cfg.embed.max_tokens)
+    names = F.array(*[F.lit(lab) for lab in labels])
+    scored = (
+        rows.where(F.col("split") == f.eval_split)
+        .repartition(max(2, spark.sparkContext.defaultParallelism))
+        .withColumn("_p", probs)
+        .select(
+            "id",
+            "split",
+            "text",
+            "label",
+            F.element_at(names, F.array_position(F.col("_p"), F.array_max("_p")).cast("int")).alias("prediction"),
+            F.array_max("_p").cast("double").alias("probability"),
+            F.lit(run.run_id).alias("run_id"),
+            F.lit(version).alias("model_version"),
+        )
+    )
+    write_table(scored, cfg.table("pred_ft"))
+    written = read_table(spark, cfg.table("pred_ft")).where(F.col("label").isNotNull())
+    scores, _ = _classification_metrics(spark, written, labels)
+    scores["best_val_accuracy"] = summary["best_val_accuracy"]
+    scores["train_seconds"] = summary["seconds"]
+    scores["train_steps"] = float(summary["steps"])
+    _write_metrics(spark, cfg, run, "finetune", f.eval_split, scores, model_version=version)
+    run.label("finetune.model_version", version)
+    run.count("finetune.train_rows", summary["train_rows"])
+    run.measure("finetune.accuracy", scores["accuracy"])
+    run.measure("finetune.macro_f1", scores["macro_f1"])
+    run.measure("finetune.train_seconds", summary["seconds"])
+    stop = ", stopped early" if summary["stopped_early"] else ""
+    return StageReport(
+        "finetune",
+        f"{version}: {summary['train_rows']:,} training rows, {summary['steps']} steps on "
+        f"{summary['processes']} process(es) in {summary['seconds']:.0f}s{stop}; best validation accuracy "
+        f"{summary['best_val_accuracy']:.4f}; {f.eval_split} accuracy {scores['accuracy']:.4f}, "
+        f"macro-F1 {scores['macro_f1']:.4f}",
+        values={k: v for k, v in scores.items() if "." not in k},
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def cluster(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
-    """KMeans over all embedded rows into ``cluster_<task>``; names and terms to ``cluster_terms_<task>``."""
+    """Cluster all embedded rows into ``cluster_<task>``; the named summary goes to ``cluster_terms_<task>``.
+
+    The summary has, per cluster, its size, a name (its first three terms by
+    class-based TF-IDF), the top terms and the texts closest to its centroid.
+    Silhouette, the chosen k (and the sweep, if k was swept) and, where rows
+    carry labels, NMI, ARI and Hungarian-matched accuracy go to ``metrics``.
+    """
     c = cfg.cluster
     feats = _features(spark, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        model = fit_kmeans(feats, c)
-        assigned = model.transform(feats)
-        write_table(assigned.select("id", "split", "cluster", F.lit(run.run_id).alias("run_id")), cfg.table("cluster"))
-        sil = silhouette(assigned)
-        terms = cluster_terms(assigned, top_n=c.top_terms, min_chars=c.min_term_chars)
-        write_table(terms.withColumn("run_id", F.lit(run.run_id)), cfg.table("cluster_terms"))
+        try:
+            fitted = fit_clusters(feats, c)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        assigned = fitted.assign(feats).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            write_table(
+                assigned.select("id", "split", "cluster", F.lit(run.run_id).alias("run_id")), cfg.table("cluster")
+            )
+            real = assigned.where(F.col("cluster") >= 0)
+            sil = silhouette(real)
+            terms = cluster_terms(real, top_n=c.top_terms, min_chars=c.min_term_chars, stop_words=c.stop_words)
+            if c.exemplars:
+                terms = terms.join(cluster_exemplars(real, n=c.exemplars), "cluster", "left")
+            else:
+                terms = terms.withColumn("exemplars", F.array().cast("array<string>"))
+            write_table(terms.withColumn("run_id", F.lit(run.run_id)), cfg.table("cluster_terms"))
+            values = {"silhouette_cosine": sil, "k": float(fitted.k)}
+            values.update({f"silhouette_at_k[{k}]": v for k, v in fitted.sweep.items()})
+            if cfg.label_col:
+                rows = real.where(F.col("label").isNotNull()).groupBy("label", "cluster").count().collect()
+                if rows:
+                    agree = cluster_agreement((r[0], r[1], int(r[2])) for r in rows)
+                    values.update({k: agree[k] for k in ("nmi", "ari", "hungarian_accuracy")})
+            noise = assigned.where(F.col("cluster") < 0).count()
+            if noise:
+                values["noise_rows"] = float(noise)
+        finally:
+            assigned.unpersist()
     finally:
         feats.unpersist()
-    _write_metrics(spark, cfg, run, "cluster", "all", {"silhouette_cosine": sil, "k": float(c.k)})
+    _write_metrics(spark, cfg, run, "cluster", "all", values, model_version=f"{c.algorithm}:k={fitted.k}")
     run.measure("cluster.silhouette", sil)
+    run.label("cluster.algorithm", c.algorithm)
+    run.count("cluster.k", fitted.k)
     top = read_table(spark, cfg.table("cluster_terms")).orderBy(F.desc("size")).limit(3).collect()
     names = "; ".join(f"{r['name']} ({r['size']})" for r in top)
+    extra = f", Hungarian accuracy {values['hungarian_accuracy']:.3f}" if "hungarian_accuracy" in values else ""
     return StageReport(
-        "cluster", f"{c.k} clusters, cosine silhouette {sil:.3f}; largest: {names}", values={"silhouette": sil}
+        "cluster",
+        f"{c.algorithm} k={fitted.k}, cosine silhouette {sil:.3f}{extra}; largest: {names}",
+        values=values,
     )
 
 
@@ -486,6 +815,8 @@ STAGES: dict[str, Callable[..., StageReport]] = {
     "features": features,
     "embed": embed,
     "classify": classify,
+    "regress": regress,
+    "finetune": finetune,
     "cluster": cluster,
 }
 
@@ -511,6 +842,7 @@ def run_stages(
     ensure_database(spark, cfg.database)
     run = RunRecorder(spark, cfg, command)
     reports: list[StageReport] = []
+    tracker = _start_tracking(cfg, run, names, command)
     try:
         for s in names:
             with run.stage(s):
@@ -531,8 +863,57 @@ def run_stages(
                 run.count(k, v)
             if reconcile(counts) != 0:
                 raise RuntimeError(f"row counts do not reconcile: {counts}")
+        if tracker is not None:
+            _track(tracker, spark, cfg, run, reports)
+        if cfg.report.enabled and command != "bench":
+            run.label("report", str(cfg.resolved_work_dir() / "reports" / f"{run.run_id}.html"))
     except BaseException as exc:
         run.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+        if tracker is not None:
+            tracker.end("FAILED")
         raise
     run.finish("ok")
+    if cfg.report.enabled and command != "bench":
+        from dmine_spark.analyze.report import write_report
+
+        path = write_report(spark, cfg, run.run_id)
+        log.info("report: %s", path)
+        if tracker is not None:
+            tracker.log_artifact(path)
+    if tracker is not None:
+        tracker.end()
     return run, reports
+
+
+def _start_tracking(cfg: PipelineConfig, run: RunRecorder, stages: list[str], command: str) -> Any:
+    """Open the MLflow run of this dmine run (``tracking.enabled``), or ``None``."""
+    if not cfg.tracking.enabled or command == "bench":
+        return None
+    from dmine_spark.analyze.tracking import Tracker
+
+    tracker = Tracker(cfg, run.run_id)
+    tracker.log_config(stages)
+    run.label("mlflow.run_id", tracker.run_id)
+    run.label("mlflow.tracking_uri", tracker.uri)
+    return tracker
+
+
+def _track(
+    tracker: Any, spark: SparkSession, cfg: PipelineConfig, run: RunRecorder, reports: list[StageReport]
+) -> None:
+    values: dict[str, float] = {f"seconds.{k}": v for k, v in run.stage_seconds.items()}
+    values.update(run.measures)
+    values.update({k: float(v) for k, v in run.counts.items()})
+    if spark.catalog.tableExists(cfg.table("metrics")):
+        for r in spark.table(cfg.table("metrics")).where(F.col("run_id") == run.run_id).collect():
+            values[f"{r['stage']}.{r['split']}.{r['metric']}"] = r["value"]
+    tracker.log_metrics(values)
+    for k in ("classify.model_version", "regress.model_version", "embed.model", "embed.precision"):
+        if k in run.labels:
+            tracker.set_tag(k, run.labels[k])
+    if cfg.tracking.log_models:
+        for rep in reports:
+            for name, model in rep.models.items():
+                uri = tracker.log_model(model, name)
+                if uri:
+                    run.label(f"mlflow.{name}_uri", uri)

@@ -1,0 +1,136 @@
+"""MLflow tracking of dmine runs: params, metrics, the report and the models, loadable back.
+
+By default the tracking store is a local SQLite file, ``<work_dir>/mlflow.db``,
+with artefacts under ``<work_dir>/mlartifacts``; no server is needed. Set
+``tracking.uri`` (or ``MLFLOW_TRACKING_URI``) to log to any other store, such
+as a tracking server or Databricks.
+
+What a dmine run logs to its MLflow run:
+
+* params: the settings of the stages that ran (flattened ``section.key``);
+* metrics: the run's measures (``classify.accuracy``, ``embed.rows_per_s``...)
+  and every row it wrote to the ``metrics`` table;
+* tags: the dmine run id, pipeline, task and model versions;
+* models: the classifier (``mlflow.sklearn`` or ``mlflow.spark``) and the
+  regressor (``mlflow.spark``), so ``mlflow.<flavor>.load_model`` gives them back;
+* artefacts: the HTML report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dmine_spark.config import PipelineConfig
+
+__all__ = ["tracking_uri", "Tracker"]
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(cfg: PipelineConfig) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite file in the work directory."""
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{cfg.resolved_work_dir() / 'mlflow.db'}"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def _metric_key(name: str) -> str:
+    return _METRIC_KEY.sub("_", name)[:250]
+
+
+class Tracker:
+    """One MLflow run for one dmine run: open it, log to it, close it; logs after closing go by run id."""
+
+    def __init__(self, cfg: PipelineConfig, dmine_run_id: str) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        name = cfg.tracking.experiment or cfg.name
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if self.uri.startswith("sqlite:///"):
+                location = (cfg.resolved_work_dir() / "mlartifacts").as_uri()
+            exp_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        self.experiment_id = exp_id
+        run = self.client.create_run(
+            exp_id,
+            run_name=dmine_run_id,
+            tags={"dmine.run_id": dmine_run_id, "dmine.pipeline": cfg.name, "dmine.task": cfg.task},
+        )
+        self.run_id = run.info.run_id
+
+    def log_config(self, stages: list[str]) -> None:
+        dump = self.cfg.model_dump(mode="json", by_alias=True)
+        params = {"pipeline": self.cfg.name, "stages": ",".join(stages)}
+        for section in ("clean", "embed", "classify", "regress", "cluster"):
+            if section in stages or (section == "clean" and "clean" in stages):
+                params.update(_flatten(dump.get(section) or {}, f"{section}."))
+        for k, v in params.items():
+            self.client.log_param(self.run_id, k, v)
+
+    def log_metrics(self, values: dict[str, float]) -> None:
+        import math
+
+        for k, v in values.items():
+            if v is not None and math.isfinite(float(v)):
+                self.client.log_metric(self.run_id, _metric_key(k), float(v))
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def log_model(self, model: Any, name: str) -> str | None:
+        """Log a classifier (ours) or an MLlib ``PipelineModel``; returns its model URI."""
+        import mlflow
+        from pyspark.ml import PipelineModel
+
+        from dmine_spark.mine.models import ClassifierModel
+
+        with mlflow.start_run(run_id=self.run_id):
+            if isinstance(model, ClassifierModel) and model.estimator is not None:
+                import mlflow.sklearn
+
+                info = mlflow.sklearn.log_model(model.estimator, name=name)
+                self.client.set_tag(self.run_id, f"{name}.labels", ",".join(model.labels)[:5000])
+            else:
+                import mlflow.spark
+
+                pipe = model.pipeline if isinstance(model, ClassifierModel) else model
+                if not isinstance(pipe, PipelineModel):
+                    return None
+                info = mlflow.spark.log_model(pipe, name=name)
+        return info.model_uri
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
