@@ -312,6 +312,7 @@ class FinetuneConfig(_Strict):
     epochs: int = Field(default=3, gt=0)
     batch_size: int = Field(default=32, gt=0)
     lr: float = Field(default=5e-5, gt=0.0)
+    head_lr_scale: float = Field(default=10.0, gt=0.0)  # the new classification head learns this much faster
     weight_decay: float = Field(default=0.01, ge=0.0)
     warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
     eval_every: int | None = Field(default=None, gt=0)  # steps between validations (default: each epoch)

@@ -54,8 +54,11 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
     import torch.distributed as dist
     from torch.utils.data import DataLoader, DistributedSampler
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.set_verbosity_error()  # the new classification head is expected to be untrained
+    hf_logging.disable_progress_bar()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -90,7 +93,14 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
     data = list(zip(tr_text, tr_y, strict=True))
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=int(args["seed"]))
     loader = DataLoader(data, batch_size=int(args["batch_size"]), sampler=sampler, collate_fn=collate)
-    opt = torch.optim.AdamW(ddp.parameters(), lr=float(args["lr"]), weight_decay=float(args["weight_decay"]))
+    # the new classification head starts from random weights: it learns at head_lr_scale x the encoder's rate
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
+    lr = float(args["lr"])
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": lr}, {"params": head, "lr": lr * float(args.get("head_lr_scale", 1.0))}],
+        weight_decay=float(args["weight_decay"]),
+    )
     steps = max(1, len(loader) * int(args["epochs"]))
     sched = get_linear_schedule_with_warmup(opt, int(float(args["warmup_ratio"]) * steps), steps)
     eval_every = int(args.get("eval_every") or 0) or len(loader)
@@ -178,6 +188,7 @@ def finetune(
     epochs: int = 1,
     batch_size: int = 32,
     lr: float = 5e-5,
+    head_lr_scale: float = 10.0,
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.1,
     eval_every: int | None = None,
@@ -216,6 +227,7 @@ def finetune(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "head_lr_scale": head_lr_scale,
         "weight_decay": weight_decay,
         "warmup_ratio": warmup_ratio,
         "eval_every": eval_every,

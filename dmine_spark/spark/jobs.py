@@ -687,6 +687,7 @@ def finetune(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
         epochs=f.epochs,
         batch_size=f.batch_size,
         lr=f.lr,
+        head_lr_scale=f.head_lr_scale,
         weight_decay=f.weight_decay,
         warmup_ratio=f.warmup_ratio,
         eval_every=f.eval_every,

@@ -140,3 +140,90 @@ def test_k_sweep_prefers_the_true_number_of_groups(intents) -> None:  # noqa: AN
     assert fitted.k == max(fitted.sweep, key=fitted.sweep.get)
     assert all(-1.0 <= v <= 1.0 for v in fitted.sweep.values())
     assert np.isfinite(list(fitted.sweep.values())).all()
+
+
+@pytest.fixture(scope="module")
+def reviews(spark, encoder):  # noqa: ANN001, ANN201
+    """600 real clothing reviews (rating, recommended, department, age) with default-model embeddings."""
+    import pandas as pd
+
+    from tests.conftest import DATASETS
+
+    df = pd.read_csv(DATASETS / "womens_clothing_reviews" / "womens_clothing_reviews.csv")
+    df = df.dropna(subset=["Review Text", "Department Name"]).head(600)
+    vecs = encoder.encode(df["Review Text"].tolist())
+    rows = [
+        (
+            i,
+            "train" if i % 4 else "test",
+            int(r["Rating"]),
+            str(r["Recommended IND"]),
+            r["Department Name"],
+            float(r["Age"]),
+            v.tolist(),
+        )  # fmt: skip
+        for i, ((_, r), v) in enumerate(zip(df.iterrows(), vecs, strict=True))
+    ]
+    out = spark.createDataFrame(
+        rows, "id LONG, split STRING, rating INT, label STRING, department STRING, age DOUBLE, embedding ARRAY<FLOAT>"
+    )
+    return out.withColumn("features", array_to_vector("embedding")).cache()
+
+
+@pytest.mark.parametrize("model", ["linear", "gbt"])
+def test_rating_regression_beats_the_mean(reviews, model: str) -> None:  # noqa: ANN001
+    from dmine_spark.mine.regress import fit_regressor, regression_scores
+
+    train = reviews.where("split = 'train'").withColumn("target", F.col("rating").cast("double"))
+    test = reviews.where("split = 'test'").withColumn("target", F.col("rating").cast("double"))
+    params = {"maxIter": 20, "maxDepth": 3} if model == "gbt" else {}
+    fitted = fit_regressor(train, model, categorical=["department"], numeric=["age"], params=params)
+    s = regression_scores(fitted.transform(test))
+    assert s["rows"] == test.count()
+    # review text says a lot about the stars: both models explain part of the variance
+    assert s["r2"] > 0.1, s
+    pdf = test.select("target").toPandas()
+    assert s["rmse"] < float(pdf["target"].std(ddof=0)) and 0 < s["mae"] < s["rmse"]
+    with pytest.raises(ValueError, match="also listed as a feature"):
+        fit_regressor(train, model, numeric=["target"])
+
+
+def test_binary_auc_in_classification_metrics(spark, reviews) -> None:  # noqa: ANN001
+    from sklearn.metrics import roc_auc_score
+
+    from dmine_spark.mine.models import fit_named_classifier
+    from dmine_spark.spark.jobs import _classification_metrics
+
+    model = fit_named_classifier(reviews.where("split = 'train'"), "logreg", params={"regParam": 0.01})
+    pred = model.transform(reviews.where("split = 'test'")).cache()
+    values, cells = _classification_metrics(spark, pred, model.labels)
+    rows = pred.select("label", "prediction", "probability").collect()
+    pos = model.labels[1]
+    y = [int(r.label == pos) for r in rows]
+    score = [r.probability if r.prediction == pos else 1 - r.probability for r in rows]
+    assert values["auc"] == pytest.approx(roc_auc_score(y, score), abs=1e-9)
+    assert values["auc"] > 0.75
+    assert sum(n for _, _, n in cells) == len(rows)
+
+
+def test_tracking_to_a_configured_uri(tmp_path: Path) -> None:
+    import mlflow
+
+    from dmine_spark.analyze.tracking import Tracker, tracking_uri
+    from dmine_spark.config import load_config
+    from tests.conftest import PIPELINE_CONF
+
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    cfg = load_config(PIPELINE_CONF, [f"tracking.uri={uri}", "tracking.experiment=dmine-tests", f"work_dir={tmp_path}"])
+    assert tracking_uri(cfg) == uri
+    t = Tracker(cfg, "run-1")
+    t.log_config(["classify"])
+    t.log_metrics({"classify.accuracy": 0.9, 'cv_f1[{"C": 1}]': 0.8, "nan": float("nan")})
+    t.end()
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name("dmine-tests")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["classify.accuracy"] == 0.9 and "nan" not in runs[0].data.metrics
+    assert runs[0].data.params["classify.model"] == "sk_logreg" and runs[0].data.tags["dmine.run_id"] == "run-1"
+    assert not (tmp_path / "mlflow.db").exists()  # the default store was not used
