@@ -61,10 +61,13 @@ def fit_regressor(
         inputs.insert(0, embedding_col)
     if not inputs:
         raise ValueError("regress: no features (set embedding or tabular columns)")
-    stages.append(VectorAssembler(inputCols=inputs, outputCol="_reg_features", handleInvalid="keep"))
+    # every input is non-null here (numeric columns are imputed, categorical ones keep a bucket for nulls)
+    stages.append(VectorAssembler(inputCols=inputs, outputCol="_reg_features"))
     p = dict(params or {})
     if model == "linear":
-        est = LinearRegression(**{"maxIter": 100, "regParam": 0.01, "elasticNetParam": 0.0, **p})
+        # regParam acts on standardised features; embedding dimensions have a spread of about 0.05,
+        # so 0.5 is a mild ridge (about alpha = 0.001 n on the raw vectors)
+        est = LinearRegression(**{"maxIter": 100, "regParam": 0.5, "elasticNetParam": 0.0, **p})
     else:
         est = GBTRegressor(**{"maxIter": 60, "maxDepth": 5, "stepSize": 0.1, "seed": seed, **p})
     est.setFeaturesCol("_reg_features").setLabelCol(target).setPredictionCol("prediction")
