@@ -126,7 +126,7 @@ class Tracker:
                 pipe = model.pipeline if isinstance(model, ClassifierModel) else model
                 if not isinstance(pipe, PipelineModel):
                     return None
-                info = mlflow.spark.log_model(pipe, name=name)
+                info = mlflow.spark.log_model(pipe, artifact_path=name)
         return info.model_uri
 
     def log_artifact(self, path: Path) -> None:

@@ -37,7 +37,6 @@ def fit_regressor(
     The returned ``PipelineModel`` adds ``prediction`` to any frame with the
     same input columns.
     """
-    from pyspark.ml.regression import GBTRegressor, LinearRegression
 
     from dmine_spark.features.tabular import FeaturesConfig, TextFeaturesConfig, build_feature_pipeline
 
@@ -64,15 +63,25 @@ def fit_regressor(
     # every input is non-null here (numeric columns are imputed, categorical ones keep a bucket for nulls)
     stages.append(VectorAssembler(inputCols=inputs, outputCol="_reg_features"))
     p = dict(params or {})
+    try:
+        est = _estimator(model, p, seed)
+    except TypeError as exc:
+        raise ValueError(f"regress.params: {exc}") from None
+    est.setFeaturesCol("_reg_features").setLabelCol(target).setPredictionCol("prediction")
+    stages.append(est)
+    return Pipeline(stages=stages).fit(train.where(F.col(target).isNotNull()))
+
+
+def _estimator(model: str, p: dict[str, Any], seed: int) -> Any:
+    from pyspark.ml.regression import GBTRegressor, LinearRegression
+
     if model == "linear":
         # regParam acts on standardised features; embedding dimensions have a spread of about 0.05,
         # so 0.5 is a mild ridge (about alpha = 0.001 n on the raw vectors)
         est = LinearRegression(**{"maxIter": 100, "regParam": 0.5, "elasticNetParam": 0.0, **p})
     else:
         est = GBTRegressor(**{"maxIter": 60, "maxDepth": 5, "stepSize": 0.1, "seed": seed, **p})
-    est.setFeaturesCol("_reg_features").setLabelCol(target).setPredictionCol("prediction")
-    stages.append(est)
-    return Pipeline(stages=stages).fit(train.where(F.col(target).isNotNull()))
+    return est
 
 
 def regression_scores(

@@ -915,6 +915,11 @@ def _track(
     if cfg.tracking.log_models:
         for rep in reports:
             for name, model in rep.models.items():
-                uri = tracker.log_model(model, name)
+                try:
+                    uri = tracker.log_model(model, name)
+                except Exception as exc:  # noqa: BLE001 - the model is saved in the model store either way
+                    log.warning("MLflow could not log the %s: %s", name, exc)
+                    run.label(f"mlflow.{name}_error", f"{type(exc).__name__}: {exc}"[:500])
+                    continue
                 if uri:
                     run.label(f"mlflow.{name}_uri", uri)

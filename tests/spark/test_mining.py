@@ -207,7 +207,7 @@ def test_binary_auc_in_classification_metrics(spark, reviews) -> None:  # noqa: 
     assert sum(n for _, _, n in cells) == len(rows)
 
 
-def test_tracking_to_a_configured_uri(tmp_path: Path) -> None:
+def test_tracking_to_a_configured_uri(reviews, tmp_path: Path) -> None:  # noqa: ANN001
     import mlflow
 
     from dmine_spark.analyze.tracking import Tracker, tracking_uri
@@ -220,7 +220,18 @@ def test_tracking_to_a_configured_uri(tmp_path: Path) -> None:
     t = Tracker(cfg, "run-1")
     t.log_config(["classify"])
     t.log_metrics({"classify.accuracy": 0.9, 'cv_f1[{"C": 1}]': 0.8, "nan": float("nan")})
+    from dmine_spark.mine.models import fit_named_classifier
+
+    train = reviews.where("split = 'train'")
+    uri_ml = t.log_model(fit_named_classifier(train, "logreg", params={"maxIter": 20}), "classifier")
+    uri_sk = t.log_model(fit_named_classifier(train, "sk_logreg", params={"max_iter": 200}), "sk_classifier")
     t.end()
+    import mlflow.sklearn
+    import mlflow.spark
+
+    test = reviews.where("split = 'test'")
+    assert mlflow.spark.load_model(uri_ml).transform(test).count() == test.count()
+    assert list(mlflow.sklearn.load_model(uri_sk).classes_) == [0, 1]
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name("dmine-tests")
     runs = client.search_runs([exp.experiment_id])
