@@ -3,8 +3,9 @@
 # MAGIC # BANKING77 intents with dmine_spark
 # MAGIC
 # MAGIC The same pipeline as `dmine run conf/base/pipelines/banking77.yaml`, through the package API:
-# MAGIC ingest → clean → embed (all-MiniLM-L6-v2 in a pandas UDF) → classify (MLlib logistic regression)
-# MAGIC → cluster (KMeans, named by class-based TF-IDF), then SQL over the result tables.
+# MAGIC ingest → clean → embed (all-MiniLM-L6-v2 in a pandas UDF) → classify (scikit-learn logistic
+# MAGIC regression, scored by an Arrow UDF) → cluster (KMeans, named by class-based TF-IDF), then SQL over
+# MAGIC the result tables. Each run also writes an HTML report and an MLflow run.
 # MAGIC
 # MAGIC Outside Databricks, run it as a script from the repository: `python notebooks/banking77_intents.py`.
 
@@ -41,6 +42,7 @@ except NameError:
 run, reports = run_stages(spark, cfg, progress=False)
 for r in reports:
     print(f"{r.stage:<9} {r.summary}")
+print(f"report: {run.labels.get('report')}")
 
 # COMMAND ----------
 
@@ -50,9 +52,9 @@ for r in reports:
 # COMMAND ----------
 
 spark.sql(f"""
-    SELECT metric, round(value, 4) AS value
+    SELECT metric, round(value, 4) AS value, model_version
     FROM {cfg.table('metrics')}
-    WHERE run_id = '{run.run_id}'
+    WHERE run_id = '{run.run_id}' AND metric NOT LIKE '%.%'  -- per-class figures have their own query
     ORDER BY stage, metric
 """).show()
 

@@ -104,7 +104,8 @@ def test_notebook_runs_and_ends_with_sql(tmp_path: Path) -> None:
     env = _env(tmp_path / "nb_work")
     env["DMINE_NOTEBOOK_SET"] = "sources.train.sample=0.1;sources.test.sample=0.1;cluster.k=6"
     out = _run([sys.executable, "notebooks/banking77_intents.py"], env).stdout
-    assert "classify  test accuracy" in out
-    assert re.search(r"\|\s*metric\s*\|\s*value\s*\|", out)
+    assert re.search(r"classify  banking77-sk_logreg@v\d+: test accuracy", out)
+    assert re.search(r"report: .*\.html", out)
+    assert re.search(r"\|\s*metric\s*\|\s*value\s*\|\s*model_version\s*\|", out)
     assert re.search(r"\|\s*accuracy\s*\|\s*0\.\d+\s*\|", out) and re.search(r"\|\s*macro_f1\s*\|", out)
     assert "|rows_in|clean|quarantined|duplicates|embed_rows_per_s|" in out
