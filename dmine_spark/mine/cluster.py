@@ -159,7 +159,7 @@ def _fit_hdbscan(df: DataFrame, cfg: ClusterConfig, features_col: str) -> Cluste
     x = np.stack(pdf.toPandas()["x"].to_numpy()).astype(np.float32)
     if len(x) < cfg.min_cluster_size:
         raise ValueError(f"cluster: hdbscan needs at least min_cluster_size={cfg.min_cluster_size} rows, got {len(x)}")
-    labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size).fit_predict(_unit(x))
+    labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size, copy=True).fit_predict(_unit(x))
     ids = sorted(int(v) for v in set(labels.tolist()) if v >= 0)
     if not ids:
         raise ValueError("cluster: hdbscan found no cluster in the sample (all noise); lower min_cluster_size")
