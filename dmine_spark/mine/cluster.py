@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans, KMeansModel
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import StopWordsRemover
 from pyspark.ml.functions import vector_to_array
@@ -40,7 +40,6 @@ from pyspark.sql.types import IntegerType
 from dmine_spark.config import ClusterConfig
 
 __all__ = [
-    "fit_kmeans",
     "fit_clusters",
     "Clustering",
     "sweep_k",
@@ -49,13 +48,6 @@ __all__ = [
     "cluster_terms",
     "cluster_exemplars",
 ]
-
-
-def fit_kmeans(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> KMeansModel:
-    """Fit KMeans with ``cfg.k`` clusters (k-means|| initialisation, fixed seed)."""
-    return KMeans(k=cfg.k, maxIter=cfg.max_iter, seed=cfg.seed, featuresCol=features_col, predictionCol="cluster").fit(
-        df
-    )
 
 
 @dataclass

@@ -8,13 +8,12 @@ those triples, so it is unit-tested without a JVM and agrees with scikit-learn
 * :func:`classification_scores`: accuracy, macro-F1, weighted-F1, and per-class
   precision, recall, F1 and support, plus the confusion matrix;
 * :func:`cluster_agreement`: NMI (arithmetic mean normalisation, as scikit-learn's
-  default), ARI, and Hungarian-matched accuracy of clusters against labels;
-* :func:`binary_auc`: ROC AUC from scores and 0/1 labels (ties averaged).
+  default), ARI, and Hungarian-matched accuracy of clusters against labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,6 @@ __all__ = [
     "classification_scores",
     "cluster_agreement",
     "hungarian_accuracy",
-    "binary_auc",
 ]
 
 Triple = tuple[Any, Any, int]
@@ -165,17 +163,3 @@ def cluster_agreement(pairs: Iterable[Triple]) -> dict[str, float]:
     top = (sa + sb) / 2
     ari = 1.0 if top == expected else (index - expected) / (top - expected)
     return {"nmi": max(0.0, nmi), "ari": ari, "hungarian_accuracy": hungarian_accuracy(pairs), "rows": float(n)}
-
-
-def binary_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """ROC AUC of ``scores`` for the positive class (``labels`` 1), by the rank-sum formula."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=int)
-    pos = int((y == 1).sum())
-    neg = len(y) - pos
-    if pos == 0 or neg == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))

@@ -116,9 +116,7 @@ def _param_grid(estimator: Any, grid: dict[str, list[Any]]) -> list[Any]:
 
 
 def _feature_size(df: DataFrame, features_col: str) -> int:
-    from pyspark.ml.functions import vector_to_array as v2a
-
-    row = df.select(F.size(v2a(F.col(features_col))).alias("n")).first()
+    row = df.select(F.size(vector_to_array(F.col(features_col))).alias("n")).first()
     if row is None:
         raise ValueError("classify: the training split is empty")
     return int(row["n"])
@@ -441,11 +439,14 @@ class ModelStore:
         (d / "meta.json").write_text(json.dumps(info, indent=2, default=str))
         return f"{name}@v{v}"
 
-    def load(self, ref: str) -> tuple[Any, str]:
-        """Load ``name`` or ``name@vN`` (``name@latest`` too); returns the model and its ``name@vN``."""
+    def _dir(self, ref: str) -> tuple[str, Path]:
         name, _, ver = ref.partition("@")
         version = None if ver in ("", "latest") else int(ver.lstrip("v"))
-        d = self.path(name, version)
+        return name, self.path(name, version)
+
+    def load(self, ref: str) -> tuple[Any, str]:
+        """Load ``name`` or ``name@vN`` (``name@latest`` too); returns the model and its ``name@vN``."""
+        name, d = self._dir(ref)
         if (d / "hf").is_dir():
             return d / "hf", f"{name}@{d.name}"
         if not (d / "model.json").is_file() and (d / "mllib").is_dir():
@@ -453,6 +454,12 @@ class ModelStore:
         return load_classifier(d), f"{name}@{d.name}"
 
     def meta(self, ref: str) -> dict[str, Any]:
-        name, _, ver = ref.partition("@")
-        version = None if ver in ("", "latest") else int(ver.lstrip("v"))
-        return json.loads((self.path(name, version) / "meta.json").read_text())
+        """The ``meta.json`` of ``ref`` (``name``, ``name@vN`` or ``name@latest``)."""
+        return json.loads((self._dir(ref)[1] / "meta.json").read_text())
+
+    def update_meta(self, ref: str, **values: Any) -> None:
+        """Add ``values`` to the ``meta.json`` of ``ref`` (e.g. the metrics measured after saving)."""
+        path = self._dir(ref)[1] / "meta.json"
+        meta = json.loads(path.read_text())
+        meta.update(values)
+        path.write_text(json.dumps(meta, indent=2, default=str))

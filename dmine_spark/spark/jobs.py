@@ -460,7 +460,15 @@ def model_store(cfg: PipelineConfig) -> ModelStore:
     return ModelStore(cfg.resolved_work_dir() / "models")
 
 
-def _classification_metrics(spark: SparkSession, pred: DataFrame, labels: list[str]) -> tuple[dict[str, float], list]:
+def _check_splits(df: DataFrame, section: str, train_split: str, eval_split: str) -> None:
+    """Fail with one line naming the key when a configured split is not among the rows' splits."""
+    splits = {r["split"] for r in df.select("split").distinct().collect()}
+    for key, value in (("train_split", train_split), ("eval_split", eval_split)):
+        if value not in splits:
+            raise ConfigError(f"{section}.{key}: split {value!r} not among the sources {sorted(splits)}")
+
+
+def _classification_metrics(pred: DataFrame, labels: list[str]) -> tuple[dict[str, float], list]:
     """Scores from one aggregation of (label, prediction); ROC AUC too when there are two classes."""
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
@@ -495,10 +503,7 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
         raise ConfigError("classify: label_col is not set, so there is nothing to learn from")
     feats = _features(spark, cfg, c.features).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        splits = {r["split"] for r in feats.select("split").distinct().collect()}
-        for key in ("train_split", "eval_split"):
-            if getattr(c, key) not in splits:
-                raise ConfigError(f"classify.{key}: split {getattr(c, key)!r} not among the sources {sorted(splits)}")
+        _check_splits(feats, "classify", c.train_split, c.eval_split)
         train = feats.where((F.col("split") == c.train_split) & F.col("label").isNotNull())
         try:
             model = fit_named_classifier(
@@ -523,7 +528,6 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
             embed_model=cfg.embed.model if c.features == "embedding" else None,
             train_split=c.train_split,
         )
-        model, _ = store.load(version)
         scored = model.transform(feats.where(F.col("split") == c.eval_split))
         pred = scored.select(
             "id",
@@ -539,7 +543,7 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
     finally:
         feats.unpersist()
     written = read_table(spark, cfg.table("pred")).where(F.col("label").isNotNull())
-    scores, cells = _classification_metrics(spark, written, model.labels)
+    scores, cells = _classification_metrics(written, model.labels)
     for sel in model.selection:
         scores[f"cv_f1[{json.dumps(sel['params'], sort_keys=True)}]"] = sel["cv_f1"]
     _write_metrics(spark, cfg, run, "classify", c.eval_split, scores, model_version=version)
@@ -554,10 +558,7 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
         run.label("classify.train_sampled", f"{model.train_rows} of the training split")
     run.measure("classify.accuracy", scores["accuracy"])
     run.measure("classify.macro_f1", scores["macro_f1"])
-    meta_path = store.path(*_split_version(version)) / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta["metrics"] = {k: scores[k] for k in ("accuracy", "macro_f1", "rows") if k in scores}
-    meta_path.write_text(json.dumps(meta, indent=2, default=str))
+    store.update_meta(version, metrics={k: scores[k] for k in ("accuracy", "macro_f1", "rows")})
     auc = f", AUC {scores['auc']:.4f}" if "auc" in scores else ""
     return StageReport(
         "classify",
@@ -566,11 +567,6 @@ def classify(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
         values={k: v for k, v in scores.items() if "." not in k and "[" not in k},
         models={"classifier": model},
     )
-
-
-def _split_version(ref: str) -> tuple[str, int]:
-    name, _, v = ref.partition("@v")
-    return name, int(v)
 
 
 def regress(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> StageReport:
@@ -601,6 +597,7 @@ def regress(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stage
         StorageLevel.MEMORY_AND_DISK
     )
     try:
+        _check_splits(rows, "regress", r.train_split, r.eval_split)
         train = rows.where((F.col("split") == r.train_split) & F.col("target").isNotNull())
         try:
             model = fit_regressor(
@@ -659,10 +656,7 @@ def finetune(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
     if not cfg.label_col:
         raise ConfigError("finetune: label_col is not set, so there is nothing to learn from")
     rows = read_table(spark, cfg.table("clean")).select("id", "split", "text", "label")
-    splits = {r["split"] for r in rows.select("split").distinct().collect()}
-    for key in ("train_split", "eval_split"):
-        if getattr(f, key) not in splits:
-            raise ConfigError(f"finetune.{key}: split {getattr(f, key)!r} not among the sources {sorted(splits)}")
+    _check_splits(rows, "finetune", f.train_split, f.eval_split)
     train_all = rows.where((F.col("split") == f.train_split) & F.col("label").isNotNull())
     if f.train_sample_rows:
         n = train_all.count()
@@ -727,7 +721,7 @@ def finetune(spark: SparkSession, cfg: PipelineConfig, run: RunRecorder) -> Stag
     )
     write_table(scored, cfg.table("pred_ft"))
     written = read_table(spark, cfg.table("pred_ft")).where(F.col("label").isNotNull())
-    scores, _ = _classification_metrics(spark, written, labels)
+    scores, _ = _classification_metrics(written, labels)
     scores["best_val_accuracy"] = summary["best_val_accuracy"]
     scores["train_seconds"] = summary["seconds"]
     scores["train_steps"] = float(summary["steps"])

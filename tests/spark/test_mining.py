@@ -68,6 +68,9 @@ def test_each_classifier_learns_and_round_trips(intents, tmp_path: Path, name: s
     probs = [r.probability for r in pred.select("probability").collect()]
     assert all(0.0 < p <= 1.0 for p in probs)
     assert set(r.prediction for r in pred.select("prediction").distinct().collect()) <= set(INTENTS)
+    store.update_meta(ref, metrics={"accuracy": acc})
+    meta = store.meta(ref)
+    assert meta["metrics"] == {"accuracy": acc} and meta["run_id"] == "r1" and meta["version"] == 1
     # a second save is a new version; the first stays loadable and scores the same
     assert store.save("intents", model) == "intents@v2"
     again, _ = store.load("intents@v1")
@@ -131,7 +134,7 @@ def test_clusterings_recover_intents_with_names_and_exemplars(intents, algorithm
     assert all(names)
 
 
-def test_k_sweep_prefers_the_true_number_of_groups(intents) -> None:  # noqa: ANN001
+def test_k_sweep_keeps_the_best_silhouette(intents) -> None:  # noqa: ANN001
     from dmine_spark.config import ClusterConfig
     from dmine_spark.mine.cluster import fit_clusters
 
@@ -189,7 +192,7 @@ def test_rating_regression_beats_the_mean(reviews, model: str) -> None:  # noqa:
         fit_regressor(train, model, numeric=["target"])
 
 
-def test_binary_auc_in_classification_metrics(spark, reviews) -> None:  # noqa: ANN001
+def test_binary_auc_in_classification_metrics(reviews) -> None:  # noqa: ANN001
     from sklearn.metrics import roc_auc_score
 
     from dmine_spark.mine.models import fit_named_classifier
@@ -197,7 +200,7 @@ def test_binary_auc_in_classification_metrics(spark, reviews) -> None:  # noqa: 
 
     model = fit_named_classifier(reviews.where("split = 'train'"), "logreg", params={"regParam": 0.01})
     pred = model.transform(reviews.where("split = 'test'")).cache()
-    values, cells = _classification_metrics(spark, pred, model.labels)
+    values, cells = _classification_metrics(pred, model.labels)
     rows = pred.select("label", "prediction", "probability").collect()
     pos = model.labels[1]
     y = [int(r.label == pos) for r in rows]

@@ -8,24 +8,6 @@ from collections import Counter
 import pytest
 from sklearn.metrics import f1_score
 
-from dmine_spark.mine.classify import macro_f1_from_counts
-
-
-def test_macro_f1_matches_sklearn() -> None:
-    rng = random.Random(3)
-    labels = ["a", "b", "c", "d"]
-    y = [rng.choice(labels) for _ in range(500)]
-    p = [t if rng.random() < 0.7 else rng.choice(labels + ["e"]) for t in y]
-    counts = Counter(zip(y, p, strict=True))
-    ours = macro_f1_from_counts((a, b, n) for (a, b), n in counts.items())
-    assert ours == pytest.approx(f1_score(y, p, labels=sorted(set(y)), average="macro"))
-
-
-def test_macro_f1_edge_cases() -> None:
-    assert macro_f1_from_counts([]) == 0.0
-    assert macro_f1_from_counts([("a", "a", 5), ("b", "b", 2)]) == 1.0
-    assert macro_f1_from_counts([("a", "b", 3)]) == 0.0
-
 
 def _triples(y: list, p: list) -> list[tuple]:
     return [(a, b, n) for (a, b), n in Counter(zip(y, p, strict=True)).items()]
@@ -75,18 +57,6 @@ def test_cluster_agreement_matches_sklearn() -> None:
     assert cluster_agreement([("a", 1, 5), ("b", 2, 5)])["hungarian_accuracy"] == 1.0
 
 
-def test_binary_auc_matches_sklearn() -> None:
-    from sklearn.metrics import roc_auc_score
-
-    from dmine_spark.mine.metrics import binary_auc
-
-    rng = random.Random(2)
-    y = [rng.randrange(2) for _ in range(300)]
-    s = [round(rng.random() + 0.4 * t, 2) for t in y]  # rounded, so ties occur
-    assert binary_auc(s, y) == pytest.approx(roc_auc_score(y, s))
-    assert binary_auc([0.1, 0.2], [1, 1]) != binary_auc([0.1, 0.2], [1, 1])  # NaN: one class only
-
-
 def test_argmax_labels_takes_the_class_axis() -> None:
     import numpy as np
 
@@ -112,3 +82,13 @@ def test_regression_and_mining_config_validation() -> None:
         RegressConfig(model="forest")
     with pytest.raises(ValueError):
         FinetuneConfig(val_fraction=1.5)
+
+
+def test_classification_scores_edge_cases() -> None:
+    from dmine_spark.mine.metrics import classification_scores
+
+    empty = classification_scores([])
+    assert empty["rows"] == 0 and empty["accuracy"] == 0.0 and empty["macro_f1"] == 0.0
+    assert classification_scores([("a", "a", 5), ("b", "b", 2)])["macro_f1"] == 1.0
+    assert classification_scores([("a", "b", 3)])["macro_f1"] == 0.0
+    assert classification_scores([("a", "a", 3), (None, "a", 9)])["rows"] == 3  # rows without a truth are skipped
