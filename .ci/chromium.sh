@@ -11,3 +11,4 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+apt-get clean

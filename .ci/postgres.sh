@@ -11,6 +11,7 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  apt-get clean
 fi
 
 ver="$(ls /usr/lib/postgresql | sort -n | tail -1)"
