@@ -35,6 +35,9 @@ setup() {
     "$VENV/bin/python" -m pip install -q -e ".[dev,notebooks]"
     echo "$want" >"$stamp"
   fi
+  # Delta Lake's jars from Maven Central into .jars/, once; sessions then load them with no network
+  "$VENV/bin/dmine" jars fetch delta >/dev/null ||
+    echo "dev.sh: could not fetch the Delta Lake jars (see above); result tables will be Parquet" >&2
 }
 
 cmd="${1:-}"

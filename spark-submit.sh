@@ -58,6 +58,16 @@ print(",".join(load_config(sys.argv[1], check_paths=False).spark_packages()))' "
   if [[ -n "$pkgs" ]]; then packages=(--packages "$pkgs"); fi
 fi
 
+# Delta Lake from the local jar cache (`dmine jars fetch delta`), unless the config asks for Parquet tables
+delta=()
+if [[ " ${submit_args[*]:-} " != *"spark.sql.extensions"* ]]; then
+  cfg_arg=""
+  if [[ " run ingest clean embed classify cluster " == *" $1 "* && $# -ge 2 ]]; then cfg_arg="$2"; fi
+  mapfile -t delta < <(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'import sys
+from dmine_spark.spark.jars import submit_args
+print("\n".join(submit_args(sys.argv[1] or None)))' "$cfg_arg" 2>/dev/null | sed '/^$/d' || true)
+fi
+
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$py}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$py}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -66,5 +76,5 @@ exec "$spark_home/bin/spark-submit" \
   --py-files "$build/dmine_spark.zip" \
   --driver-java-options "-Dlog4j2.configurationFile=file:$here/dmine_spark/spark/log4j2.properties -Dderby.system.home=$work_dir" \
   --conf spark.executorEnv.HF_HUB_OFFLINE=1 \
-  "${packages[@]}" "${submit_args[@]}" \
+  "${packages[@]}" "${delta[@]}" "${submit_args[@]}" \
   "$build/dmine_main.py" "$@"

@@ -37,10 +37,12 @@ def _profile(name: str, conf_dir: Path | None, *, required: bool) -> SparkProfil
         return SparkProfile()
 
 
-def _session(profile: SparkProfile, work_dir: Path, app: str):  # noqa: ANN202
+def _session(  # noqa: ANN202
+    profile: SparkProfile, work_dir: Path, app: str, *, packages: list[str] | None = None, table_format: str = "auto"
+):
     from dmine_spark.spark.session import build_session
 
-    return build_session(profile, work_dir, app_name=app)
+    return build_session(profile, work_dir, app_name=app, packages=packages, table_format=table_format)
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
@@ -55,7 +57,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"dmine {args.command}: {cfg.name} (task {cfg.task}) -> database {cfg.database}, work dir {work_dir}\n")
     out.flush()
-    spark = _session(profile, work_dir, f"dmine-{cfg.name}")
+    spark = _session(
+        profile, work_dir, f"dmine-{cfg.name}", packages=cfg.spark_packages(), table_format=cfg.tables.format
+    )
     from dmine_spark.spark.jobs import run_stages
 
     def show(report) -> None:  # noqa: ANN001
@@ -133,6 +137,29 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jars(args: argparse.Namespace) -> int:
+    from dmine_spark.spark import jars
+
+    names = args.names or sorted(jars.PACKAGES)
+    for name in names:
+        if name not in jars.PACKAGES:
+            raise ConfigError(f"jars: unknown package {name!r}; known: {', '.join(sorted(jars.PACKAGES))}")
+    if args.action == "list":
+        for name in names:
+            pkg = jars.PACKAGES[name]
+            state = f"{len(jars.jar_files(name))} jars" if jars.have(name) else "not fetched"
+            sys.stdout.write(f"{name:<8} {pkg.coordinate:<40} {state}  ({pkg.what})\n")
+        sys.stdout.write(f"jar cache: {jars.jars_dir()}\n")
+        return 0
+    for name in names:
+        try:
+            files = jars.fetch(name, force=args.force, echo=lambda m: sys.stdout.write(m + "\n"))
+        except jars.MissingJars as exc:
+            raise ConfigError(f"jars fetch {name}: {exc}") from None
+        sys.stdout.write(f"{name}: {len(files)} jars in {files[0].parent if files else jars.jars_dir()}\n")
+    return 0
+
+
 def _cmd_bench_prepare(args: argparse.Namespace) -> int:
     from dmine_spark.bench_prepare import bench_prepare
 
@@ -184,7 +211,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         res = bench.bench_embed(datasets, args.rows or 20_000, echo=echo)
         if args.accuracy:
             res.update(bench.bench_int8_accuracy(datasets, echo=echo))
-        keys = ("ratio_vs_st", "ratio_vs_naive", "int8_ratio_vs_st", "rerun_ratio", "mfu_fp32", "int8_accuracy_loss_pt")
+        keys = (
+            "ratio_vs_st",
+            "ratio_vs_naive",
+            "int8_ratio_vs_st",
+            "rerun_ratio",
+            "mfu_fp32",
+            "gemm_efficiency",
+            "int8_accuracy_loss_pt",
+        )
         for key in keys:
             if key in res:
                 sys.stdout.write(f"{key:<18} {res[key]:.3f}\n")
@@ -293,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             f"--rate-{f.name.replace('_', '-')}", type=float, metavar="R", help=f"{f.name} rate (default {f.default})"
         )
+    sp = sub.add_parser("jars", help="JVM packages (Delta Lake) in the local jar cache: fetch them once, or list")
+    sp.add_argument("action", choices=["fetch", "list"])
+    sp.add_argument("names", nargs="*", help="packages (default: all)")
+    sp.add_argument("--force", action="store_true", help="fetch again even when cached")
     sp = sub.add_parser("tables", help="list the tables of a dmine database with row counts")
     sp.add_argument("--database", default="dmine")
     catalog_args(sp)
@@ -313,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_bench(args)
         if args.command == "datagen":
             return _cmd_datagen(args)
+        if args.command == "jars":
+            return _cmd_jars(args)
         return _cmd_tables(args)
     except (ConfigError, LookupError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)

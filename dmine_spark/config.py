@@ -335,6 +335,27 @@ class TrackingConfig(_Strict):
     log_models: bool = True
 
 
+class TablesConfig(_Strict):
+    """How result tables are stored in the catalog."""
+
+    # auto: Delta Lake when its jars are in the local jar cache (`dmine jars fetch delta`), else Parquet
+    format: Literal["auto", "delta", "parquet"] = "auto"
+
+    def resolve(self) -> str:
+        """``delta`` or ``parquet``; ``delta`` without its jars is a :class:`ConfigError` naming the fix."""
+        from dmine_spark.spark.jars import MissingJars, have, jar_files
+
+        if self.format == "parquet":
+            return "parquet"
+        if self.format == "auto":
+            return "delta" if have("delta") else "parquet"
+        try:
+            jar_files("delta")
+        except MissingJars as exc:
+            raise ConfigError(f"tables.format: delta: {exc}") from None
+        return "delta"
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline: sources, columns and one section per stage."""
 
@@ -359,6 +380,7 @@ class PipelineConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tables: TablesConfig = Field(default_factory=TablesConfig)
 
     @field_validator("sources")
     @classmethod

@@ -26,7 +26,7 @@ from pyspark.sql.types import (
 )
 
 from dmine_spark.analyze.quality import QualityRows
-from dmine_spark.analyze.tables import write_table
+from dmine_spark.analyze.tables import track_versions, write_table
 from dmine_spark.config import PipelineConfig
 
 __all__ = ["RUNS_SCHEMA", "RunRecorder", "reconcile"]
@@ -50,6 +50,8 @@ RUNS_SCHEMA = StructType(
         StructField("labels", MapType(StringType(), StringType()), False),
         StructField("spark_master", StringType(), True),
         StructField("error", StringType(), True),
+        # Delta tables only: the version this run left each table it wrote at (read back with VERSION AS OF)
+        StructField("table_versions", MapType(StringType(), LongType()), True),
     ]
 )
 
@@ -73,6 +75,7 @@ class RunRecorder:
         self.counts: dict[str, int] = {}
         self.measures: dict[str, float] = {}
         self.labels: dict[str, str] = {}
+        self.table_versions: dict[str, int] = {}
         self.quality = QualityRows(self.run_id, cfg.name, cfg.task)
 
     @contextmanager
@@ -94,7 +97,8 @@ class RunRecorder:
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
         """Append the quality rows gathered so far and this run's row to ``runs``."""
-        self.quality.write(self.spark, self.cfg.table("quality"))
+        with track_versions(self.table_versions):
+            self.quality.write(self.spark, self.cfg.table("quality"))
         ended = datetime.now(timezone.utc)
         row = (
             self.run_id,
@@ -112,6 +116,7 @@ class RunRecorder:
             self.labels,
             self.spark.sparkContext.master,
             error,
+            dict(self.table_versions),
         )
         df = self.spark.createDataFrame([row], RUNS_SCHEMA)
         name = self.cfg.table("runs")

@@ -5,14 +5,45 @@ Data layers (``raw_``, ``clean_``, ``quarantine_``, ``dup_``, ``emb_``,
 and are overwritten by each run; ``metrics``, ``runs`` and ``quality`` keep
 history and are appended to. ``quarantine_<task>_<source>`` are views over a
 task's quarantine table, one per source.
+
+Tables are Delta Lake tables when the session runs Delta and the pipeline's
+``tables.format`` resolves to ``delta`` (see :func:`set_table_format`), else
+Parquet. With Delta every write is a new table version: each run records the
+version it wrote of each table (``runs.table_versions``), and
+``SELECT ... FROM t VERSION AS OF n`` reads any run's results back.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-__all__ = ["LAYERS", "ensure_database", "write_table", "append_table", "read_table", "list_tables"]
+__all__ = [
+    "LAYERS",
+    "FORMAT_CONF",
+    "ensure_database",
+    "set_table_format",
+    "table_format",
+    "table_provider",
+    "write_table",
+    "append_table",
+    "replace_partition",
+    "merge_new_keys",
+    "delta_version",
+    "track_versions",
+    "read_table",
+    "list_tables",
+]
+
+# the session's table format for dmine writes: "delta" or "parquet"
+FORMAT_CONF = "spark.dmine.tables.format"
+
+_versions: ContextVar[dict[str, int] | None] = ContextVar("dmine_table_versions", default=None)
 
 LAYERS = (
     "raw",
@@ -39,9 +70,170 @@ def ensure_database(spark: SparkSession, database: str) -> None:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
 
 
+def _q(name: str) -> str:
+    """``db.table`` quoted for SQL (a table may be named like a keyword: ``history``)."""
+    return ".".join(f"`{part}`" for part in name.split("."))
+
+
+def set_table_format(spark: SparkSession, fmt: str) -> str:
+    """Make ``fmt`` (``auto``, ``delta`` or ``parquet``) the format of this session's dmine writes.
+
+    ``auto`` is Delta when the session runs Delta Lake. Returns the format set.
+    """
+    from dmine_spark.config import ConfigError
+    from dmine_spark.spark.session import delta_enabled
+
+    on = delta_enabled(spark)
+    if fmt == "delta" and not on:
+        raise ConfigError(
+            "tables.format: delta: this Spark session runs without Delta Lake "
+            "(fetch its jars with `dmine jars fetch delta`, then start a new session)"
+        )
+    resolved = "delta" if fmt == "delta" or (fmt == "auto" and on) else "parquet"
+    spark.conf.set(FORMAT_CONF, resolved)
+    return resolved
+
+
+def table_format(spark: SparkSession) -> str:
+    """The format new dmine tables get in this session."""
+    return spark.conf.get(FORMAT_CONF, "parquet") or "parquet"
+
+
+def table_provider(spark: SparkSession, name: str) -> str | None:
+    """``delta``, ``parquet``... for an existing table; None for a view or a missing table."""
+    if not spark.catalog.tableExists(name):
+        return None
+    for row in spark.sql(f"DESCRIBE TABLE EXTENDED {_q(name)}").collect():
+        if row["col_name"] == "Provider":
+            return str(row["data_type"]).lower()
+    return None
+
+
+def delta_version(spark: SparkSession, name: str) -> int | None:
+    """The newest version of Delta table ``name`` (None for other tables)."""
+    if table_provider(spark, name) != "delta":
+        return None
+    return int(spark.sql(f"DESCRIBE HISTORY {_q(name)} LIMIT 1").first()["version"])
+
+
+@contextmanager
+def track_versions(seen: dict[str, int] | None = None) -> Iterator[dict[str, int]]:
+    """Collect into ``seen``, for the writes inside the block, the Delta version each table was left at."""
+    seen = {} if seen is None else seen
+    token = _versions.set(seen)
+    try:
+        yield seen
+    finally:
+        _versions.reset(token)
+
+
+def _note_version(spark: SparkSession, name: str) -> None:
+    seen = _versions.get()
+    if seen is not None:
+        v = delta_version(spark, name)
+        if v is not None:
+            seen[name] = v
+
+
+def _prepare(spark: SparkSession, name: str, *, keep: bool) -> str:
+    """The format to write ``name`` in; a table of the other format is converted (``keep``) or dropped."""
+    fmt = table_format(spark)
+    have = table_provider(spark, name)
+    if have is None or have == fmt:
+        return fmt
+    if keep and fmt == "delta" and have == "parquet":
+        # history tables keep their rows: Parquet is converted in place, from now on versioned
+        spark.sql(f"CONVERT TO DELTA {_q(name)}")
+        return fmt
+    if keep:
+        return have  # a Delta history table is never turned back into Parquet
+    spark.sql(f"DROP TABLE {_q(name)}")
+    return fmt
+
+
 def write_table(df: DataFrame, name: str, *, mode: str = "overwrite") -> None:
-    """Save ``df`` as the catalog table ``name`` (``db.table``) in Parquet."""
-    df.write.mode(mode).format("parquet").saveAsTable(name)
+    """Save ``df`` as the catalog table ``name`` (``db.table``) in the session's table format.
+
+    ``overwrite`` replaces the rows (with Delta, as a new version: earlier
+    ones stay readable with ``VERSION AS OF``); ``append`` adds to them.
+    """
+    spark = df.sparkSession
+    fmt = _prepare(spark, name, keep=mode == "append")
+    writer = df.write.mode(mode).format(fmt)
+    if fmt == "delta" and mode == "overwrite":
+        writer = writer.option("overwriteSchema", "true")
+    writer.saveAsTable(name)
+    _note_version(spark, name)
+
+
+def replace_partition(df: DataFrame, name: str, column: str, value: str) -> None:
+    """Replace the rows of ``name`` whose ``column`` is ``value`` by ``df``, leaving the others.
+
+    ``name`` is partitioned by ``column`` when created here. Delta does this in
+    one commit (``replaceWhere``); Parquet by dynamic partition overwrite.
+    """
+    spark = df.sparkSession
+    df = df.where(F.col(column) == value)
+    fmt = _prepare(spark, name, keep=False)
+    if not spark.catalog.tableExists(name):
+        df.write.format(fmt).partitionBy(column).saveAsTable(name)
+        _note_version(spark, name)
+        return
+    if fmt == "delta":
+        cols = spark.table(name).columns
+        literal = value.replace("'", "''")
+        df.select(*cols).write.format("delta").mode("overwrite").option(
+            "replaceWhere", f"`{column}` = '{literal}'"
+        ).saveAsTable(name)
+        _note_version(spark, name)
+        return
+    prev = spark.conf.get("spark.sql.sources.partitionOverwriteMode")
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    try:
+        # insertInto is by position: the table's partition column comes last
+        df.select(*spark.table(name).columns).write.insertInto(name, overwrite=True)
+        if df.isEmpty():
+            spark.sql(f"ALTER TABLE {_q(name)} DROP IF EXISTS PARTITION (`{column}`='{value}')")
+    finally:
+        spark.conf.set("spark.sql.sources.partitionOverwriteMode", prev)
+
+
+def merge_new_keys(df: DataFrame, name: str, keys: list[str], *, retries: int = 5) -> None:
+    """Add the rows of ``df`` whose ``keys`` are not in table ``name`` yet.
+
+    With Delta this is ``MERGE ... WHEN NOT MATCHED THEN INSERT``: a key is
+    never stored twice, however often or by how many runs at once it is offered (a merge that loses a
+    race with another commit is retried, and then finds that run's keys).
+    Parquet has no merge: the rows are appended, and callers must not offer
+    keys the table already has.
+    """
+    spark = df.sparkSession
+    df = df.dropDuplicates(keys)  # a key offered twice in one batch is stored once too
+    fmt = _prepare(spark, name, keep=True)
+    if fmt != "delta":
+        if spark.catalog.tableExists(name):
+            df.select(*spark.table(name).columns).write.insertInto(name)
+        else:
+            df.write.format(fmt).saveAsTable(name)
+        _note_version(spark, name)
+        return
+    if not spark.catalog.tableExists(name):
+        df.limit(0).write.format("delta").saveAsTable(name)
+    view = f"_dmine_merge_{abs(hash((name, time.time_ns())))}"
+    df.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    try:
+        for attempt in range(retries + 1):
+            try:
+                spark.sql(f"MERGE INTO {_q(name)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
+                break
+            except Exception as exc:  # Delta's ConcurrentAppendException and relatives, via Py4J
+                if "Concurrent" not in str(exc) or attempt == retries:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    finally:
+        spark.catalog.dropTempView(view)
+    _note_version(spark, name)
 
 
 def append_table(df: DataFrame, name: str) -> None:
@@ -52,6 +244,7 @@ def append_table(df: DataFrame, name: str) -> None:
     history written by an older version is kept, never dropped.
     """
     spark = df.sparkSession
+    _prepare(spark, name, keep=True)
     if not spark.catalog.tableExists(name):
         write_table(df, name, mode="overwrite")
         return
@@ -59,12 +252,13 @@ def append_table(df: DataFrame, name: str) -> None:
     missing = [f for f in df.schema.fields if f.name.lower() not in have]
     if missing:
         cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({cols})")
+        spark.sql(f"ALTER TABLE {_q(name)} ADD COLUMNS ({cols})")
     target = [f.name for f in spark.table(name).schema.fields]
     df = df.select(
         *[F.col(c) if c.lower() in {x.lower() for x in df.columns} else F.lit(None).alias(c) for c in target]
     )
     df.write.insertInto(name)
+    _note_version(spark, name)
 
 
 def read_table(spark: SparkSession, name: str) -> DataFrame:

@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType
 
+from dmine_spark.analyze.tables import merge_new_keys
 from dmine_spark.features.encoder import DEFAULT_MODEL, ModelSpec
 
 __all__ = [
@@ -220,7 +221,8 @@ def embed_missing(
                 F.current_timestamp().alias("created_at"),
             )
             with progress(n_missing) if progress else nullcontext():
-                out.write.mode("append").format("parquet").saveAsTable(cache_table)
+                # Delta: MERGE on the full key, so runs that embed the same texts at once never store one twice
+                merge_new_keys(out, cache_table, ["text_key", *CACHE_KEY_COLUMNS])
     finally:
         status.unpersist()
     return EmbedReport(

@@ -19,7 +19,15 @@ from pyspark.sql import functions as F
 
 from dmine_spark.analyze.quality import column_profile, group_counts, length_quantiles
 from dmine_spark.analyze.runs import RunRecorder, reconcile
-from dmine_spark.analyze.tables import append_table, ensure_database, read_table, write_table
+from dmine_spark.analyze.tables import (
+    append_table,
+    ensure_database,
+    read_table,
+    replace_partition,
+    set_table_format,
+    track_versions,
+    write_table,
+)
 from dmine_spark.config import ConfigError, PipelineConfig
 from dmine_spark.features.embed import embed_missing, resolve_spec
 from dmine_spark.features.encoder import ModelSpec, resolve_model_dir
@@ -64,21 +72,8 @@ class StageReport:
 
 def _write_quarantine(spark: SparkSession, cfg: PipelineConfig, df: DataFrame, stage: str) -> None:
     """Replace this stage's quarantine rows, leaving the other stages' rows in place."""
-    name = cfg.table("quarantine")
-    df = df.select(*QUARANTINE_COLUMNS[:-1], F.col("raw").cast("string")).where(F.col("stage") == stage)
-    if not spark.catalog.tableExists(name):
-        df.write.format("parquet").partitionBy("stage").saveAsTable(name)
-        return
-    prev = spark.conf.get("spark.sql.sources.partitionOverwriteMode")
-    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
-    try:
-        # insertInto is by position: the table's partition column (stage) comes last
-        cols = [c for c in spark.table(name).columns]
-        df.select(*cols).write.insertInto(name, overwrite=True)
-        if df.isEmpty():
-            spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (stage='{stage}')")
-    finally:
-        spark.conf.set("spark.sql.sources.partitionOverwriteMode", prev)
+    df = df.select(*QUARANTINE_COLUMNS[:-1], F.col("raw").cast("string"))
+    replace_partition(df, cfg.table("quarantine"), "stage", stage)
 
 
 def _required(cfg: PipelineConfig, name: str) -> list[str]:
@@ -835,12 +830,14 @@ def run_stages(
         if s not in STAGES:
             raise ConfigError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
     ensure_database(spark, cfg.database)
+    fmt = set_table_format(spark, cfg.tables.format)
     run = RunRecorder(spark, cfg, command)
+    run.label("tables.format", fmt)
     reports: list[StageReport] = []
     tracker = _start_tracking(cfg, run, names, command)
     try:
         for s in names:
-            with run.stage(s):
+            with run.stage(s), track_versions(run.table_versions):
                 kwargs = {"progress": progress} if s == "embed" else {}
                 report = STAGES[s](spark, cfg, run, **kwargs)
             report.seconds = run.stage_seconds[s]

@@ -19,7 +19,15 @@ from dmine_spark.config import SparkProfile
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["build_session", "driver_java_options", "merged_packages", "session_conf", "under_spark_submit"]
+__all__ = [
+    "build_session",
+    "delta_conf",
+    "delta_enabled",
+    "driver_java_options",
+    "merged_packages",
+    "session_conf",
+    "under_spark_submit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,28 @@ _BASE_CONF = {
     "spark.executorEnv.TRANSFORMERS_OFFLINE": "1",
     "spark.executorEnv.TOKENIZERS_PARALLELISM": "false",
 }
+
+
+_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+_DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def delta_conf(conf: dict[str, str]) -> dict[str, str]:
+    """``conf`` plus what a Delta Lake session needs: the cached jars, the SQL extension and the catalog."""
+    from dmine_spark.spark.jars import jar_files
+
+    out = dict(conf)
+    jars = [j for j in out.get("spark.jars", "").split(",") if j]
+    out["spark.jars"] = ",".join([*jars, *(str(p) for p in jar_files("delta") if str(p) not in jars)])
+    ext = [e for e in out.get("spark.sql.extensions", "").split(",") if e]
+    out["spark.sql.extensions"] = ",".join(ext if _DELTA_EXTENSION in ext else [*ext, _DELTA_EXTENSION])
+    out["spark.sql.catalog.spark_catalog"] = _DELTA_CATALOG
+    return out
+
+
+def delta_enabled(spark: "SparkSession") -> bool:
+    """Whether ``spark`` was started with Delta Lake's SQL extension."""
+    return _DELTA_EXTENSION in spark.sparkContext.getConf().get("spark.sql.extensions", "")
 
 
 def under_spark_submit() -> bool:
@@ -79,7 +109,12 @@ def merged_packages(profile: SparkProfile, packages: list[str] | None) -> str:
 
 
 def build_session(
-    profile: SparkProfile, work_dir: Path, app_name: str | None = None, *, packages: list[str] | None = None
+    profile: SparkProfile,
+    work_dir: Path,
+    app_name: str | None = None,
+    *,
+    packages: list[str] | None = None,
+    table_format: str = "auto",
 ) -> "SparkSession":
     """Create (or join) the SparkSession described by ``profile``.
 
@@ -87,7 +122,12 @@ def build_session(
     command line win; the profile's master applies only to direct runs.
     ``packages`` are Maven coordinates (a JDBC driver, say) resolved from
     Maven Central through ``spark.jars.packages`` when the JVM starts.
+    ``table_format`` ``delta`` starts Delta Lake from the local jar cache
+    (:mod:`dmine_spark.spark.jars`); ``auto`` does so when the jars are there.
     """
+    from dmine_spark.config import ConfigError
+    from dmine_spark.spark.jars import MissingJars, have
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -105,6 +145,12 @@ def build_session(
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.extraJavaOptions", driver_java_options(work_dir, profile))
     conf = session_conf(profile, work_dir)
+    want_delta = table_format == "delta" or (table_format == "auto" and have("delta"))
+    if want_delta:
+        try:
+            conf = delta_conf(conf)
+        except MissingJars as exc:
+            raise ConfigError(f"tables.format: delta: {exc}") from None
     jars = merged_packages(profile, packages)
     if jars:
         conf["spark.jars.packages"] = jars
@@ -118,10 +164,13 @@ def build_session(
     spark.sparkContext.setLogLevel(profile.log_level)
     have = set(filter(None, spark.sparkContext.getConf().get("spark.jars.packages", "").split(",")))
     lacking = [p for p in packages or [] if p not in have]
+    if want_delta and table_format == "delta" and not delta_enabled(spark):
+        raise ConfigError(
+            "tables.format: delta: this Spark session was started without Delta Lake; "
+            "spark-submit.sh adds it, or start a new process"
+        )
     if lacking:
         # the JVM was already running (spark-submit, or a session made earlier in this process)
-        from dmine_spark.config import ConfigError
-
         raise ConfigError(
             f"the Spark session lacks the packages {','.join(lacking)}; "
             "pass them to spark-submit with --packages (spark-submit.sh does) or start a new process"

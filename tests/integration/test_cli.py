@@ -71,6 +71,33 @@ def test_sql_from_another_process_sees_results(submitted) -> None:  # noqa: ANN0
     assert table.splitlines()[-2].strip() == str(n_pred)
 
 
+def test_sql_reads_a_runs_results_back_by_version(submitted) -> None:  # noqa: ANN001
+    """spark-submit.sh starts Delta Lake from the jar cache; `dmine sql` time-travels to the version a run wrote."""
+    from dmine_spark.spark import jars
+
+    if not jars.have("delta"):
+        if os.environ.get("CI"):
+            pytest.fail("Delta Lake jars not cached; `dmine jars fetch delta` (bash dev.sh setup) fills the cache")
+        pytest.skip("Delta Lake jars not cached")
+    work, env, _ = submitted
+    q = "SELECT run_id, table_versions['dmine.pred_banking77'] AS v FROM dmine.runs WHERE command = 'run'"
+    row = json.loads(_run([*DMINE, "sql", q, "--format", "json"], env).stdout.strip().splitlines()[-1])
+    assert row["v"] is not None
+    back = _run(
+        [
+            *DMINE,
+            "sql",
+            f"SELECT DISTINCT run_id FROM dmine.pred_banking77 VERSION AS OF {row['v']}",
+            "--format",
+            "json",
+        ],
+        env,
+    ).stdout
+    assert [json.loads(x)["run_id"] for x in back.strip().splitlines()] == [row["run_id"]]
+    hist = _run([*DMINE, "sql", "DESCRIBE HISTORY dmine.pred_banking77", "--format", "json"], env).stdout
+    assert row["v"] in [json.loads(x)["version"] for x in hist.strip().splitlines()]
+
+
 def test_tables_lists_every_layer(submitted) -> None:  # noqa: ANN001
     work, env, _ = submitted
     out = _run([*DMINE, "tables"], env).stdout

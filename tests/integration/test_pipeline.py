@@ -157,3 +157,36 @@ def test_embed_rerun_embeds_nothing(spark, pipeline_run) -> None:  # noqa: ANN00
         for r in spark.table(cfg.table("emb")).where(F.col("id").isin(list(before))).collect()
     }
     assert after == before
+
+
+def test_delta_run_results_can_be_read_back_by_version(spark, pipeline_run) -> None:  # noqa: ANN001
+    """With Delta (the default when its jars are cached) every table a run wrote is named with its version
+    in ``runs.table_versions``, and that version still reads back the run's rows after later runs."""
+    import os
+
+    from dmine_spark.analyze.tables import table_provider
+    from dmine_spark.spark.session import delta_enabled
+
+    if not delta_enabled(spark):
+        if os.environ.get("CI"):
+            pytest.fail("the test session runs without Delta Lake; `dmine jars fetch delta` fills the jar cache")
+        pytest.skip("Delta Lake jars not cached")
+    cfg, first, _ = pipeline_run
+    assert first.labels["tables.format"] == "delta"
+    row = spark.table(cfg.table("runs")).where(f"run_id = '{first.run_id}'").first()
+    versions = row["table_versions"]
+    for layer in ("raw", "clean", "quarantine", "dup", "pred", "confusion", "cluster", "cluster_terms", "metrics"):
+        assert cfg.table(layer) in versions, layer
+        assert table_provider(spark, cfg.table(layer)) == "delta", layer
+    assert table_provider(spark, cfg.table("emb_cache")) == "delta"
+    pred_v = versions[cfg.table("pred")]
+    again, _ = run_stages(spark, cfg, ["classify"], command="classify", progress=False)
+    later = spark.table(cfg.table("runs")).where(f"run_id = '{again.run_id}'").first()["table_versions"]
+    assert later[cfg.table("pred")] > pred_v
+    old = spark.sql(f"SELECT DISTINCT run_id FROM {cfg.table('pred')} VERSION AS OF {pred_v}").collect()
+    assert [r["run_id"] for r in old] == [first.run_id]
+    now = spark.sql(f"SELECT DISTINCT run_id FROM {cfg.table('pred')}").collect()
+    assert [r["run_id"] for r in now] == [again.run_id]
+    # the embedding cache holds each key once, after the first run and every re-run
+    cache = spark.table(cfg.table("emb_cache"))
+    assert cache.count() == cache.select("text_key", "model", "precision", "max_length", "pooling").distinct().count()

@@ -1,0 +1,63 @@
+"""The local jar cache and the spark-submit arguments drawn from it (no JVM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dmine_spark.spark import jars
+from dmine_spark.spark.session import delta_conf
+from tests.conftest import PIPELINE_CONF
+
+
+def _fake_cache(root: Path) -> list[Path]:
+    d = root / "delta"
+    (d / "ivy" / "jars").mkdir(parents=True)
+    files = [
+        d / "ivy" / "jars" / n for n in ("io.delta_delta-spark_2.13-4.4.0.jar", "io.delta_delta-storage-4.4.0.jar")
+    ]
+    for f in files:
+        f.write_bytes(b"PK")
+    meta = {"coordinate": jars.PACKAGES["delta"].coordinate, "jars": [str(f.relative_to(d)) for f in files]}
+    (d / "manifest.json").write_text(json.dumps(meta))
+    return files
+
+
+def test_cached_jars_are_listed_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path))
+    files = _fake_cache(tmp_path)
+    assert jars.jar_files("delta") == files and jars.have("delta")
+    files[1].unlink()
+    with pytest.raises(jars.MissingJars, match=r"delta-storage-4\.4\.0\.jar is missing.*dmine jars fetch delta"):
+        jars.jar_files("delta")
+
+
+def test_delta_conf_keeps_the_users_extensions_and_jars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path))
+    files = _fake_cache(tmp_path)
+    conf = delta_conf({"spark.jars": "/opt/x.jar", "spark.sql.extensions": "com.example.Ext"})
+    assert conf["spark.jars"].split(",") == ["/opt/x.jar", *map(str, files)]
+    assert conf["spark.sql.extensions"] == "com.example.Ext,io.delta.sql.DeltaSparkSessionExtension"
+    assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    # applied twice, nothing is added twice
+    assert delta_conf(conf) == conf
+
+
+def test_submit_args_follow_the_configs_table_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path))
+    assert jars.submit_args(str(PIPELINE_CONF)) == []  # auto, nothing cached: Parquet, no arguments
+    files = _fake_cache(tmp_path)
+    args = jars.submit_args(str(PIPELINE_CONF))
+    assert args[:2] == ["--jars", ",".join(map(str, files))]
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in args
+    assert jars.submit_args(None) == args  # dmine sql / tables: whatever is cached
+    parquet = tmp_path / "p.yaml"
+    parquet.write_text(PIPELINE_CONF.read_text() + "\ntables:\n  format: parquet\n")
+    assert jars.submit_args(str(parquet)) == []
+
+
+def test_unknown_package_is_named() -> None:
+    with pytest.raises(ValueError, match=r"unknown JVM package 'nlp'; dmine_spark knows: delta"):
+        jars.jar_files("nlp")
