@@ -27,7 +27,15 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["load_bench_texts", "matmul_peak_flops", "bench_embed", "bench_gpu", "MFLOP_PER_TOKEN"]
+__all__ = [
+    "load_bench_texts",
+    "matmul_peak_flops",
+    "gemm_efficiency",
+    "op_time_shares",
+    "bench_embed",
+    "bench_gpu",
+    "MFLOP_PER_TOKEN",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,60 @@ def matmul_peak_flops(threads: int, size: int = 1536, repeats: int = 20) -> floa
         a @ b
         best = max(best, 2 * size**3 / (time.perf_counter() - t0))
     return best
+
+
+def gemm_efficiency(threads: int, peak: float, tokens: int = 2048, hidden: int = 384, ffn: int = 1536) -> float:
+    """The FLOP/s of one BERT layer's six weight matmuls at ``tokens`` rows, as a share of ``peak``.
+
+    This bounds the model-FLOP utilisation any fp32 engine can reach on this
+    machine: the MFU figure counts only these matmuls' FLOPs, and even with
+    every other operation free they run at this share of the square-matmul peak.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    x, h = torch.randn(tokens, hidden), torch.randn(tokens, ffn)
+    ws = [torch.randn(hidden, hidden) for _ in range(4)] + [torch.randn(ffn, hidden), torch.randn(hidden, ffn)]
+    bs = [torch.randn(w.shape[0]) for w in ws]
+
+    def layer() -> None:
+        for i in range(5):
+            torch.addmm(bs[i], x, ws[i].t())
+        torch.addmm(bs[5], h, ws[5].t())
+
+    for _ in range(3):
+        layer()
+    best = float("inf")
+    for _ in range(10):
+        t0 = time.perf_counter()
+        layer()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * tokens * (4 * hidden * hidden + 2 * hidden * ffn) / best / peak
+
+
+def op_time_shares(texts: list[str], max_length: int = 256) -> dict[str, float]:
+    """Share of the fp32 encoder's CPU time per torch operator (one thread, as each Spark task runs)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from dmine_spark.features.encoder import Encoder, ModelSpec
+
+    enc = Encoder(ModelSpec(device="cpu", max_length=max_length), num_threads=1)
+    enc.encode(texts[:64])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        enc.encode(texts)
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(ops.values()) or 1.0
+    names = {
+        "aten::addmm": "matmul (linear layers)",
+        "aten::_scaled_dot_product_flash_attention_for_cpu": "attention kernel",
+        "aten::gelu": "gelu",
+        "aten::copy_": "copies",
+        "aten::native_layer_norm": "layer norm",
+        "aten::add": "residual adds",
+    }
+    out = {label: ops.get(key, 0.0) / total for key, label in names.items()}
+    out["other"] = max(0.0, 1.0 - sum(out.values()))
+    return out
 
 
 _NAIVE_MODEL = None
@@ -191,6 +253,11 @@ def bench_embed(
             else None
         )
         echo(f"fp32 MFU: {res['mfu_fp32']:.1%} end to end ({tokens:,} tokens)")
+        # what bounds it: the matmuls' own efficiency, and the time the other operators take
+        res["gemm_efficiency"] = gemm_efficiency(1, matmul_peak_flops(1))
+        res["op_time_shares"] = op_time_shares(texts[:800], max_length)
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in res["op_time_shares"].items())
+        echo(f"fp32 bounds: layer matmuls alone at {res['gemm_efficiency']:.1%} of peak; encoder time: {shares}")
     if "dmine_int8" in variants:
         # the int8 model is exported to ONNX once per machine; timed apart from the runs
         from dmine_spark.features.encoder import Encoder, ModelSpec, int8_onnx_model, onnx_cache_dir

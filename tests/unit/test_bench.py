@@ -24,3 +24,15 @@ def test_bench_texts_interleave_three_real_datasets() -> None:
 
 def test_matmul_peak_is_positive() -> None:
     assert matmul_peak_flops(1, size=256, repeats=3) > 1e8
+
+
+def test_mfu_bounds_are_measured_not_assumed() -> None:
+    """The figures that explain the fp32 MFU: the layer matmuls' share of peak, and where encoder time goes."""
+    from dmine_spark.bench import gemm_efficiency, op_time_shares
+
+    peak = matmul_peak_flops(1, size=512, repeats=5)
+    eff = gemm_efficiency(1, peak, tokens=256)
+    assert 0.05 < eff < 2.0  # a ratio of two timings on this machine, not a constant
+    shares = op_time_shares(load_bench_texts(DATASETS, 40))
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["matmul (linear layers)"] > 0.3 and shares["attention kernel"] > 0.0
