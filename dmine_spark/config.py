@@ -341,20 +341,6 @@ class TablesConfig(_Strict):
     # auto: Delta Lake when its jars are in the local jar cache (`dmine jars fetch delta`), else Parquet
     format: Literal["auto", "delta", "parquet"] = "auto"
 
-    def resolve(self) -> str:
-        """``delta`` or ``parquet``; ``delta`` without its jars is a :class:`ConfigError` naming the fix."""
-        from dmine_spark.spark.jars import MissingJars, have, jar_files
-
-        if self.format == "parquet":
-            return "parquet"
-        if self.format == "auto":
-            return "delta" if have("delta") else "parquet"
-        try:
-            jar_files("delta")
-        except MissingJars as exc:
-            raise ConfigError(f"tables.format: delta: {exc}") from None
-        return "delta"
-
 
 class PipelineConfig(_Strict):
     """The whole pipeline: sources, columns and one section per stage."""

@@ -26,7 +26,7 @@ from pyspark.sql.types import (
 )
 
 from dmine_spark.analyze.quality import QualityRows
-from dmine_spark.analyze.tables import track_versions, write_table
+from dmine_spark.analyze.tables import append_table, track_versions
 from dmine_spark.config import PipelineConfig
 
 __all__ = ["RUNS_SCHEMA", "RunRecorder", "reconcile"]
@@ -120,12 +120,5 @@ class RunRecorder:
         )
         df = self.spark.createDataFrame([row], RUNS_SCHEMA)
         name = self.cfg.table("runs")
-        if self.spark.catalog.tableExists(name):
-            # a runs table written by an older dmine_spark gains the new columns
-            have = set(self.spark.table(name).columns)
-            added = [f"`{f.name}` {f.dataType.simpleString()}" for f in RUNS_SCHEMA.fields if f.name not in have]
-            if added:
-                self.spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(added)})")
-            df = df.select(*self.spark.table(name).columns)
-        write_table(df, name, mode="append")
+        append_table(df, name)  # a runs table written by an older dmine_spark gains the new columns
         log.info("run %s %s in %.1fs", self.run_id, status, row[8])

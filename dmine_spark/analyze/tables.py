@@ -34,7 +34,6 @@ __all__ = [
     "append_table",
     "replace_partition",
     "merge_new_keys",
-    "delta_version",
     "track_versions",
     "read_table",
     "list_tables",
@@ -109,13 +108,6 @@ def table_provider(spark: SparkSession, name: str) -> str | None:
     return None
 
 
-def delta_version(spark: SparkSession, name: str) -> int | None:
-    """The newest version of Delta table ``name`` (None for other tables)."""
-    if table_provider(spark, name) != "delta":
-        return None
-    return int(spark.sql(f"DESCRIBE HISTORY {_q(name)} LIMIT 1").first()["version"])
-
-
 @contextmanager
 def track_versions(seen: dict[str, int] | None = None) -> Iterator[dict[str, int]]:
     """Collect into ``seen``, for the writes inside the block, the Delta version each table was left at."""
@@ -127,12 +119,11 @@ def track_versions(seen: dict[str, int] | None = None) -> Iterator[dict[str, int
         _versions.reset(token)
 
 
-def _note_version(spark: SparkSession, name: str) -> None:
+def _note_version(spark: SparkSession, name: str, fmt: str) -> None:
+    """Record the version a Delta write left ``name`` at, inside :func:`track_versions`."""
     seen = _versions.get()
-    if seen is not None:
-        v = delta_version(spark, name)
-        if v is not None:
-            seen[name] = v
+    if seen is not None and fmt == "delta":
+        seen[name] = int(spark.sql(f"DESCRIBE HISTORY {_q(name)} LIMIT 1").first()["version"])
 
 
 def _prepare(spark: SparkSession, name: str, *, keep: bool) -> str:
@@ -163,7 +154,7 @@ def write_table(df: DataFrame, name: str, *, mode: str = "overwrite") -> None:
     if fmt == "delta" and mode == "overwrite":
         writer = writer.option("overwriteSchema", "true")
     writer.saveAsTable(name)
-    _note_version(spark, name)
+    _note_version(spark, name, fmt)
 
 
 def replace_partition(df: DataFrame, name: str, column: str, value: str) -> None:
@@ -177,7 +168,7 @@ def replace_partition(df: DataFrame, name: str, column: str, value: str) -> None
     fmt = _prepare(spark, name, keep=False)
     if not spark.catalog.tableExists(name):
         df.write.format(fmt).partitionBy(column).saveAsTable(name)
-        _note_version(spark, name)
+        _note_version(spark, name, fmt)
         return
     if fmt == "delta":
         cols = spark.table(name).columns
@@ -185,7 +176,7 @@ def replace_partition(df: DataFrame, name: str, column: str, value: str) -> None
         df.select(*cols).write.format("delta").mode("overwrite").option(
             "replaceWhere", f"`{column}` = '{literal}'"
         ).saveAsTable(name)
-        _note_version(spark, name)
+        _note_version(spark, name, fmt)
         return
     prev = spark.conf.get("spark.sql.sources.partitionOverwriteMode")
     spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
@@ -215,7 +206,7 @@ def merge_new_keys(df: DataFrame, name: str, keys: list[str], *, retries: int = 
             df.select(*spark.table(name).columns).write.insertInto(name)
         else:
             df.write.format(fmt).saveAsTable(name)
-        _note_version(spark, name)
+        _note_version(spark, name, fmt)
         return
     if not spark.catalog.tableExists(name):
         df.limit(0).write.format("delta").saveAsTable(name)
@@ -233,7 +224,7 @@ def merge_new_keys(df: DataFrame, name: str, keys: list[str], *, retries: int = 
                 time.sleep(0.2 * (attempt + 1))
     finally:
         spark.catalog.dropTempView(view)
-    _note_version(spark, name)
+    _note_version(spark, name, fmt)
 
 
 def append_table(df: DataFrame, name: str) -> None:
@@ -244,7 +235,7 @@ def append_table(df: DataFrame, name: str) -> None:
     history written by an older version is kept, never dropped.
     """
     spark = df.sparkSession
-    _prepare(spark, name, keep=True)
+    fmt = _prepare(spark, name, keep=True)
     if not spark.catalog.tableExists(name):
         write_table(df, name, mode="overwrite")
         return
@@ -258,7 +249,7 @@ def append_table(df: DataFrame, name: str) -> None:
         *[F.col(c) if c.lower() in {x.lower() for x in df.columns} else F.lit(None).alias(c) for c in target]
     )
     df.write.insertInto(name)
-    _note_version(spark, name)
+    _note_version(spark, name, fmt)
 
 
 def read_table(spark: SparkSession, name: str) -> DataFrame:

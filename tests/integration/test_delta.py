@@ -20,8 +20,9 @@ from dmine_spark.analyze.tables import (
     track_versions,
     write_table,
 )
-from dmine_spark.config import ConfigError, TablesConfig
+from dmine_spark.config import ConfigError, SparkProfile
 from dmine_spark.spark import jars
+from dmine_spark.spark.session import build_session
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +54,10 @@ def test_missing_jars_name_the_fetch_command(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path / "empty"))
     with pytest.raises(jars.MissingJars, match=r"dmine jars fetch delta"):
         jars.jar_files("delta")
+    # the session a `dmine run` with tables.format: delta would start refuses before any JVM starts
     with pytest.raises(ConfigError, match=r"^tables\.format: delta: .*dmine jars fetch delta"):
-        TablesConfig(format="delta").resolve()
-    assert TablesConfig(format="auto").resolve() == "parquet"
+        build_session(SparkProfile(), tmp_path / "work", table_format="delta")
+    assert not jars.have("delta")  # so `auto` means Parquet
     # a cache holding another version is refused, not used
     (tmp_path / "empty" / "delta").mkdir(parents=True)
     (tmp_path / "empty" / "delta" / "manifest.json").write_text(json.dumps({"coordinate": "io.delta:x:0", "jars": []}))
