@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
     DoubleType,
@@ -61,6 +62,12 @@ def reconcile(counts: dict[str, int]) -> int:
     return counts["rows_in"] - counts["rows_clean"] - counts["rows_quarantined"] - counts["rows_duplicate"]
 
 
+def _executor_count(sc: SparkContext) -> int:
+    """Executors alive now (the driver not counted; 0 in local mode)."""
+    infos = sc._jsc.sc().statusTracker().getExecutorInfos()
+    return max(len(infos) - 1, 0)
+
+
 class RunRecorder:
     """Collects one command's telemetry and writes it to ``<database>.runs``."""
 
@@ -80,11 +87,46 @@ class RunRecorder:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time stage ``name`` and note what Spark retried in it.
+
+        The stage's Spark jobs run in their own job group; when it ends, tasks
+        that failed (a lost executor, say) and stage attempts beyond the first
+        are counted as ``<stage>.failed_tasks`` and ``<stage>.stage_retries``,
+        and the run's ``spark.failed_tasks`` / ``spark.stage_retries`` add them up.
+        """
+        sc = self.spark.sparkContext
+        group = f"dmine-{self.run_id}-{name}"
+        sc.setJobGroup(group, f"dmine {self.cfg.name}: {name}")
+        executors = _executor_count(sc)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
+            sc.setLocalProperty("spark.jobGroup.id", None)
+            sc.setLocalProperty("spark.job.description", None)
+            self._note_retries(name, group, executors)
+
+    def _note_retries(self, name: str, group: str, executors_before: int) -> None:
+        tracker = self.spark.sparkContext.statusTracker()
+        failed = retries = 0
+        for job_id in tracker.getJobIdsForGroup(group):
+            job = tracker.getJobInfo(job_id)
+            for sid in job.stageIds if job is not None else []:
+                info = tracker.getStageInfo(sid)
+                if info is not None:
+                    failed += info.numFailedTasks
+                    retries += info.currentAttemptId
+        after = _executor_count(self.spark.sparkContext)
+        if failed or retries:
+            self.count(f"{name}.failed_tasks", failed)
+            self.count(f"{name}.stage_retries", retries)
+            self.count("spark.failed_tasks", failed)
+            self.count("spark.stage_retries", retries)
+            self.label(f"{name}.retried", f"{failed} failed tasks re-run, {retries} stage re-attempts")
+        if after < executors_before:
+            self.count(f"{name}.executors_lost", executors_before - after)
+            self.count("spark.executors_lost", executors_before - after)
 
     def count(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + int(n)

