@@ -12,11 +12,13 @@ import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ConfigError",
@@ -29,6 +31,8 @@ __all__ = [
     "ClassifyConfig",
     "ClusterConfig",
     "SparkProfile",
+    "SubmitConfig",
+    "DatabricksCluster",
     "PipelineConfig",
     "load_config",
     "load_profile",
@@ -254,16 +258,247 @@ class ClusterConfig(_Strict):
         return v
 
 
-class SparkProfile(_Strict):
-    """How to build the SparkSession: master, catalog and extra Spark conf."""
+# kind -> (the masters it takes, as written in a message); Databricks sets its clusters' master itself
+_MASTERS: dict[str, tuple[re.Pattern[str], str]] = {
+    "local": (re.compile(r"^local(\[(\*|\d+)(,\d+)?\]|-cluster\[\d+,\d+,\d+\])?$"), "local[N], local[*] or local[N,F]"),
+    "standalone": (re.compile(r"^spark://[^/:,]+:\d+(,[^/:,]+:\d+)*$"), "spark://<host>:<port>"),
+    "yarn": (re.compile(r"^yarn$"), "yarn (the ResourceManager comes from HADOOP_CONF_DIR)"),
+    "kubernetes": (re.compile(r"^k8s://https?://[^/\s]+$"), "k8s://https://<api-server>:<port>"),
+}
+_KIND_BY_MASTER_PREFIX = (("local", "local"), ("spark://", "standalone"), ("yarn", "yarn"), ("k8s://", "kubernetes"))
+_DEFAULT_MASTER = "local[2]"
 
-    master: str = "local[2]"
+# spark-submit options the profile already expresses; a second --py-files would replace the first, not add to it
+_SUBMIT_OWNED = {
+    "--master": "master",
+    "--deploy-mode": "submit.deploy_mode",
+    "--archives": "submit.archives",
+    "--py-files": "submit.py_files",
+    "--files": "submit.files",
+    "--packages": "conf spark.jars.packages",
+    "--conf": "conf",
+    "-c": "conf",
+}
+
+# where a Databricks cluster can install a wheel from
+_WHEEL_PREFIXES = ("/Volumes/", "/Workspace/", "dbfs:/", "s3://", "abfss://", "gs://")
+
+
+def _bad(what: str) -> PydanticCustomError:
+    """A validation error whose message is ``what`` alone (no "Value error, " prefix)."""
+    return PydanticCustomError("spark_profile", "{what}", {"what": what})
+
+
+class SubmitConfig(_Strict):
+    """The ``spark-submit`` options a cluster profile implies beyond its Spark conf.
+
+    Read by :func:`dmine_spark.spark.profiles.submit_args` (options) and
+    :func:`~dmine_spark.spark.profiles.submit_env` (environment of spark-submit).
+    """
+
+    deploy_mode: Literal["client", "cluster"] = "client"
+    archives: list[str] = Field(default_factory=list)  # unpacked in every container: env.tar.gz#environment
+    py_files: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # e.g. PYSPARK_PYTHON: ./environment/bin/python
+    extra_args: list[str] = Field(default_factory=list)  # other spark-submit options, verbatim
+
+    _env_as_strings = field_validator("env", mode="before")(lambda v: _spark_strings(v))
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_owned(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            owner = _SUBMIT_OWNED.get(arg.split("=", 1)[0])
+            if owner:
+                raise _bad(f"{arg.split('=', 1)[0]} belongs in {owner}, where the profile merges it")
+        return v
+
+
+class DatabricksAutoscale(_Strict):
+    min_workers: int = Field(ge=1)
+    max_workers: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DatabricksAutoscale:
+        if self.min_workers > self.max_workers:
+            raise _bad(f"min_workers {self.min_workers} is above max_workers {self.max_workers}")
+        return self
+
+
+class DatabricksCluster(_Strict):
+    """A Databricks job for a pipeline: its job cluster (Jobs API 2.1 ``new_cluster``), wheel and limits.
+
+    The cluster's ``spark_conf`` is the profile's ``conf``, so Spark settings
+    live in one place in every profile.
+    """
+
+    job_name: str | None = None  # default: dmine-<pipeline name>
+    spark_version: str  # a runtime key, e.g. 17.3.x-cpu-ml-scala2.13
+    node_type_id: str
+    driver_node_type_id: str | None = None
+    num_workers: int | None = Field(default=None, ge=0)
+    autoscale: DatabricksAutoscale | None = None
+    data_security_mode: str | None = Field(default=None, pattern=r"^[A-Z_]+$")
+    runtime_engine: Literal["STANDARD", "PHOTON"] | None = None
+    policy_id: str | None = None
+    spark_env_vars: dict[str, str] = Field(default_factory=dict)
+    custom_tags: dict[str, str] = Field(default_factory=dict)
+    wheel: str | None = None  # dmine_spark's wheel; `dmine databricks-job --wheel` overrides it
+    extra_wheels: list[str] = Field(default_factory=list)  # wheels dmine_spark depends on that PyPI lacks
+    workspace_dir: str = "/Workspace/Shared/dmine"  # holds the repo's conf/, synced from the checkout
+    work_dir: str | None = None  # DMINE_WORK_DIR on the cluster: models, reports, the run store
+    timeout_seconds: int = Field(default=0, ge=0)  # 0: no limit
+    max_retries: int = Field(default=0, ge=0)
+    min_retry_interval_millis: int = Field(default=0, ge=0)
+    max_concurrent_runs: int = Field(default=1, ge=1)
+
+    _env_as_strings = field_validator("spark_env_vars", "custom_tags", mode="before")(lambda v: _spark_strings(v))
+
+    @field_validator("spark_version")
+    @classmethod
+    def _runtime_key(cls, v: str) -> str:
+        if not re.match(r"^\d+\.\d+\.x-[a-z0-9-]*scala\d+\.\d+$", v):
+            raise _bad("expected a runtime key like 17.3.x-cpu-ml-scala2.13 (`databricks clusters spark-versions`)")
+        return v
+
+    @field_validator("wheel", "extra_wheels")
+    @classmethod
+    def _wheel_paths(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for path in [v] if isinstance(v, str) else v or []:
+            if not path.endswith(".whl") or not path.startswith(_WHEEL_PREFIXES):
+                raise _bad(f"{path!r} is not a .whl under {', '.join(_WHEEL_PREFIXES)}")
+        return v
+
+    @field_validator("workspace_dir", "work_dir")
+    @classmethod
+    def _cluster_paths(cls, v: str | None) -> str | None:
+        # the dmine CLI on the driver opens these with plain Python file calls
+        if v is not None and not v.startswith(("/Workspace/", "/Volumes/", "/dbfs/")):
+            raise _bad("expected a path the driver can open: /Workspace/..., /Volumes/... or /dbfs/...")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _one_size(self) -> DatabricksCluster:
+        if (self.num_workers is None) == (self.autoscale is None):
+            raise _bad("give exactly one of num_workers or autoscale: {min_workers, max_workers}")
+        return self
+
+
+class SparkProfile(_Strict):
+    """How to build the SparkSession and where it runs: master, catalog, Spark conf and cluster sections.
+
+    ``kind`` names the place (``local``, ``standalone``, ``yarn``,
+    ``kubernetes``, ``databricks``); left out, it is read from ``master``.
+    ``submit`` holds spark-submit options beyond the conf (deploy mode, the
+    Python environment archive...), ``databricks`` the job cluster of a
+    Databricks profile. Validators reject a master that does not fit the
+    kind and the mistakes that would otherwise fail only on the cluster.
+    """
+
+    kind: Literal["local", "standalone", "yarn", "kubernetes", "databricks"] = "local"
+    master: str = Field(default=_DEFAULT_MASTER, validate_default=True)
     app_name: str = "dmine"
     catalog: Literal["hive", "in-memory"] = "hive"
     log_level: str = "WARN"
-    conf: dict[str, str] = Field(default_factory=dict)
+    conf: dict[str, str] = Field(default_factory=dict, validate_default=True)
+    submit: SubmitConfig | None = Field(default=None, validate_default=True)
+    databricks: DatabricksCluster | None = Field(default=None, validate_default=True)
 
     _conf_as_strings = field_validator("conf", mode="before")(lambda v: _spark_strings(v))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data:
+            if "databricks" in data and "master" not in data:
+                return {**data, "kind": "databricks"}
+            master = str(data.get("master", _DEFAULT_MASTER))
+            kind = next((k for prefix, k in _KIND_BY_MASTER_PREFIX if master.startswith(prefix)), "local")
+            return {**data, "kind": kind}
+        return data
+
+    @field_validator("master")
+    @classmethod
+    def _master_fits_kind(cls, v: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if kind == "databricks":
+            # the default stands for "not given": Databricks starts the session, whatever master says
+            if v != _DEFAULT_MASTER:
+                raise _bad("a kind: databricks profile has no master; Databricks sets it")
+        elif kind in _MASTERS and not _MASTERS[kind][0].match(v):
+            other = "; for a cluster, say which with kind:" if kind == "local" else ""
+            raise _bad(f"kind {kind} needs master {_MASTERS[kind][1]}{other}")
+        return v
+
+    @field_validator("conf")
+    @classmethod
+    def _conf_fits_kind(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        kind = info.data.get("kind")
+        if kind == "kubernetes":
+            if not v.get("spark.kubernetes.container.image"):
+                raise _bad("kind kubernetes needs spark.kubernetes.container.image: the image the pods run")
+            if info.data.get("catalog") == "hive" and "spark.sql.warehouse.dir" not in v:
+                # else tables land in the driver pod's work dir, which executor pods cannot write to
+                raise _bad("kind kubernetes needs spark.sql.warehouse.dir on shared storage (s3a://, hdfs://...)")
+        if (
+            kind not in ("local", "databricks")
+            and v.get("spark.dynamicAllocation.enabled") == "true"
+            and v.get("spark.dynamicAllocation.shuffleTracking.enabled") == "false"
+            and v.get("spark.shuffle.service.enabled") != "true"
+        ):
+            raise _bad(
+                "spark.dynamicAllocation.enabled needs spark.dynamicAllocation.shuffleTracking.enabled: true "
+                "or the external shuffle service (spark.shuffle.service.enabled: true)"
+            )
+        return v
+
+    @field_validator("submit")
+    @classmethod
+    def _submit_fits_kind(cls, v: SubmitConfig | None, info: ValidationInfo) -> SubmitConfig | None:
+        kind, conf = info.data.get("kind"), info.data.get("conf") or {}
+        if v is None:
+            return v
+        if kind == "databricks":
+            raise _bad("Databricks runs jobs, not spark-submit; put the cluster in the databricks section")
+        if v.deploy_mode == "cluster":
+            if kind == "local":
+                raise _bad("deploy_mode cluster needs a cluster manager; a local master runs in client mode")
+            if kind == "standalone":
+                raise _bad("deploy_mode cluster: Spark standalone runs Python applications in client mode only")
+            if kind == "kubernetes" and not conf.get("spark.kubernetes.file.upload.path"):
+                raise _bad(
+                    "deploy_mode cluster on kubernetes uploads the local dmine_spark.zip and dmine_main.py: "
+                    "set conf spark.kubernetes.file.upload.path (s3a://..., hdfs://...)"
+                )
+        python = v.env.get("PYSPARK_PYTHON", "")
+        if python.startswith("./"):
+            # ./environment/bin/python exists only where an archive is unpacked under the alias environment
+            alias = python[2:].split("/", 1)[0]
+            archives = [
+                *v.archives,
+                *conf.get("spark.archives", "").split(","),
+                *conf.get("spark.yarn.dist.archives", "").split(","),
+            ]
+            if not any(a.strip().endswith(f"#{alias}") for a in archives):
+                raise _bad(
+                    f"env PYSPARK_PYTHON {python} needs an archive unpacked as {alias}: archives: [<env>.tar.gz#{alias}]"
+                )
+            if v.deploy_mode == "cluster" and not conf.get("spark.pyspark.driver.python"):
+                raise _bad(
+                    f"deploy_mode cluster runs the driver in the cluster too: set conf spark.pyspark.driver.python: {python}"
+                )
+        return v
+
+    @field_validator("databricks")
+    @classmethod
+    def _databricks_fits_kind(cls, v: DatabricksCluster | None, info: ValidationInfo) -> DatabricksCluster | None:
+        kind = info.data.get("kind")
+        if kind == "databricks" and v is None:
+            raise _bad("kind databricks needs a databricks section: spark_version, node_type_id, num_workers...")
+        if kind != "databricks" and v is not None:
+            raise _bad(f"only a kind: databricks profile has a databricks section (this one is kind {kind})")
+        return v
 
 
 class FeaturesSection(_Strict):
@@ -342,6 +577,59 @@ class TablesConfig(_Strict):
     format: Literal["auto", "delta", "parquet"] = "auto"
 
 
+class KafkaConfig(_Strict):
+    """A Kafka topic as the stream's input (needs ``dmine jars fetch kafka`` once)."""
+
+    bootstrap_servers: str
+    topic: str
+    starting_offsets: Literal["earliest", "latest"] = "latest"
+    value_format: Literal["json", "text"] = "json"  # json: the value holds the source schema's columns
+    options: dict[str, str] = Field(default_factory=dict)  # more kafka.* options (security, say)
+
+    _options_as_strings = field_validator("options", mode="before")(lambda v: _spark_strings(v))
+
+
+class StreamConfig(_Strict):
+    """``dmine stream``: score new files from a landing folder (or a Kafka topic) as they arrive."""
+
+    source: str | None = (
+        None  # the source whose format, schema and options the landing files share (default: the first)
+    )
+    landing: str | None = None  # the folder new files land in
+    kafka: KafkaConfig | None = None  # read this topic instead of a landing folder
+    checkpoint: str | None = None  # default: <work_dir>/checkpoints/<task>/stream
+    max_files_per_trigger: int = Field(default=1, gt=0)
+    max_offsets_per_trigger: int | None = Field(default=None, gt=0)  # kafka
+    trigger_seconds: float = Field(default=10.0, ge=0.0)  # between micro-batches
+    model: str | None = None  # <name>@v<N>; default: the latest <task>-<classify.model>
+
+    @model_validator(mode="after")
+    def _one_input(self) -> StreamConfig:
+        if self.landing and self.kafka:
+            raise ValueError("give either landing (a folder) or kafka (a topic), not both")
+        return self
+
+
+class MonitorThresholds(_Strict):
+    """Drift is flagged when a measure goes above its threshold."""
+
+    centroid_shift: float = Field(default=0.02, gt=0.0)  # 1 - cosine(baseline centroid, batch centroid)
+    mean_shift: float = Field(default=0.25, gt=0.0)  # mean |batch mean - baseline mean| per dimension, in baseline SDs
+    psi: float = Field(default=0.25, gt=0.0)  # population stability index of the predicted classes
+    ood_rate: float = Field(default=0.10, gt=0.0, le=1.0)  # share of texts far from every class centroid
+
+
+class MonitorConfig(_Strict):
+    """``dmine monitor``: how a new batch is compared with the training baseline."""
+
+    baseline_split: str = "train"  # the split the model was trained on
+    reference_split: str = "test"  # held-out rows that calibrate the out-of-distribution distance
+    sample_rows: int = Field(default=20_000, gt=0)  # at most this many rows of each side are compared
+    ood_quantile: float = Field(default=0.99, gt=0.5, lt=1.0)  # held-out distance quantile beyond which a text is OOD
+    seed: int = 42
+    thresholds: MonitorThresholds = Field(default_factory=MonitorThresholds)
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline: sources, columns and one section per stage."""
 
@@ -367,6 +655,8 @@ class PipelineConfig(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tables: TablesConfig = Field(default_factory=TablesConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @field_validator("sources")
     @classmethod
@@ -383,7 +673,7 @@ class PipelineConfig(_Strict):
 
     def table(self, layer: str) -> str:
         """Fully qualified name of this task's table in ``layer`` (``raw``, ``pred``...)."""
-        if layer in ("metrics", "runs", "emb_cache", "quality"):
+        if layer in ("metrics", "runs", "emb_cache", "quality", "monitor"):
             return f"{self.database}.{layer}"
         return f"{self.database}.{layer}_{self.task}"
 
@@ -487,7 +777,7 @@ def load_config(
         raise ConfigError(_one_line(exc, str(p))) from None
     if check_paths:
         for name, src in cfg.sources.items():
-            if src.path and not glob.glob(src.path):
+            if src.path and "://" not in src.path and not glob.glob(src.path):  # hdfs://, s3a://: checked by Spark
                 raise ConfigError(f"{p}: sources.{name}.path: no file matches {src.path!r}")
     return cfg
 

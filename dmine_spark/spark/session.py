@@ -115,6 +115,7 @@ def build_session(
     *,
     packages: list[str] | None = None,
     table_format: str = "auto",
+    extra_jars: list[str] | None = None,
 ) -> "SparkSession":
     """Create (or join) the SparkSession described by ``profile``.
 
@@ -124,6 +125,7 @@ def build_session(
     Maven Central through ``spark.jars.packages`` when the JVM starts.
     ``table_format`` ``delta`` starts Delta Lake from the local jar cache
     (:mod:`dmine_spark.spark.jars`); ``auto`` does so when the jars are there.
+    ``extra_jars`` names more packages of that cache to put on the classpath.
     """
     from dmine_spark.config import ConfigError
     from dmine_spark.spark.jars import MissingJars, have
@@ -138,7 +140,16 @@ def build_session(
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name or profile.app_name)
-    if not under_spark_submit():
+    launched: set[str] = set()
+    if under_spark_submit():
+        from pyspark import SparkConf, SparkContext
+
+        # settings given to spark-submit (--conf, --executor-memory...) win over the profile's
+        SparkContext._ensure_initialized()
+        launched = {k for k, _ in SparkConf().getAll()}
+    elif getattr(profile, "kind", None) == "databricks":
+        pass  # Databricks has started the session; its cluster spec set the master
+    else:
         builder = builder.master(profile.master)
         if profile.master.startswith("local"):
             # a local run talks to itself only; this also silences the hostname warning
@@ -151,11 +162,20 @@ def build_session(
             conf = delta_conf(conf)
         except MissingJars as exc:
             raise ConfigError(f"tables.format: delta: {exc}") from None
+    for name in extra_jars or []:  # other packages of the jar cache (the Kafka connector, say)
+        from dmine_spark.spark.jars import jar_files
+
+        try:
+            files = [str(p) for p in jar_files(name)]
+        except MissingJars as exc:
+            raise ConfigError(str(exc)) from None
+        have_jars = [j for j in conf.get("spark.jars", "").split(",") if j]
+        conf["spark.jars"] = ",".join([*have_jars, *(f for f in files if f not in have_jars)])
     jars = merged_packages(profile, packages)
     if jars:
         conf["spark.jars.packages"] = jars
     for key, value in conf.items():
-        if key == "spark.driver.extraJavaOptions":
+        if key == "spark.driver.extraJavaOptions" or (key in launched and key in profile.conf):
             continue
         builder = builder.config(key, value)
     if profile.catalog == "hive":

@@ -1,0 +1,336 @@
+"""Spark profiles for every place dmine runs: schema, spark-submit options, Databricks jobs; no JVM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dmine_spark.config import ConfigError, SparkProfile, load_profile
+from dmine_spark.spark import profiles
+from dmine_spark.spark.profiles import databricks_job, merge_submit_args, submit_args, submit_env
+from tests.conftest import PIPELINE_CONF, REPO
+
+CONF = REPO / "conf"
+PROFILE_FILES = sorted((CONF / "base" / "spark").glob("*.yaml"))
+
+K8S_IMAGE = {"spark.kubernetes.container.image": "registry.example.com/dmine:1"}
+K8S = {"kind": "kubernetes", "master": "k8s://https://api.example.com:6443"}
+DBX = {"spark_version": "17.3.x-cpu-ml-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 2}
+
+
+def _profile_file(tmp_path: Path, data: dict[str, Any], name: str = "p") -> Path:
+    spark = tmp_path / "conf" / "base" / "spark"
+    spark.mkdir(parents=True, exist_ok=True)
+    (spark / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "conf"
+
+
+def _reject(tmp_path: Path, data: dict[str, Any]) -> str:
+    conf = _profile_file(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_profile("p", conf)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(str(conf / "base" / "spark" / "p.yaml") + ": ")
+    return msg
+
+
+def test_every_profile_in_conf_base_validates() -> None:
+    kinds = {p.stem: load_profile(p.stem, CONF).kind for p in PROFILE_FILES}
+    assert kinds == {
+        "local": "local",
+        "standalone": "standalone",
+        "yarn": "yarn",
+        "kubernetes": "kubernetes",
+        "databricks": "databricks",
+    }
+
+
+def test_existing_profiles_and_defaults_unchanged() -> None:
+    assert SparkProfile().model_dump(exclude={"kind", "submit", "databricks"}) == {
+        "master": "local[2]",
+        "app_name": "dmine",
+        "catalog": "hive",
+        "log_level": "WARN",
+        "conf": {},
+    }
+    assert SparkProfile().kind == "local"
+    local = load_profile("local", CONF)
+    assert (local.kind, local.master, local.submit, local.databricks) == ("local", "local[2]", None, None)
+    assert local.conf["spark.ui.enabled"] == "false"  # YAML booleans still become Spark strings
+    standalone = load_profile("standalone", CONF)
+    assert (standalone.kind, standalone.master) == ("standalone", "spark://127.0.0.1:7077")
+
+
+@pytest.mark.parametrize(
+    ("master", "kind"),
+    [
+        ("local[*]", "local"),
+        ("local-cluster[2,1,1024]", "local"),
+        ("spark://m1:7077,m2:7077", "standalone"),
+        ("yarn", "yarn"),
+    ],
+)
+def test_kind_is_read_from_master(master: str, kind: str) -> None:
+    assert SparkProfile(master=master).kind == kind
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"kind": "yarn"}, "master: kind yarn needs master yarn"),
+        ({"kind": "yarn", "master": "local[4]"}, "master: kind yarn needs master yarn"),
+        (
+            {"master": "k8s://api.example.com:6443", "conf": K8S_IMAGE},
+            "master: kind kubernetes needs master k8s://https://",
+        ),
+        ({"kind": "standalone", "master": "yarn"}, "master: kind standalone needs master spark://<host>:<port>"),
+        ({"master": "mesos://m:5050"}, "master: kind local needs master local[N]"),
+        ({**K8S}, "conf: kind kubernetes needs spark.kubernetes.container.image"),
+        ({**K8S, "conf": K8S_IMAGE}, "conf: kind kubernetes needs spark.sql.warehouse.dir"),
+        ({"kind": "databricks"}, "databricks: kind databricks needs a databricks section"),
+        (
+            {"kind": "databricks", "master": "yarn", "databricks": DBX},
+            "master: a kind: databricks profile has no master",
+        ),
+        ({"master": "yarn", "databricks": DBX}, "databricks: only a kind: databricks profile has a databricks section"),
+        ({"kind": "databricks", "databricks": DBX, "submit": {}}, "submit: Databricks runs jobs, not spark-submit"),
+        ({"master": "local[2]", "submit": {"deploy_mode": "cluster"}}, "submit: deploy_mode cluster needs a cluster"),
+        ({"master": "spark://h:7077", "submit": {"deploy_mode": "cluster"}}, "submit: deploy_mode cluster: Spark"),
+        (
+            {**K8S, "conf": {**K8S_IMAGE, "spark.sql.warehouse.dir": "s3a://w"}, "submit": {"deploy_mode": "cluster"}},
+            "submit: deploy_mode cluster on kubernetes uploads",
+        ),
+        (
+            {"master": "yarn", "submit": {"env": {"PYSPARK_PYTHON": "./environment/bin/python"}}},
+            "submit: env PYSPARK_PYTHON ./environment/bin/python needs an archive unpacked as environment",
+        ),
+        (
+            {
+                "master": "yarn",
+                "submit": {
+                    "deploy_mode": "cluster",
+                    "archives": ["hdfs:///envs/venv.tar.gz#environment"],
+                    "env": {"PYSPARK_PYTHON": "./environment/bin/python"},
+                },
+            },
+            "submit: deploy_mode cluster runs the driver in the cluster too: set conf spark.pyspark.driver.python",
+        ),
+        (
+            {"master": "yarn", "submit": {"extra_args": ["--py-files", "x.zip"]}},
+            "submit.extra_args: --py-files belongs",
+        ),
+        (
+            {
+                "master": "yarn",
+                "conf": {
+                    "spark.dynamicAllocation.enabled": True,
+                    "spark.dynamicAllocation.shuffleTracking.enabled": False,
+                },
+            },
+            "conf: spark.dynamicAllocation.enabled needs spark.dynamicAllocation.shuffleTracking.enabled",
+        ),
+        ({"kind": "databricks", "databricks": {**DBX, "spark_version": "17.3"}}, "databricks.spark_version: expected"),
+        (
+            {"kind": "databricks", "databricks": {**DBX, "autoscale": {"min_workers": 1, "max_workers": 2}}},
+            "databricks: give exactly one of num_workers or autoscale",
+        ),
+        (
+            {
+                "kind": "databricks",
+                "databricks": {
+                    **{k: v for k, v in DBX.items() if k != "num_workers"},
+                    "autoscale": {"min_workers": 5, "max_workers": 2},
+                },
+            },
+            "databricks.autoscale: min_workers 5 is above max_workers 2",
+        ),
+        (
+            {"kind": "databricks", "databricks": {**DBX, "wheel": "dist/dmine.whl"}},
+            "databricks.wheel: 'dist/dmine.whl' is not a .whl under",
+        ),
+        (
+            {"kind": "databricks", "databricks": {**DBX, "work_dir": "dmine_work"}},
+            "databricks.work_dir: expected a path the driver can open",
+        ),
+        ({"kind": "databricks", "databricks": {**DBX, "node_typ_id": "x"}}, "databricks.node_typ_id: unknown key"),
+    ],
+)
+def test_each_mistake_is_one_line_naming_the_key(tmp_path: Path, data: dict[str, Any], expected: str) -> None:
+    assert expected in _reject(tmp_path, data)
+
+
+def test_an_archive_in_spark_archives_conf_satisfies_pyspark_python() -> None:
+    p = SparkProfile.model_validate(
+        {
+            "master": "yarn",
+            "conf": {"spark.archives": "hdfs:///envs/venv.tar.gz#env"},
+            "submit": {"env": {"PYSPARK_PYTHON": "./env/bin/python"}},
+        }
+    )
+    assert submit_env(p) == {"PYSPARK_PYTHON": "./env/bin/python"}
+
+
+def test_submit_args_standalone() -> None:
+    args = submit_args(load_profile("standalone", CONF))
+    assert args[:4] == ["--master", "spark://127.0.0.1:7077", "--deploy-mode", "client"]
+    assert "--py-files" not in args and "--archives" not in args
+    assert ["--conf", "spark.executor.memory=4g"] == args[args.index("spark.executor.memory=4g") - 1 :][:2]
+
+
+def test_submit_args_yarn_ships_the_environment_and_merges_py_files() -> None:
+    profile = load_profile("yarn", CONF)
+    args = submit_args(
+        profile, py_files=["build/spark-submit/dmine_spark.zip"], packages=["org.postgresql:postgresql:42.7.14"]
+    )
+    assert args[:4] == ["--master", "yarn", "--deploy-mode", "client"]
+    assert args[args.index("--archives") + 1] == "hdfs:///apps/dmine/dmine-venv.tar.gz#environment"
+    assert args[args.index("--py-files") + 1] == "build/spark-submit/dmine_spark.zip"
+    assert args[args.index("--packages") + 1] == "org.postgresql:postgresql:42.7.14"
+    confs = {args[i + 1] for i, a in enumerate(args) if a == "--conf"}
+    assert {"spark.yarn.queue=analytics", "spark.dynamicAllocation.enabled=true"} <= confs
+    assert "spark.dynamicAllocation.shuffleTracking.enabled=true" in confs
+    assert submit_env(profile) == {"PYSPARK_PYTHON": "./environment/bin/python"}
+    assert args.count("--py-files") == args.count("--archives") == 1
+
+
+def test_submit_args_kubernetes() -> None:
+    args = submit_args(load_profile("kubernetes", CONF))
+    assert args[:4] == ["--master", "k8s://https://kubernetes.example.com:6443", "--deploy-mode", "cluster"]
+    confs = {args[i + 1].split("=", 1)[0]: args[i + 1].split("=", 1)[1] for i, a in enumerate(args) if a == "--conf"}
+    assert confs["spark.kubernetes.container.image"].startswith("registry.example.com/")
+    assert confs["spark.kubernetes.namespace"] == "dmine"
+    assert confs["spark.kubernetes.authenticate.driver.serviceAccountName"] == "spark"
+    assert confs["spark.kubernetes.file.upload.path"].startswith("s3a://")
+
+
+def test_submit_args_local_has_no_deploy_mode_and_packages_merge_once() -> None:
+    p = SparkProfile(master="local[4]", conf={"spark.jars.packages": "a:b:1"})
+    assert submit_args(p, packages=["c:d:2", "a:b:1"]) == ["--master", "local[4]", "--packages", "a:b:1,c:d:2"]
+
+
+def test_submit_args_refuses_databricks() -> None:
+    with pytest.raises(ConfigError, match="dmine databricks-job"):
+        submit_args(load_profile("databricks", CONF))
+
+
+def test_command_line_wins_and_list_options_merge() -> None:
+    merged = merge_submit_args(
+        ["--master", "yarn", "--archives", "env.tgz#environment", "--conf", "spark.executor.memory=8g"],
+        ["--master=local[2]", "--archives", "models.zip#models", "--conf", "spark.executor.memory=2g", "--verbose"],
+    )
+    assert merged.count("--archives") == 1
+    assert merged[merged.index("--archives") + 1] == "env.tgz#environment,models.zip#models"
+    # spark-submit keeps the last --master and the last value of a --conf key: the command line's
+    assert merged[len(merged) - 1 - merged[::-1].index("--master") + 1] == "local[2]"
+    assert merged[len(merged) - 1 - merged[::-1].index("--conf") + 1] == "spark.executor.memory=2g"
+    assert merged[-1] == "--verbose"
+
+
+def test_databricks_job_has_the_jobs_2_1_shape() -> None:
+    overrides = ["sources.train.path=/Volumes/main/dmine/raw/train.csv", "embed.batch_size=32"]
+    job = databricks_job(PIPELINE_CONF, "databricks", overrides=overrides, conf_dir=CONF)
+    job = json.loads(json.dumps(job))  # plain JSON all the way down
+    assert job["name"] == "dmine-banking77_intents"
+    assert job["max_concurrent_runs"] == 1
+    [task] = job["tasks"]
+    assert task["task_key"] == "banking77_intents"
+    wheel_task = task["python_wheel_task"]
+    assert (wheel_task["package_name"], wheel_task["entry_point"]) == ("dmine_spark", "dmine")
+    assert wheel_task["parameters"] == [
+        "run",
+        "/Workspace/Shared/dmine/conf/base/pipelines/banking77.yaml",
+        "--profile",
+        "databricks",
+        "--set",
+        overrides[0],
+        "--set",
+        overrides[1],
+    ]
+    cluster = task["new_cluster"]
+    assert cluster["spark_version"] == "17.3.x-cpu-ml-scala2.13"
+    assert cluster["autoscale"] == {"min_workers": 1, "max_workers": 4} and "num_workers" not in cluster
+    assert cluster["spark_env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert cluster["spark_env_vars"]["DMINE_CONF_DIR"] == "/Workspace/Shared/dmine/conf"
+    assert cluster["spark_conf"]["spark.sql.adaptive.enabled"] == "true"
+    assert task["libraries"] == [{"whl": "/Volumes/main/dmine/wheels/dmine_spark-0.1.0-py3-none-any.whl"}]
+    assert (task["max_retries"], task["timeout_seconds"]) == (1, 7200)
+
+
+def test_databricks_job_wheel_override_and_fixed_size(tmp_path: Path) -> None:
+    conf = _profile_file(tmp_path, {"kind": "databricks", "databricks": DBX}, name="dbx")
+    pipeline = tmp_path / "conf" / "base" / "pipelines" / "b.yaml"
+    pipeline.parent.mkdir(parents=True)
+    pipeline.write_text(PIPELINE_CONF.read_text())
+    wheel = "dbfs:/FileStore/wheels/dmine_spark-0.1.0-py3-none-any.whl"
+    job = databricks_job(pipeline, "dbx", wheel=wheel, conf_dir=conf)
+    task = job["tasks"][0]
+    assert task["libraries"] == [{"whl": wheel}]
+    assert task["new_cluster"]["num_workers"] == 2 and "autoscale" not in task["new_cluster"]
+    assert task["python_wheel_task"]["parameters"][1:4] == [
+        "/Workspace/Shared/dmine/conf/base/pipelines/b.yaml",
+        "--profile",
+        "dbx",
+    ]
+    with pytest.raises(ConfigError, match=r"databricks.wheel: no wheel to install"):
+        databricks_job(pipeline, "dbx", conf_dir=conf)
+    with pytest.raises(ConfigError, match=r"--wheel: 'dist/x.whl' is not a .whl under"):
+        databricks_job(pipeline, "dbx", wheel="dist/x.whl", conf_dir=conf)
+
+
+def test_databricks_job_validates_overrides_and_profile_kind() -> None:
+    with pytest.raises(ConfigError, match="embed.batch_sise: unknown key"):
+        databricks_job(PIPELINE_CONF, "databricks", overrides=["embed.batch_sise=3"], conf_dir=CONF)
+    with pytest.raises(ConfigError, match="profile 'yarn' is kind yarn; a Databricks job needs kind: databricks"):
+        databricks_job(PIPELINE_CONF, "yarn", conf_dir=CONF)
+
+
+def _cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="dmine")
+    profiles.add_parser(p.add_subparsers(dest="command"))
+    return profiles.run(p.parse_args(argv))
+
+
+def test_profiles_command_lists_kind_and_master(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(["profiles", "--conf-dir", str(CONF)]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == {p.stem for p in PROFILE_FILES}
+    assert lines["yarn"] == ["yarn", "yarn"]
+    assert lines["local"] == ["local", "local[2]"]
+    assert lines["databricks"][0] == "databricks"
+
+
+def test_profiles_command_stops_at_the_first_invalid_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = _profile_file(tmp_path, {"master": "local[2]"}, name="a_ok")
+    _profile_file(tmp_path, {"kind": "yarn"}, name="b_bad")
+    _profile_file(tmp_path, {"master": "yarn"}, name="c_never")
+    with pytest.raises(ConfigError, match=r"b_bad.yaml: master: kind yarn needs master yarn"):
+        _cli(["profiles", "--conf-dir", str(conf)])
+    out = capsys.readouterr().out
+    assert out.startswith("a_ok") and "c_never" not in out
+
+
+def test_databricks_job_command_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "job.json"
+    argv = ["databricks-job", str(PIPELINE_CONF), "--set", "embed.batch_size=16", "--out", str(out)]
+    assert _cli(argv) == 0
+    job = json.loads(out.read_text())
+    assert job["tasks"][0]["python_wheel_task"]["parameters"][-2:] == ["--set", "embed.batch_size=16"]
+    assert "databricks jobs create --json @" in capsys.readouterr().out
+
+
+def test_spark_submit_helper_prints_merged_args(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["submit-args", "yarn", "--conf-dir", str(CONF), "--py-files", "z.zip", "--", "--archives", "m.zip#models"]
+    assert profiles._main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[lines.index("--archives") + 1] == "hdfs:///apps/dmine/dmine-venv.tar.gz#environment,m.zip#models"
+    assert lines[lines.index("--py-files") + 1] == "z.zip"
+    assert profiles._main(["submit-env", "yarn", "--conf-dir", str(CONF)]) == 0
+    assert capsys.readouterr().out == "PYSPARK_PYTHON=./environment/bin/python\n"
+    assert profiles._main(["submit-args", "databricks", "--conf-dir", str(CONF)]) == 2
+    assert "Databricks runs jobs, not spark-submit" in capsys.readouterr().err
