@@ -38,7 +38,14 @@ setup(
     ],
     extras_require={
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],
-        "dev": ["pytest>=8", "ruff>=0.6", "sentence-transformers>=3", "onnxruntime>=1.20", "onnx>=1.16"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "sentence-transformers>=3",
+            "onnxruntime>=1.20",
+            "onnx>=1.16",
+            "pyhive[hive_pure_sasl]>=0.7",  # the Python client in the serve-sql tests
+        ],
         "notebooks": ["ipykernel>=6", "nbformat>=5", "nbclient>=0.10"],
     },
     entry_points={"console_scripts": ["dmine=dmine_spark.cli:main"]},

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmine_spark import __version__
+from dmine_spark import serve as serve_cmds
 from dmine_spark.config import ConfigError, SparkProfile, default_work_dir, load_config, load_profile
+from dmine_spark.spark import profiles as profile_cmds
 
 __all__ = ["main"]
 
@@ -38,11 +40,19 @@ def _profile(name: str, conf_dir: Path | None, *, required: bool) -> SparkProfil
 
 
 def _session(  # noqa: ANN202
-    profile: SparkProfile, work_dir: Path, app: str, *, packages: list[str] | None = None, table_format: str = "auto"
+    profile: SparkProfile,
+    work_dir: Path,
+    app: str,
+    *,
+    packages: list[str] | None = None,
+    table_format: str = "auto",
+    extra_jars: list[str] | None = None,
 ):
     from dmine_spark.spark.session import build_session
 
-    return build_session(profile, work_dir, app_name=app, packages=packages, table_format=table_format)
+    return build_session(
+        profile, work_dir, app_name=app, packages=packages, table_format=table_format, extra_jars=extra_jars
+    )
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
@@ -82,6 +92,80 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     if args.command == "run":
         out.write(f'query the results: dmine sql "SELECT * FROM {cfg.table("metrics")} ORDER BY created_at DESC"\n')
     return 0
+
+
+def _deploy_session(args: argparse.Namespace):  # noqa: ANN202
+    cfg = load_config(args.config, args.set)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    profile = _profile(args.profile or cfg.profile, _conf_dir_for(Path(args.config)), required=True)
+    spark = _session(
+        profile,
+        cfg.resolved_work_dir(),
+        f"dmine-{args.command}-{cfg.name}",
+        packages=cfg.spark_packages(),
+        table_format=cfg.tables.format,
+        extra_jars=["kafka"] if args.command == "stream" and cfg.stream.kafka and not args.landing else None,
+    )
+    return cfg, spark
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    cfg, spark = _deploy_session(args)
+    from dmine_spark.deploy.score import score_batch
+
+    run, res = score_batch(spark, cfg, args.input, model_ref=args.model, source=args.source, fmt=args.format)
+    sys.stdout.write(
+        f"dmine score: {res.rows_in:,} rows = {res.scored:,} scored + {res.quarantined:,} quarantined; "
+        f"{res.embedded:,} of {res.unique_texts:,} unique texts embedded (the rest from the cache); "
+        f"{res.model_version}; {res.seconds:.1f}s\n"
+        f"run {run.run_id}: predictions in {cfg.table('predictions')}\n"
+    )
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    cfg, spark = _deploy_session(args)
+    from dmine_spark.deploy.stream import stream
+
+    def echo(msg: str) -> None:
+        sys.stdout.write(msg + "\n")
+        sys.stdout.flush()
+
+    n = stream(
+        spark,
+        cfg,
+        landing=args.landing,
+        model_ref=args.model,
+        available_now=args.available_now,
+        timeout=args.timeout,
+        echo=echo,
+    )
+    echo(f"dmine stream: stopped after {n} micro-batches")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    cfg, spark = _deploy_session(args)
+    from dmine_spark.deploy.monitor import CHECKS, monitor
+
+    res = monitor(spark, cfg, args.input, model_ref=args.model, source=args.source, fmt=args.format)
+    out = sys.stdout
+    out.write(
+        f"dmine monitor: {res.batch_rows:,} batch rows against {res.baseline_rows:,} baseline rows "
+        f"({res.model_version}); {res.rows_in:,} read, {res.quarantined:,} quarantined\n"
+    )
+    for metric, (th, value) in CHECKS.items():
+        flag = "DRIFT" if metric in res.drifted else "ok"
+        shown = f"{res.measures[value]:.4f}" + (
+            f" (PSI {res.measures['psi']:.4f} - noise {res.measures['psi_noise']:.4f})" if metric == "psi" else ""
+        )
+        out.write(f"  {metric:<15} {shown:<48} threshold {res.thresholds[th]:<8g} {flag}\n")
+    out.write(
+        f"run {res.run_id}: drift {'found in ' + ', '.join(res.drifted) if res.drift else 'not found'}; "
+        f"rows in {cfg.table('monitor')}\n"
+    )
+    return 1 if res.drift and args.fail_on_drift else 0
 
 
 def _sql_work_dir(args: argparse.Namespace) -> Path:
@@ -291,6 +375,35 @@ def build_parser() -> argparse.ArgumentParser:
     for name in STAGE_COMMANDS:
         pipeline_args(sub.add_parser(name, help=f"run the {name} stage alone, from and to the catalog tables"))
 
+    def input_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--input", required=True, help="a catalog table (db.table) or a file or folder path")
+        sp.add_argument(
+            "--source", help="the config source whose schema and options the input shares (default: the first)"
+        )
+        sp.add_argument(
+            "--format", choices=["csv", "json", "parquet"], help="file format (default: from the path or the source)"
+        )
+
+    sp = sub.add_parser(
+        "score", help="batch scoring: embed what the cache lacks, classify, append to predictions_<task>"
+    )
+    pipeline_args(sp)
+    sp.add_argument("--model", help="<name>@v<N> (default: the latest <task>-<classify.model>)")
+    input_args(sp)
+    sp = sub.add_parser(
+        "stream", help="streaming scoring of files landing in a folder (or a Kafka topic), exactly once"
+    )
+    pipeline_args(sp)
+    sp.add_argument("--model", help="<name>@v<N> (default: stream.model, else the latest <task>-<classify.model>)")
+    sp.add_argument("--landing", help="the landing folder (default: stream.landing)")
+    sp.add_argument("--available-now", action="store_true", help="score what has landed so far, then stop")
+    sp.add_argument("--timeout", type=float, help="stop after this many seconds")
+    sp = sub.add_parser("monitor", help="drift of a new batch against the training baseline, into the monitor table")
+    pipeline_args(sp)
+    sp.add_argument("--model", help="<name>@v<N> (default: the latest <task>-<classify.model>)")
+    input_args(sp)
+    sp.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
+
     def catalog_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--work-dir", help="catalog folder (default: $DMINE_WORK_DIR or ./dmine_work)")
         sp.add_argument("--profile", default="local", help="Spark profile (default: local)")
@@ -335,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("tables", help="list the tables of a dmine database with row counts")
     sp.add_argument("--database", default="dmine")
     catalog_args(sp)
+    profile_cmds.add_parser(sub)
+    serve_cmds.add_parser(sub)
     return p
 
 
@@ -348,12 +463,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_pipeline(args)
         if args.command == "sql":
             return _cmd_sql(args)
+        if args.command in ("score", "stream", "monitor"):
+            return {"score": _cmd_score, "stream": _cmd_stream, "monitor": _cmd_monitor}[args.command](args)
         if args.command == "bench":
             return _cmd_bench(args)
         if args.command == "datagen":
             return _cmd_datagen(args)
         if args.command == "jars":
             return _cmd_jars(args)
+        if args.command in profile_cmds.COMMANDS:
+            return profile_cmds.run(args)
+        if args.command in serve_cmds.COMMANDS:
+            return serve_cmds.run(args)
         return _cmd_tables(args)
     except (ConfigError, LookupError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)

@@ -40,7 +40,16 @@ from pyspark.sql.types import (
 
 from dmine_spark.config import ConfigError, SourceConfig
 
-__all__ = ["CORRUPT_COL", "RULES", "IngestResult", "assign_split", "parse_schema", "read_source", "split_quarantine"]
+__all__ = [
+    "CORRUPT_COL",
+    "RULES",
+    "IngestResult",
+    "assign_split",
+    "parse_schema",
+    "read_source",
+    "source_rows",
+    "split_quarantine",
+]
 
 CORRUPT_COL = "_corrupt_record"
 RULES = (
@@ -133,6 +142,21 @@ def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType)
     return df.select(*[F.col(have[f.name.lower()]).alias(f.name) for f in schema.fields]), origin
 
 
+# columns every ingested row gets; a source column may not have one of these names
+RESERVED_COLUMNS = ("id", "split", "source", "source_file")
+
+
+def check_reserved(schema: StructType, where: str) -> None:
+    """Refuse a declared column named like one that ingest adds, in one line naming it."""
+    for f in schema.fields:
+        if f.name.lower() in RESERVED_COLUMNS:
+            raise ConfigError(
+                f"{where}.schema: column {f.name!r} has a name dmine_spark gives every row "
+                f"({', '.join(RESERVED_COLUMNS)}); declare it as, say, {f.name}_key (CSV columns are matched "
+                "by position, JSON and Parquet by name: rename it with derive) and set id_col to it"
+            )
+
+
 def read_source(
     spark: SparkSession,
     name: str,
@@ -164,10 +188,44 @@ def read_source(
         raise ConfigError(f"{where}.id_col: column {id_col!r} is not declared (columns: {', '.join(names)})")
     if labels is not None and label_col and label_col not in names:
         raise ConfigError(f"labels: label column {label_col!r} is not declared in {where}.schema")
+    check_reserved(schema, where)
     df, origin = _load(spark, name, src, schema)
     if src.sample is not None and src.sample < 1.0:
         df = df.sample(fraction=src.sample, seed=src.sample_seed)
-    row_id = F.col(id_col).cast("string") if id_col else F.monotonically_increasing_id().cast("string")
+    return source_rows(df, origin, name, src, required=required, label_col=label_col, labels=labels, id_col=id_col)
+
+
+def source_rows(
+    df: DataFrame,
+    origin: Column,
+    name: str,
+    src: SourceConfig,
+    *,
+    required: list[str],
+    label_col: str | None = None,
+    labels: list[str] | None = None,
+    id_col: str | None = None,
+    id_prefix: Column | None = None,
+) -> IngestResult:
+    """The ingest rules of :func:`read_source` over rows already read (a streaming micro-batch, say).
+
+    ``df`` has the source's declared columns as read (strings for atomic
+    types) and, for CSV and JSON, :data:`CORRUPT_COL`; ``origin`` says where
+    each row came from. ``id_prefix`` goes before generated row numbers
+    (a micro-batch number keeps them unique across batches).
+    """
+    where = f"sources.{name}"
+    id_col = id_col or src.id_col
+    schema = parse_schema(src.schema_ddl, f"{where}.schema")
+    if id_col and id_col not in required:
+        required = [*required, id_col]
+    check_reserved(schema, where)
+    if id_col:
+        row_id = F.col(id_col).cast("string")
+    else:
+        row_id = F.monotonically_increasing_id().cast("string")
+        if id_prefix is not None:
+            row_id = F.concat_ws(":", id_prefix, row_id)
     df = df.select(
         F.concat_ws(":", F.lit(name), row_id).alias("id"),
         F.lit(name).alias("split"),

@@ -35,6 +35,10 @@ class JvmPackage:
 # Versions that run on pyspark 4.2 (Scala 2.13).
 PACKAGES: dict[str, JvmPackage] = {
     "delta": JvmPackage("delta", "io.delta:delta-spark_2.13:4.4.0", "Delta Lake tables (tables.format: delta)"),
+    # 4.2.0 is the newest 4.2 release of the connector on Maven Central; it runs on Spark 4.2.x
+    "kafka": JvmPackage(
+        "kafka", "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0", "the Kafka source of `dmine stream` (stream.kafka)"
+    ),
 }
 
 
@@ -136,6 +140,8 @@ def fetch(name: str, root: Path | None = None, *, force: bool = False, echo=prin
 def submit_args(config: str | None = None) -> list[str]:
     """``spark-submit`` arguments that start Delta Lake for a dmine command, from the jar cache.
 
+    The Kafka connector's jars are added too when the config streams from Kafka and they are cached.
+
     Empty when the pipeline ``config`` asks for Parquet tables, or (for
     ``tables.format: auto`` and commands without a config) when the jars are
     not cached. ``tables.format: delta`` without them is left to the session
@@ -143,15 +149,16 @@ def submit_args(config: str | None = None) -> list[str]:
     """
     from dmine_spark.spark.session import delta_conf
 
-    fmt = "auto"
+    fmt, kafka = "auto", False
     if config:
         from dmine_spark.config import load_config
 
-        fmt = load_config(config, check_paths=False).tables.format
-    if fmt == "parquet" or not have("delta"):
-        return []
-    conf = delta_conf({})
-    out = ["--jars", conf.pop("spark.jars")]
+        cfg = load_config(config, check_paths=False)
+        fmt, kafka = cfg.tables.format, cfg.stream.kafka is not None
+    jars = [str(j) for j in jar_files("kafka")] if kafka and have("kafka") else []
+    conf = delta_conf({}) if fmt != "parquet" and have("delta") else {}
+    jars += [j for j in conf.pop("spark.jars", "").split(",") if j]
+    out = ["--jars", ",".join(jars)] if jars else []
     for key, value in conf.items():
         out += ["--conf", f"{key}={value}"]
     return out

@@ -127,6 +127,15 @@ def test_catalog_table_source_with_id_col(spark) -> None:  # noqa: ANN001
         read_source(spark, "t", SourceConfig(format="table", table="ingest_t.nope", schema="body STRING"), required=[])
 
 
+def test_a_declared_column_named_like_an_ingest_column_is_refused(spark, tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "t.csv").write_text("id,text\n1,hello\n")
+    src = SourceConfig(path=str(tmp_path / "t.csv"), schema="id STRING, text STRING", options={"header": "true"})
+    with pytest.raises(ConfigError, match=r"sources.t.schema: column 'id' has a name dmine_spark gives every row"):
+        read_source(spark, "t", src, required=["text"], id_col="id")
+    ok = SourceConfig(path=str(tmp_path / "t.csv"), schema="id_key STRING, text STRING", options={"header": "true"})
+    assert [r.id for r in read_source(spark, "t", ok, required=["text"], id_col="id_key").rows.collect()] == ["t:1"]
+
+
 def test_source_config_says_what_is_missing() -> None:
     with pytest.raises(ValueError, match="format 'jdbc' needs exactly one of table or query"):
         SourceConfig(format="jdbc", url="jdbc:postgresql://h/db", schema="x STRING")

@@ -1,0 +1,1 @@
+"""Deployment: batch and streaming scoring, drift monitoring."""

@@ -1,0 +1,253 @@
+"""Deployment on real data: batch scoring, streaming scoring (exactly once across crashes), drift monitoring."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from dmine_spark.config import ConfigError, load_config
+from dmine_spark.spark.jobs import run_stages
+from tests.conftest import DATASETS, PIPELINE_CONF, REPO
+
+pytestmark = pytest.mark.slow
+
+TASK = "banking77dep"
+DB = "dmine_dep"
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write(path: Path, rows: list[dict[str, str]], cols: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(spark, banking77: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    """A model trained by the pipeline on every 4th BANKING77 training row (test: every 3rd test row)."""
+    d = tmp_path_factory.mktemp("deploy_data")
+    train = _read(banking77 / "train.csv")[::4]
+    test = _read(banking77 / "test.csv")
+    _write(d / "train.csv", train, ["text", "category"])
+    _write(d / "test.csv", test[::3], ["text", "category"])
+    overrides = [
+        f"sources.train.path={d}/train.csv",
+        f"sources.test.path={d}/test.csv",
+        f"task={TASK}",
+        f"database={DB}",
+        f"work_dir={tmp_path_factory.mktemp('deploy_work')}",
+        "report.enabled=false",
+        "tracking.enabled=false",
+    ]
+    cfg = load_config(PIPELINE_CONF, overrides)
+    run, reports = run_stages(spark, cfg, ["ingest", "clean", "embed", "classify"], progress=False)
+    version = run.labels["classify.model_version"]
+    held_out = [r for i, r in enumerate(test) if i % 3 != 0]  # test rows the pipeline never saw
+    random.Random(0).shuffle(held_out)  # the file is sorted by intent; slices of it must not be
+    return cfg, overrides, version, held_out, d
+
+
+def _new_batch(held_out: list[dict[str, str]], path: Path, n: int = 300) -> tuple[Path, int]:
+    """``n`` held-out rows plus rows that must be quarantined (empty, markup only) and one with an e-mail address."""
+    rows = [dict(r) for r in held_out[:n]]
+    rows[0]["text"] = "please refund me, my address is jane.doe@example.com " + rows[0]["text"]
+    rows += [{"text": "", "category": "card_arrival"}, {"text": "<p> </p>", "category": "card_arrival"}]
+    return _write(path, rows, ["text", "category"]), 2
+
+
+def test_score_appends_predictions_and_reuses_the_cache(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+    from dmine_spark.deploy.score import score_batch
+
+    cfg, _, version, held_out, _ = trained
+    batch, n_bad = _new_batch(held_out, tmp_path / "new.csv")
+    run, res = score_batch(spark, cfg, str(batch), model_ref=version)
+    assert res.rows_in == 302 and res.scored == 300 and res.quarantined == n_bad
+    assert res.embedded == res.unique_texts == 300  # texts the pipeline never embedded
+    pred = spark.table(cfg.table("predictions")).where(F.col("run_id") == run.run_id)
+    assert pred.count() == 300 and pred.select("id").distinct().count() == 300
+    assert {r["model_version"] for r in pred.select("model_version").distinct().collect()} == {version}
+    acc = pred.where(F.col("label") == F.col("prediction")).count() / 300
+    assert acc > 0.85, acc
+    masked = pred.where(F.col("text").contains("jane.doe")).count()
+    assert masked == 0 and pred.where(F.col("text").contains("<EMAIL>")).count() == 1
+    q = spark.table(cfg.table("quarantine")).where((F.col("stage") == "score") & (F.col("run_id") == run.run_id))
+    assert q.count() == n_bad and {r["rule"] for r in q.collect()} == {"missing_required_field", "empty_text"}
+    row = spark.table(cfg.table("runs")).where(F.col("run_id") == run.run_id).first()
+    assert row["command"] == "score" and row["status"] == "ok"
+    assert row["counts"]["score.rows_in"] == 302 and row["counts"]["score.rows_scored"] == 300
+
+    again, res2 = score_batch(spark, cfg, str(batch))  # the latest version by default
+    assert res2.embedded == 0 and res2.unique_texts == 300
+    assert spark.table(cfg.table("predictions")).where(F.col("run_id") == again.run_id).count() == 300
+    first = {r["id"]: r["prediction"] for r in pred.collect()}
+    second = spark.table(cfg.table("predictions")).where(F.col("run_id") == again.run_id).collect()
+    assert sum(first.get(r["id"]) == r["prediction"] for r in second) == 300
+
+
+def test_score_refuses_an_unknown_model_version_in_one_line(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+    from dmine_spark.deploy.score import score_batch
+
+    cfg, _, version, held_out, _ = trained
+    batch, _ = _new_batch(held_out, tmp_path / "new.csv", 10)
+    name = version.split("@")[0]
+    with pytest.raises(ConfigError, match=rf"--model {name}@v999: model '{name}' has no version 999"):
+        score_batch(spark, cfg, str(batch), model_ref=f"{name}@v999")
+
+
+def test_monitor_flags_a_shifted_batch_and_not_a_held_out_one(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+    from dmine_spark.deploy.monitor import monitor
+
+    cfg, _, version, held_out, _ = trained
+    same = _write(tmp_path / "held_out.csv", held_out[:800], ["text", "category"])
+    tweets = _read(DATASETS / "twitter_financial_news_sentiment" / "sent_valid.csv")[:800]
+    shifted = _write(
+        tmp_path / "tweets.csv", [{"text": r["text"], "category": r["label"]} for r in tweets], ["text", "category"]
+    )
+
+    ok = monitor(spark, cfg, str(same), model_ref=version)
+    bad = monitor(spark, cfg, str(shifted), model_ref=version)
+    print("\nheld-out BANKING77:", json.dumps(ok.measures), "\nTwitter financial news:", json.dumps(bad.measures))
+    assert not ok.drift, ok.measures
+    assert bad.drift and {"centroid_shift", "ood_rate"} <= set(bad.drifted), bad.measures
+    assert bad.measures["ood_rate"] > 0.5 > 0.05 > ok.measures["ood_rate"]
+    rows = spark.table(cfg.table("monitor")).where(F.col("run_id").isin(ok.run_id, bad.run_id)).collect()
+    flagged = {(r["run_id"], r["metric"]) for r in rows if r["drift"]}
+    assert {m for _, m in flagged if _ == bad.run_id} == set(bad.drifted)
+    assert not [m for rid, m in flagged if rid == ok.run_id]
+    runs = {r["run_id"]: r for r in spark.table(cfg.table("runs")).where(F.col("command") == "monitor").collect()}
+    assert runs[bad.run_id]["labels"]["monitor.drift"] == "true"
+    assert runs[ok.run_id]["labels"]["monitor.drift"] == "false"
+
+
+def test_stream_scores_each_landed_row_once(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+    from dmine_spark.deploy.stream import stream
+
+    cfg, _, version, held_out, _ = trained
+    cfg = cfg.model_copy(deep=True)
+    cfg.stream.checkpoint = str(tmp_path / "ckpt")
+    landing = tmp_path / "landing"
+    for i in range(3):
+        _write(landing / f"part-{i}.csv", held_out[i * 40 : (i + 1) * 40], ["text", "category"])
+    before = spark.table(cfg.table("predictions")).count() if spark.catalog.tableExists(cfg.table("predictions")) else 0
+    lines: list[str] = []
+    n = stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append)
+    assert n == 3, lines
+    assert spark.table(cfg.table("predictions")).count() - before == 120
+    # a file landing later is picked up by the next run; the ones already scored are not scored again
+    _write(landing / "part-3.csv", held_out[120:150], ["text", "category"])
+    assert stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append) == 1
+    assert spark.table(cfg.table("predictions")).count() - before == 150
+    batches = spark.table(cfg.table("runs")).where(F.col("command") == "stream").collect()
+    assert len(batches) >= 4 and all(r["measures"]["stream.batch_seconds"] > 0 for r in batches)
+
+
+STREAM_FILES, STREAM_ROWS = 6, 50
+
+
+def test_stream_is_exactly_once_across_crashes(trained, tmp_path: Path) -> None:  # noqa: ANN001
+    """Three processes on one checkpoint: one dies between a batch's write and its commit, one is killed."""
+    cfg, overrides, version, held_out, _ = trained
+    work = tmp_path / "work"
+    shutil.copytree(Path(cfg.resolved_work_dir()) / "models", work / "models")
+    landing = tmp_path / "landing"
+    expected = set()
+    for i in range(STREAM_FILES):
+        rows = [
+            {"ticket_id": f"f{i}r{j}", "text": r["text"], "category": r["category"]}
+            for j, r in enumerate(held_out[i * STREAM_ROWS : (i + 1) * STREAM_ROWS])
+        ]
+        expected |= {r["ticket_id"] for r in rows}
+        _write(landing / f"part-{i}.csv", rows, ["ticket_id", "text", "category"])
+    conf = yaml.safe_load(PIPELINE_CONF.read_text())
+    conf.update(task=TASK, database=DB, work_dir=str(work))
+    conf["sources"] = {
+        "landing": {
+            "path": str(landing / "*.csv"),
+            "format": "csv",
+            "schema": "ticket_id STRING, text STRING, category STRING",
+            "options": {"header": True, "multiLine": True, "escape": '"'},
+            "id_col": "ticket_id",
+            "required": ["text"],
+        }
+    }
+    conf["stream"] = {"landing": str(landing), "max_files_per_trigger": 1}
+    config = tmp_path / "stream.yaml"
+    config.write_text(yaml.safe_dump(conf))
+    cmd = [sys.executable, "-m", "dmine_spark.cli", "stream", str(config), "--model", version, "--available-now"]
+    env = {**os.environ, "DMINE_WORK_DIR": str(work)}
+
+    # 1: exits hard after batch 1's rows are written, before the checkpoint commits it
+    first = subprocess.run(
+        cmd, cwd=REPO, env={**env, "DMINE_STREAM_FAULT": "after_write:1"}, capture_output=True, text=True, timeout=600
+    )
+    assert first.returncode == 3, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "batch 0:" in first.stdout and "batch 1:" not in first.stdout
+
+    # 2: killed (SIGKILL) once it has finished batch 3
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+
+    def watch() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("batch 3:"):
+                proc.send_signal(signal.SIGKILL)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    proc.wait(timeout=600)
+    t.join(timeout=10)
+    out = "".join(seen)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    assert "batch 1: already written before a restart, skipped" in out
+
+    # 3: runs to the end
+    last = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stdout[-2000:] + last.stderr[-2000:]
+
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dmine_spark.cli",
+            "sql",
+            f"SELECT id, batch_key FROM {DB}.predictions_{TASK}",
+            "--format",
+            "json",
+            "--max-rows",
+            "100000",
+            "--work-dir",
+            str(work),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    got = [json.loads(line) for line in check.stdout.splitlines() if line.startswith("{")]
+    ids = [r["id"].split(":", 1)[1] for r in got]
+    assert len(ids) == len(set(ids)) == STREAM_FILES * STREAM_ROWS
+    assert set(ids) == expected
+    assert len({r["batch_key"] for r in got}) == STREAM_FILES
