@@ -36,8 +36,8 @@ setup() {
     echo "$want" >"$stamp"
   fi
   # Delta Lake's jars from Maven Central into .jars/, once; sessions then load them with no network
-  "$VENV/bin/dmine" jars fetch delta >/dev/null ||
-    echo "dev.sh: could not fetch the Delta Lake jars (see above); result tables will be Parquet" >&2
+  "$VENV/bin/dmine" jars fetch delta kafka >/dev/null ||
+    echo "dev.sh: could not fetch the Delta Lake and Kafka jars (see above); result tables will be Parquet" >&2
 }
 
 cmd="${1:-}"
@@ -51,7 +51,7 @@ case "$cmd" in
   test)
     setup
     "$VENV/bin/ruff" check dmine_spark tests setup.py
-    exec "$VENV/bin/python" -m pytest -m "not cluster and not gpu" "$@" ;;
+    exec "$VENV/bin/python" -m pytest -m "not gpu" "$@" ;;
   *)
     echo "usage: bash dev.sh {demo|test|setup} [args...]" >&2
     exit 2 ;;

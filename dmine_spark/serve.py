@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -434,8 +435,12 @@ def run(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
     if not (work_dir / "metastore_db").exists():
         raise ConfigError(f"no dmine catalog in {work_dir}; run `dmine run <config>` first or pass --work-dir")
-    if catalog_in_use(work_dir):
-        raise _in_use_error(work_dir)
+    # a dmine command that has just ended may keep its JVM (and the lock) for a few seconds
+    deadline = time.monotonic() + 15.0
+    while catalog_in_use(work_dir):
+        if time.monotonic() > deadline:
+            raise _in_use_error(work_dir)
+        time.sleep(0.5)
     if not _port_free(host, args.port):
         raise ConfigError(f"--port {args.port}: {host}:{args.port} is in use; pick another port")
 

@@ -128,7 +128,14 @@ def build_session(
     ``extra_jars`` names more packages of that cache to put on the classpath.
     """
     from dmine_spark.config import ConfigError
-    from dmine_spark.spark.jars import MissingJars, have
+    from dmine_spark.spark.jars import MissingJars, have, jar_files
+
+    extra: list[str] = []
+    for name in extra_jars or []:  # other packages of the jar cache (the Kafka connector, say)
+        try:
+            extra += [str(p) for p in jar_files(name)]
+        except MissingJars as exc:
+            raise ConfigError(str(exc)) from None
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -162,15 +169,9 @@ def build_session(
             conf = delta_conf(conf)
         except MissingJars as exc:
             raise ConfigError(f"tables.format: delta: {exc}") from None
-    for name in extra_jars or []:  # other packages of the jar cache (the Kafka connector, say)
-        from dmine_spark.spark.jars import jar_files
-
-        try:
-            files = [str(p) for p in jar_files(name)]
-        except MissingJars as exc:
-            raise ConfigError(str(exc)) from None
+    if extra:
         have_jars = [j for j in conf.get("spark.jars", "").split(",") if j]
-        conf["spark.jars"] = ",".join([*have_jars, *(f for f in files if f not in have_jars)])
+        conf["spark.jars"] = ",".join([*have_jars, *(f for f in extra if f not in have_jars)])
     jars = merged_packages(profile, packages)
     if jars:
         conf["spark.jars.packages"] = jars

@@ -123,3 +123,18 @@ def test_cli_bad_config_fails_with_one_line_before_spark(tmp_path: Path) -> None
     ]
     assert proc.stdout == ""
     assert not work.exists()  # the session builder would have created it
+
+
+def test_stream_reads_a_folder_or_a_topic_not_both() -> None:
+    from dmine_spark.config import StreamConfig
+
+    with pytest.raises(ValueError, match="either landing .* or kafka"):
+        StreamConfig(landing="in/", kafka={"bootstrap_servers": "b:9092", "topic": "t"})
+    assert StreamConfig(kafka={"bootstrap_servers": "b:9092", "topic": "t"}).kafka.starting_offsets == "latest"
+
+
+def test_monitor_thresholds_are_validated() -> None:
+    from dmine_spark.config import MonitorConfig
+
+    with pytest.raises(ValueError, match="ood_rate"):
+        MonitorConfig(thresholds={"ood_rate": 1.5})

@@ -61,3 +61,34 @@ def test_submit_args_follow_the_configs_table_format(tmp_path: Path, monkeypatch
 def test_unknown_package_is_named() -> None:
     with pytest.raises(ValueError, match=r"unknown JVM package 'nlp'; dmine_spark knows: delta"):
         jars.jar_files("nlp")
+
+
+def test_a_session_needing_uncached_jars_says_how_to_fetch_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dmine_spark.config import ConfigError, SparkProfile
+    from dmine_spark.spark.session import build_session
+
+    monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"spark-sql-kafka-0-10_2.13:4.2.0 jars are not in .*run `dmine jars fetch kafka`"
+    ):
+        build_session(SparkProfile(), tmp_path / "work", extra_jars=["kafka"])
+
+
+def test_submit_args_add_the_kafka_jars_for_a_kafka_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path))
+    d = tmp_path / "kafka"
+    (d / "ivy" / "jars").mkdir(parents=True)
+    (d / "ivy" / "jars" / "spark-sql-kafka.jar").write_bytes(b"PK")
+    meta = {"coordinate": jars.PACKAGES["kafka"].coordinate, "jars": ["ivy/jars/spark-sql-kafka.jar"]}
+    (d / "manifest.json").write_text(json.dumps(meta))
+    conf = yaml.safe_load(PIPELINE_CONF.read_text())
+    conf["stream"] = {"kafka": {"bootstrap_servers": "broker:9092", "topic": "tickets"}}
+    cfg = tmp_path / "kafka.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    args = jars.submit_args(str(cfg))
+    assert args[:2] == ["--jars", str(d / "ivy" / "jars" / "spark-sql-kafka.jar")]
+    assert jars.submit_args(str(PIPELINE_CONF)) == []  # no Delta cached here, no Kafka in the config
