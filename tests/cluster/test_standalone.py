@@ -76,7 +76,8 @@ def _env(work: Path, **extra: str) -> dict[str, str]:
 
 
 def _submit(master: str, work: Path, guard: Path | None, *args: str, **env: str) -> subprocess.Popen[str]:
-    submit = ["--master", master]
+    # the profile's options first, then the command line's, which win (the test cluster's master and sizes)
+    submit = ["--profile", "standalone" if master.startswith("spark://") else "local", "--master", master]
     if master.startswith("spark://"):
         submit += ["--executor-memory", "1500m", "--conf", "spark.executor.cores=1"]
     if guard is not None:

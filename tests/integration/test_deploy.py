@@ -103,6 +103,18 @@ def test_score_appends_predictions_and_reuses_the_cache(spark, trained, tmp_path
     assert sum(first.get(r["id"]) == r["prediction"] for r in second) == 300
 
 
+def test_score_reads_a_catalog_table(spark, trained) -> None:  # noqa: ANN001
+    from dmine_spark.deploy.score import score_batch
+
+    cfg, _, version, held_out, _ = trained
+    rows = [(r["text"], r["category"]) for r in held_out[300:360]]
+    spark.createDataFrame(rows, "text STRING, category STRING").write.mode("overwrite").saveAsTable(f"{DB}.incoming")
+    run, res = score_batch(spark, cfg, f"{DB}.incoming", model_ref=version)
+    assert res.rows_in == res.scored == 60 and res.quarantined == 0
+    pred = spark.table(cfg.table("predictions")).where(F.col("run_id") == run.run_id)
+    assert {r["source_file"] for r in pred.select("source_file").distinct().collect()} == {f"table:{DB}.incoming"}
+
+
 def test_score_refuses_an_unknown_model_version_in_one_line(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
     from dmine_spark.deploy.score import score_batch
 
