@@ -35,6 +35,9 @@ setup(
         "sqlalchemy>=2.0",
         "alembic>=1.13",
         "skops>=0.10",
+        # the default fp32 CPU engine (see README: the embedding engine); the model is exported to ONNX once
+        "openvino>=2025.0",
+        "onnx>=1.16",
     ],
     extras_require={
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],

@@ -122,7 +122,7 @@ def op_time_shares(texts: list[str], max_length: int = 256) -> dict[str, float]:
 
     from dmine_spark.features.encoder import Encoder, ModelSpec
 
-    enc = Encoder(ModelSpec(device="cpu", max_length=max_length), num_threads=1)
+    enc = Encoder(ModelSpec(device="cpu", max_length=max_length, backend="torch"), num_threads=1)
     enc.encode(texts[:64])
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         enc.encode(texts)
@@ -139,6 +139,27 @@ def op_time_shares(texts: list[str], max_length: int = 256) -> dict[str, float]:
     out = {label: ops.get(key, 0.0) / total for key, label in names.items()}
     out["other"] = max(0.0, 1.0 - sum(out.values()))
     return out
+
+
+def engine_rates(texts: list[str], max_length: int = 256, rounds: int = 3) -> dict[str, float]:
+    """Rows/s of each fp32 CPU engine alone on ``texts``, one thread (as each Spark task runs).
+
+    The engines take turns, ``rounds`` times, so a slow spell of a shared
+    machine falls on both. This is the measurement behind
+    ``embed.backend=auto``'s choice of engine.
+    """
+    from dmine_spark.features.encoder import Encoder, ModelSpec, _has
+
+    backends = ["torch"] + (["openvino"] if _has("openvino") else [])
+    encs = {b: Encoder(ModelSpec(device="cpu", max_length=max_length, backend=b), num_threads=1) for b in backends}
+    secs = dict.fromkeys(backends, 0.0)
+    for enc in encs.values():
+        enc.encode(texts[:64])
+    for _ in range(rounds):
+        for b, enc in encs.items():
+            t, _ = _timed(lambda e=enc: e.encode(texts))
+            secs[b] += t
+    return {b: rounds * len(texts) / s for b, s in secs.items()}
 
 
 _NAIVE_MODEL = None
@@ -238,13 +259,15 @@ def bench_embed(
     def embed_stage(precision: str) -> tuple[float, dict[str, Any]]:
         c = load_config(cfg_path, [f"embed.precision={precision}"])
         run, reports = run_stages(spark, c, ["embed"], command="bench", progress=False)
-        return run.stage_seconds["embed"], {**run.counts, **run.measures}
+        backend = run.labels.get("embed.device", "").split("/")[-1]
+        return run.stage_seconds["embed"], {**run.counts, **run.measures, "backend": backend}
 
     spark.sql(f"DROP TABLE IF EXISTS {cfg.table('emb_cache')}")
     if "dmine_fp32" in variants:
         secs, tel = embed_stage("fp32")
         record("dmine_fp32", secs)
         res["fp32_telemetry"] = tel
+        res["fp32_backend"] = tel.get("backend", "")
         tokens = tel.get("embed.tokens", 0)
         res["mfu_fp32"] = tokens * MFLOP_PER_TOKEN * 1e6 / secs / peak
         res["mfu_fp32_encode_only"] = (
@@ -256,6 +279,11 @@ def bench_embed(
         # what bounds it: the matmuls' own efficiency, and the time the other operators take
         res["gemm_efficiency"] = gemm_efficiency(1, matmul_peak_flops(1))
         res["op_time_shares"] = op_time_shares(texts[:800], max_length)
+        res["fp32_engine_rows_per_s"] = engine_rates(texts[:1200], max_length)
+        engines = ", ".join(f"{k} {v:.1f} rows/s" for k, v in res["fp32_engine_rows_per_s"].items())
+        echo(
+            f"fp32 engines alone (one thread, 1,200 texts, 3 turns each): {engines}; the stage ran {res['fp32_backend']}"
+        )
         shares = ", ".join(f"{k} {v:.1%}" for k, v in res["op_time_shares"].items())
         echo(f"fp32 bounds: layer matmuls alone at {res['gemm_efficiency']:.1%} of peak; encoder time: {shares}")
     if "dmine_int8" in variants:
@@ -263,7 +291,7 @@ def bench_embed(
         from dmine_spark.features.encoder import Encoder, ModelSpec, int8_onnx_model, onnx_cache_dir
 
         t_exp = time.perf_counter()
-        probe = Encoder(ModelSpec(device="cpu", max_length=max_length), num_threads=cores)
+        probe = Encoder(ModelSpec(device="cpu", max_length=max_length, backend="torch"), num_threads=cores)
         int8_onnx_model(probe.model, probe.model_dir)
         res["int8_export_seconds"] = time.perf_counter() - t_exp
         del probe

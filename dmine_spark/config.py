@@ -189,6 +189,8 @@ class EmbedConfig(_Strict):
     max_tokens: int = Field(default=2048, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    # auto: OpenVINO for fp32 on a CPU when installed, ONNX Runtime for int8, torch otherwise
+    backend: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
     records_per_partition: int = Field(default=2000, gt=0)
     cache: bool = True
 

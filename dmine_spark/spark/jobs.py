@@ -345,6 +345,7 @@ def model_spec(cfg: PipelineConfig) -> ModelSpec:
         normalize=e.normalize,
         device=e.device,
         precision=e.precision,
+        backend=e.backend,
     )
 
 

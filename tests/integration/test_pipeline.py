@@ -151,7 +151,7 @@ def test_embed_rerun_embeds_nothing(spark, pipeline_run) -> None:  # noqa: ANN00
     assert c["embed.embedded"] == 0 and c.get("embed.model_loads", 0) == 0
     assert c["embed.cache_hits"] == c["embed.unique_texts"] == first.counts["embed.unique_texts"]
     assert first.counts["embed.embedded"] == first.counts["embed.unique_texts"] <= first.counts["embed.rows"]
-    assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == "cpu/fp32"
+    assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == "cpu/fp32/openvino"
     after = {
         r["id"]: list(r["embedding"])
         for r in spark.table(cfg.table("emb")).where(F.col("id").isin(list(before))).collect()

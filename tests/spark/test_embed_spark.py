@@ -21,11 +21,12 @@ def test_embedder_matches_core(spark, encoder, banking77_texts) -> None:  # noqa
 
 
 def test_embedder_params_persist(tmp_path) -> None:  # noqa: ANN001
-    e = Embedder(inputCol="body", outputCol="vec", maxLength=64, pooling="cls", normalize=False)
+    e = Embedder(inputCol="body", outputCol="vec", maxLength=64, pooling="cls", normalize=False, backend="torch")
     e.write().overwrite().save(str(tmp_path / "emb"))
     back = Embedder.load(str(tmp_path / "emb"))
     assert back.spec() == e.spec()
     assert back.spec().pooling == "cls" and back.getInputCol() == "body"
+    assert back.spec().backend == "torch"
 
 
 def test_embedder_checks_input(spark) -> None:  # noqa: ANN001

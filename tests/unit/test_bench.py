@@ -36,3 +36,20 @@ def test_mfu_bounds_are_measured_not_assumed() -> None:
     shares = op_time_shares(load_bench_texts(DATASETS, 40))
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["matmul (linear layers)"] > 0.3 and shares["attention kernel"] > 0.0
+
+
+def test_engine_rates_time_each_fp32_engine() -> None:
+    from dmine_spark.bench import engine_rates
+
+    rates = engine_rates(load_bench_texts(DATASETS, 30))
+    assert set(rates) == {"torch", "openvino"} and all(r > 0 for r in rates.values())
+
+
+def test_embed_partitions_fill_whole_waves() -> None:
+    from dmine_spark.features.embed import embed_partitions
+
+    assert embed_partitions(6000, 2000, 2) == 4  # not 3: a third partition alone would idle a core
+    assert embed_partitions(20000, 2000, 2) == 10
+    assert embed_partitions(10, 2000, 2) == 2
+    assert embed_partitions(10, 2000, 0) == 1
+    assert embed_partitions(50_000, 2000, 16) == 32
