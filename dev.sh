@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   bash dev.sh demo    set up, then run the BANKING77 demo pipeline on the bundled sample
-#   bash dev.sh test    set up, then lint and run the test suite
+#   bash dev.sh test    set up, then lint (ruff, the import contract) and run the test suite
 #   bash dev.sh setup   only create .venv and install dmine_spark with its dev extras
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -51,6 +51,7 @@ case "$cmd" in
   test)
     setup
     "$VENV/bin/ruff" check dmine_spark tests setup.py
+    "$VENV/bin/lint-imports" --no-cache >/dev/null || "$VENV/bin/lint-imports" --no-cache
     exec "$VENV/bin/python" -m pytest -m "not gpu" "$@" ;;
   *)
     echo "usage: bash dev.sh {demo|test|setup} [args...]" >&2

@@ -34,7 +34,7 @@ setup(
         "mlflow-skinny>=3.0",
         "sqlalchemy>=2.0",
         "alembic>=1.13",
-        "skops>=0.10",
+        "skops>=0.10",  # scikit-learn heads are saved in skops format, never as pickles
         # the default fp32 CPU engine (see README: the embedding engine); the model is exported to ONNX once
         "openvino>=2025.0",
         "onnx>=1.16",
@@ -48,6 +48,7 @@ setup(
             "onnxruntime>=1.20",
             "onnx>=1.16",
             "pyhive[hive_pure_sasl]>=0.7",  # the Python client in the serve-sql tests
+            "import-linter>=2.1",  # the layering contract in pyproject.toml
         ],
         "notebooks": ["ipykernel>=6", "nbformat>=5", "nbclient>=0.10"],
     },

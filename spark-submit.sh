@@ -131,7 +131,7 @@ fi
 
 # serve-sql: JDBC sessions load Delta's catalog from the JVM class path, not from --jars
 if [[ "$1" == "serve-sql" && " ${submit_args[*]:-} " != *" --driver-class-path "* ]]; then
-  dcp="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'from dmine_spark.serve import driver_class_path
+  dcp="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'from dmine_spark.tools.serve_sql import driver_class_path
 print(":".join(driver_class_path()))' 2>/dev/null || true)"
   if [[ -n "$dcp" ]]; then submit_args+=(--driver-class-path "$dcp"); fi
 fi

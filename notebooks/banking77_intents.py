@@ -2,10 +2,10 @@
 # MAGIC %md
 # MAGIC # BANKING77 intents with dmine_spark
 # MAGIC
-# MAGIC The same pipeline as `dmine run conf/base/pipelines/banking77.yaml`, through the package API:
+# MAGIC The same pipeline as `dmine run conf/base/pipelines/banking77.yaml`, through the package's public API:
 # MAGIC ingest → clean → embed (all-MiniLM-L6-v2 in a pandas UDF) → classify (scikit-learn logistic
 # MAGIC regression, scored by an Arrow UDF) → cluster (KMeans, named by class-based TF-IDF), then SQL over
-# MAGIC the result tables. Each run also writes an HTML report and an MLflow run.
+# MAGIC the result tables, and the saved model scoring new text as a Spark `PipelineModel`.
 # MAGIC
 # MAGIC Outside Databricks, run it as a script from the repository: `python notebooks/banking77_intents.py`.
 
@@ -14,9 +14,7 @@
 import os
 from pathlib import Path
 
-from dmine_spark.config import load_config, load_profile
-from dmine_spark.spark.jobs import run_stages
-from dmine_spark.spark.session import build_session
+import dmine_spark as dm
 
 # Paths in the config are relative to the repository root.
 here = Path.cwd()
@@ -26,8 +24,8 @@ os.chdir(REPO)
 # Config overrides, as `--set` takes them on the command line ("key=value;key=value").
 # On Databricks, a text widget can feed the same string.
 OVERRIDES = [o for o in os.environ.get("DMINE_NOTEBOOK_SET", "").split(";") if o.strip()]
-cfg = load_config("conf/base/pipelines/banking77.yaml", OVERRIDES)
-print(f"pipeline {cfg.name}: tables in database {cfg.database}")
+pipe = dm.Pipeline.from_yaml("conf/base/pipelines/banking77.yaml", OVERRIDES)
+print(f"pipeline {pipe.config.name}: tables in database {pipe.config.database}")
 
 # COMMAND ----------
 
@@ -35,14 +33,13 @@ print(f"pipeline {cfg.name}: tables in database {cfg.database}")
 try:
     spark  # noqa: B018
 except NameError:
-    spark = build_session(load_profile(cfg.profile, REPO / "conf"), cfg.resolved_work_dir())
+    spark = pipe.session()
 
 # COMMAND ----------
 
-run, reports = run_stages(spark, cfg, progress=False)
-for r in reports:
-    print(f"{r.stage:<9} {r.summary}")
-print(f"report: {run.labels.get('report')}")
+result = pipe.run(spark)
+print(result.summary())
+print(f"report: {result.labels.get('report')}")
 
 # COMMAND ----------
 
@@ -53,17 +50,18 @@ print(f"report: {run.labels.get('report')}")
 
 spark.sql(f"""
     SELECT metric, round(value, 4) AS value, model_version
-    FROM {cfg.table('metrics')}
-    WHERE run_id = '{run.run_id}' AND metric NOT LIKE '%.%'  -- per-class figures have their own query
+    FROM {pipe.table("metrics")}
+    WHERE run_id = '{result.run_id}' AND metric NOT LIKE '%.%'  -- per-class figures have their own query
     ORDER BY stage, metric
 """).show()
 
 # COMMAND ----------
 
-# The intents the classifier finds hardest.
+# The intents the classifier finds hardest, in this run's predictions.
 spark.sql(f"""
     SELECT label, count(*) AS n, round(avg(CAST(label = prediction AS INT)), 3) AS accuracy
-    FROM {cfg.table('pred')}
+    FROM {pipe.table("pred")}
+    WHERE run_id = '{result.run_id}' AND stage = 'classify'
     GROUP BY label
     ORDER BY accuracy, label
     LIMIT 10
@@ -74,7 +72,7 @@ spark.sql(f"""
 # The largest clusters and their names.
 spark.sql(f"""
     SELECT cluster, size, name
-    FROM {cfg.table('cluster_terms')}
+    FROM {pipe.table("cluster_terms")}
     ORDER BY size DESC
     LIMIT 10
 """).show(truncate=False)
@@ -86,6 +84,23 @@ spark.sql(f"""
     SELECT counts['rows_in'] AS rows_in, counts['rows_clean'] AS clean,
            counts['rows_quarantined'] AS quarantined, counts['rows_duplicate'] AS duplicates,
            round(measures['embed.rows_per_s'], 1) AS embed_rows_per_s
-    FROM {cfg.table('runs')}
-    WHERE run_id = '{run.run_id}'
+    FROM {pipe.table("runs")}
+    WHERE run_id = '{result.run_id}'
 """).show()
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## The saved model on new text
+# MAGIC
+# MAGIC Each model version is a Spark `PipelineModel` (cleaner → embedder → classifier):
+# MAGIC `PipelineModel.load(path)` or `dm.load_model("<name>@v<N>")` gives it back in any session.
+
+# COMMAND ----------
+
+model = pipe.load_model(result.model_versions["classify"])
+new = spark.createDataFrame(
+    [("my card still has not arrived after two weeks",), ("how do I change my PIN? mail me at jo@example.com",)],
+    "text STRING",
+)
+model.transform(new).select("text", "prediction", "probability").show(truncate=False)

@@ -1,7 +1,9 @@
-"""Shared fixtures: one SparkSession and one encoder for the whole test session."""
+"""Shared fixtures: one SparkSession, one encoder and one BANKING77 pipeline run for the whole test session."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import tempfile
@@ -22,15 +24,18 @@ os.environ.setdefault("DMINE_ONNX_CACHE", tempfile.mkdtemp(prefix="dmine_onnx_")
 os.environ.setdefault("DMINE_WORK_DIR", tempfile.mkdtemp(prefix="dmine_test_work_"))
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return  # torch is imported by the tests that need it, not at collection
     import torch
 
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    for item in gpu:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +91,69 @@ def jdbc_url() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return url
+
+
+# Injected into the training file of the shared pipeline run: how many of each kind, and where they must end up.
+MALFORMED = ['"unterminated quote,card_arrival,extra', "only one field"]
+MISSING = [",card_arrival", '"where is my money",']
+EMPTY = ['"<p>  </p>",card_arrival', '"\u200b\u200b",top_up_failed']
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def csv_lines(rows: list[dict[str, str]]) -> list[str]:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        w.writerow([r["text"], r["category"]])
+    return buf.getvalue().splitlines(keepends=True)
+
+
+@pytest.fixture(scope="session")
+def dirty_slice(banking77: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Every 4th BANKING77 training row and every 3rd test row, plus known dirty records in train.
+
+    ``held_out`` are the test rows the slice leaves out (shuffled: the file is sorted by intent).
+    """
+    import random
+
+    train = read_csv_rows(banking77 / "train.csv")[::4]
+    every = read_csv_rows(banking77 / "test.csv")
+    test = every[::3]
+    held_out = [r for i, r in enumerate(every) if i % 3 != 0]
+    random.Random(0).shuffle(held_out)
+    dups = [dict(r, text="  " + r["text"].upper() + " ") for r in train[:5]]  # same text once cleaned and case-folded
+    d = tmp_path_factory.mktemp("banking77_dirty")
+    body = csv_lines(train) + csv_lines(dups)
+    body += [line + "\n" for line in MALFORMED[1:] + MISSING + EMPTY]
+    (d / "train.csv").write_text("text,category\n" + "".join(body) + MALFORMED[0] + "\n", encoding="utf-8")
+    (d / "test.csv").write_text("text,category\n" + "".join(csv_lines(test)), encoding="utf-8")
+    return {
+        "dir": d,
+        "train": len(train) + len(dups),
+        "test": len(test),
+        "labels": {r["category"] for r in train},
+        "held_out": held_out,
+    }
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(spark, dirty_slice, tmp_path_factory: pytest.TempPathFactory):
+    """The demo pipeline (every stage, report and MLflow) on the dirty slice, run once for every test that reads it."""
+    from dmine_spark.config import load_config
+    from dmine_spark.runner.run import run_stages
+
+    d = dirty_slice["dir"]
+    overrides = [
+        f"sources.train.path={d}/train.csv",
+        f"sources.test.path={d}/test.csv",
+        "cluster.k=12",
+        "database=dmine_it",
+        f"work_dir={tmp_path_factory.mktemp('pipeline_work')}",
+    ]
+    cfg = load_config(PIPELINE_CONF, overrides)
+    run, reports = run_stages(spark, cfg, progress=False)
+    return cfg, run, reports, overrides

@@ -1,1 +1,1 @@
-"""Step 4, analyze: result tables in the catalog and the per-run telemetry."""
+"""Step 4, analyze: the run's records (runs, quality, metrics, the recorder of each stage), the HTML report, MLflow."""

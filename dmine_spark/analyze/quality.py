@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from dmine_spark.analyze.tables import write_table
+from dmine_spark.io.tables import write_table
 
 __all__ = ["QUALITY_SCHEMA", "LENGTH_QUANTILES", "QualityRows", "column_profile", "length_quantiles", "group_counts"]
 

@@ -29,7 +29,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from dmine_spark.config import PipelineConfig
+from dmine_spark.config import Layer, PipelineConfig
 
 __all__ = ["write_report", "render_report", "MAP_SAMPLE_ROWS"]
 
@@ -97,7 +97,7 @@ def _exists(spark: SparkSession, name: str) -> bool:
 def _quality_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
-    name = cfg.table("quality")
+    name = cfg.table(Layer.QUALITY)
     if not _exists(spark, name):
         return ""
     q = spark.table(name).where((F.col("run_id") == run_id) & (F.col("task") == cfg.task)).collect()
@@ -134,7 +134,7 @@ def _quality_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> s
 
 
 def _metrics_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
-    name = cfg.table("metrics")
+    name = cfg.table(Layer.METRICS)
     if not _exists(spark, name):
         return ""
     m = spark.table(name).where((F.col("run_id") == run_id) & (F.col("task") == cfg.task)).collect()
@@ -161,7 +161,7 @@ def _metrics_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> s
 def _confusion_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
-    name = cfg.table("confusion")
+    name = cfg.table(Layer.CONFUSION)
     if not _exists(spark, name):
         return ""
     cells = spark.table(name).where(F.col("run_id") == run_id).collect()
@@ -198,7 +198,7 @@ def _confusion_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) ->
 def _cluster_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
-    terms_name, assign_name, emb_name = cfg.table("cluster_terms"), cfg.table("cluster"), cfg.table("emb")
+    terms_name, assign_name, emb_name = cfg.table(Layer.CLUSTER_TERMS), cfg.table(Layer.CLUSTER), cfg.table(Layer.EMB)
     if not (_exists(spark, terms_name) and _exists(spark, assign_name)):
         return ""
     terms = spark.table(terms_name).where(F.col("run_id") == run_id).orderBy(F.desc("size")).collect()
@@ -263,7 +263,7 @@ def _cluster_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> s
 def _throughput_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
-    name = cfg.table("runs")
+    name = cfg.table(Layer.RUNS)
     if not _exists(spark, name):
         return ""
     runs = (
@@ -312,8 +312,8 @@ def render_report(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
 
     matplotlib.use("Agg")
     run = None
-    if _exists(spark, cfg.table("runs")):
-        got = spark.table(cfg.table("runs")).where(F.col("run_id") == run_id).collect()
+    if _exists(spark, cfg.table(Layer.RUNS)):
+        got = spark.table(cfg.table(Layer.RUNS)).where(F.col("run_id") == run_id).collect()
         run = got[0] if got else None
     head = f"<h1>{html.escape(cfg.name)}: run {html.escape(run_id)}</h1>"
     if run is not None:
@@ -340,7 +340,7 @@ def render_report(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
 
 def write_report(spark: SparkSession, cfg: PipelineConfig, run_id: str, out_dir: str | Path | None = None) -> Path:
     """Write the report of ``run_id`` to ``<out_dir or work_dir/reports>/<run_id>.html`` and return its path."""
-    out = Path(out_dir) if out_dir else cfg.resolved_work_dir() / "reports"
+    out = Path(out_dir) if out_dir else cfg.paths.reports
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{run_id}.html"
     tmp = path.with_suffix(".html.tmp")

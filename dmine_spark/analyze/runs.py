@@ -27,8 +27,8 @@ from pyspark.sql.types import (
 )
 
 from dmine_spark.analyze.quality import QualityRows
-from dmine_spark.analyze.tables import append_table, track_versions
-from dmine_spark.config import PipelineConfig
+from dmine_spark.config import Layer, PipelineConfig
+from dmine_spark.io.tables import append_table, track_versions
 
 __all__ = ["RUNS_SCHEMA", "RunRecorder", "reconcile"]
 
@@ -140,7 +140,7 @@ class RunRecorder:
     def finish(self, status: str = "ok", error: str | None = None) -> None:
         """Append the quality rows gathered so far and this run's row to ``runs``."""
         with track_versions(self.table_versions):
-            self.quality.write(self.spark, self.cfg.table("quality"))
+            self.quality.write(self.spark, self.cfg.table(Layer.QUALITY))
         ended = datetime.now(timezone.utc)
         row = (
             self.run_id,
@@ -161,6 +161,6 @@ class RunRecorder:
             dict(self.table_versions),
         )
         df = self.spark.createDataFrame([row], RUNS_SCHEMA)
-        name = self.cfg.table("runs")
+        name = self.cfg.table(Layer.RUNS)
         append_table(df, name)  # a runs table written by an older dmine_spark gains the new columns
         log.info("run %s %s in %.1fs", self.run_id, status, row[8])

@@ -37,7 +37,7 @@ def tracking_uri(cfg: PipelineConfig) -> str:
         return cfg.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{cfg.resolved_work_dir() / 'mlflow.db'}"
+    return f"sqlite:///{cfg.paths.mlflow_db}"
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -76,7 +76,7 @@ class Tracker:
         if exp is None:
             location = None
             if self.uri.startswith("sqlite:///"):
-                location = (cfg.resolved_work_dir() / "mlartifacts").as_uri()
+                location = cfg.paths.mlartifacts.as_uri()
             exp_id = self.client.create_experiment(name, artifact_location=location)
         else:
             exp_id = exp.experiment_id
@@ -108,22 +108,25 @@ class Tracker:
         self.client.set_tag(self.run_id, key, value)
 
     def log_model(self, model: Any, name: str) -> str | None:
-        """Log a classifier (ours) or an MLlib ``PipelineModel``; returns its model URI."""
+        """Log a classifier head (scikit-learn or MLlib) or an MLlib ``PipelineModel``; returns its model URI."""
         import mlflow
         from pyspark.ml import PipelineModel
 
-        from dmine_spark.mine.models import ClassifierModel
+        from dmine_spark.mine.classify import ClassifierHead
 
         with mlflow.start_run(run_id=self.run_id):
-            if isinstance(model, ClassifierModel) and model.estimator is not None:
+            if isinstance(model, ClassifierHead) and model.family == "sklearn":
                 import mlflow.sklearn
 
-                info = mlflow.sklearn.log_model(model.estimator, name=name)
-                self.client.set_tag(self.run_id, f"{name}.labels", ",".join(model.labels)[:5000])
+                info = mlflow.sklearn.log_model(model.sklearn_estimator(), name=name)
+                self.client.set_tag(self.run_id, f"{name}.labels", ",".join(model.getOrDefault("labels"))[:5000])
             else:
                 import mlflow.spark
 
-                pipe = model.pipeline if isinstance(model, ClassifierModel) else model
+                if isinstance(model, ClassifierHead):  # reads an MLlib vector column named features
+                    mllib = model.mllib_model()
+                    model = PipelineModel(stages=[mllib.copy({mllib.featuresCol: "features"})])
+                pipe = model
                 if not isinstance(pipe, PipelineModel):
                     return None
                 info = mlflow.spark.log_model(pipe, artifact_path=name)

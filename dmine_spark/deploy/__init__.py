@@ -1,1 +1,1 @@
-"""Deployment: batch and streaming scoring, drift monitoring."""
+"""Step 5, deploy: batch and streaming scoring with a saved model version, and drift monitoring."""

@@ -16,17 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dmine_spark.analyze.runs import RunRecorder
-from dmine_spark.analyze.tables import append_table, ensure_database, read_table, set_table_format
-from dmine_spark.config import ConfigError, PipelineConfig
+from dmine_spark.config import ConfigError, Layer, PipelineConfig
 from dmine_spark.deploy.drift import Baseline, drift_measures, fit_baseline
 from dmine_spark.deploy.score import input_source, load_scoring_model, score_rows
-from dmine_spark.features.encoder import resolve_model_dir
-from dmine_spark.mine.classify import as_vector
-from dmine_spark.mine.models import ClassifierModel
+from dmine_spark.io.tables import append_table, ensure_database, read_table, set_table_format
+from dmine_spark.mine.textmodel import embedder_of, head_of
 from dmine_spark.prepare.ingest import read_source
 
 __all__ = ["MONITOR_SCHEMA", "MonitorResult", "baseline_of", "monitor"]
@@ -69,20 +68,29 @@ def _collect(df: DataFrame, cols: list[str]) -> list:
     return df.select(*cols).collect()
 
 
-def baseline_of(spark: SparkSession, cfg: PipelineConfig, model: ClassifierModel) -> Baseline:
-    """The training baseline: a sample of the baseline split's embeddings, labels and predictions."""
+def baseline_of(spark: SparkSession, cfg: PipelineConfig, model: PipelineModel) -> Baseline:
+    """The training baseline: a sample of the baseline split's embeddings, labels and predictions.
+
+    Raises
+    ------
+    ConfigError
+        When the model embeds no text, or the baseline split has no embedded row.
+    """
     m = cfg.monitor
-    rows = read_table(spark, cfg.table("clean")).where(F.col("split") == m.baseline_split).select("id", "label")
-    emb = read_table(spark, cfg.table("emb")).select("id", "embedding")
-    base = rows.join(emb, "id")
+    embedder = embedder_of(model)
+    cache = embedder.cache(spark) if embedder is not None else None
+    if cache is None or not cache.exists():
+        raise ConfigError("monitor: the model has no embedding cache to read the baseline from; run the pipeline first")
+    rows = read_table(spark, cfg.table(Layer.CLEAN)).where(F.col("split") == m.baseline_split)
+    base = cache.lookup(rows.select("id", "label", "text_key")).where(F.col("embedding").isNotNull())
     n = base.count()
     if n == 0:
         raise ConfigError(
-            f"monitor.baseline_split: no embedded rows in split {m.baseline_split!r} of {cfg.table('clean')}"
+            f"monitor.baseline_split: no embedded rows in split {m.baseline_split!r} of {cfg.table(Layer.CLEAN)}"
         )
     if n > m.sample_rows:
         base = base.sample(fraction=min(1.0, 1.2 * m.sample_rows / n), seed=m.seed).limit(m.sample_rows)
-    scored = model.transform(as_vector(base))
+    scored = head_of(model).transform(base)
     got = _collect(scored, ["embedding", "label", "prediction"])
     vectors = np.asarray([r["embedding"] for r in got], dtype=np.float32)
     return fit_baseline(
@@ -104,11 +112,9 @@ def monitor(
     fmt: str | None = None,
 ) -> MonitorResult:
     """Compare the batch at ``where`` (table or path) with the training baseline and record the result."""
-    try:
-        resolve_model_dir(cfg.embed.model)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
     model, version = load_scoring_model(cfg, model_ref)
+    if embedder_of(model) is None:
+        raise ConfigError(f"--model {version}: monitoring compares embeddings, and this model embeds no text")
     name, src = input_source(spark, cfg, where, source=source, fmt=fmt)
     ensure_database(spark, cfg.database)
     set_table_format(spark, cfg.tables.format)
@@ -134,7 +140,16 @@ def monitor(
                 kept["rows"] = _collect(scored.limit(cfg.monitor.sample_rows), ["embedding", "prediction"])
 
             res = score_rows(
-                spark, cfg, got.rows, got.quarantine, model, version, run.run_id, store=store, with_embedding=True
+                spark,
+                cfg,
+                got.rows,
+                got.quarantine,
+                model,
+                version,
+                run.run_id,
+                store=store,
+                with_embedding=True,
+                stage="monitor",
             )
             batch = kept.get("rows", [])
             if not batch:
@@ -160,7 +175,7 @@ def monitor(
             )
             for metric, value in measures.items()
         ]
-        append_table(spark.createDataFrame(rows, MONITOR_SCHEMA), cfg.table("monitor"))
+        append_table(spark.createDataFrame(rows, MONITOR_SCHEMA), cfg.table(Layer.MONITOR))
         for k, v in measures.items():
             run.measure(f"monitor.{k}", v)
         run.count("rows_in", res.rows_in)

@@ -1,11 +1,13 @@
-"""Batch scoring with a saved classifier: ``dmine score --model <name>@<version> --input <table or path>``.
+"""Batch scoring with a saved model version: ``dmine score --model <name>@<version> --input <table or path>``.
 
-New rows go through the same ingest rules, cleaning and PII masking as the
-pipeline's sources, are embedded only where the embedding cache lacks their
-text, are classified by the chosen model version, and are appended to
-``<database>.predictions_<task>`` with the run id and model version. Rows
-that break a rule go to ``quarantine_<task>`` (stage ``score``), so input
-rows = predictions + quarantined, and the run row in ``runs`` says so.
+New rows go through the same ingest rules as the pipeline's sources, then the
+model version's own stages: its cleaner (with the clean step's row rules,
+so a text that would be quarantined in training is quarantined here), its
+embedder (only texts the embedding cache lacks are embedded) and its head.
+Predictions are appended to ``<database>.pred_<task>`` (stage ``score``)
+with the run id and model version. Rows that break a rule go to
+``quarantine_<task>`` (stage ``score``), so input rows = predictions +
+quarantined, and the run row in ``runs`` says so.
 
 The same :func:`score_rows` scores each micro-batch of ``dmine stream``.
 """
@@ -18,42 +20,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dmine_spark.analyze.runs import RunRecorder
-from dmine_spark.analyze.tables import append_table, ensure_database
-from dmine_spark.config import FILE_FORMATS, ConfigError, PipelineConfig, SourceConfig
-from dmine_spark.features.embed import cache_filter, embed_missing, resolve_spec, text_key
-from dmine_spark.features.encoder import resolve_model_dir
-from dmine_spark.mine.classify import as_vector
-from dmine_spark.mine.models import ClassifierModel
-from dmine_spark.prepare.clean import clean_frame
+from dmine_spark.config import FILE_FORMATS, ConfigError, Layer, PipelineConfig, SourceConfig
+from dmine_spark.features.embed import cache_table, check_model
+from dmine_spark.io.tables import (
+    append_table,
+    ensure_database,
+    prediction_rows,
+    quarantine_rows,
+    set_table_format,
+)
+from dmine_spark.mine.classify import ClassifierHead
+from dmine_spark.mine.finetune import FineTunedClassifier
+from dmine_spark.mine.store import ModelStore
+from dmine_spark.mine.textmodel import cleaner_of, embedder_of, head_of, predict_clean, with_cache
+from dmine_spark.prepare.clean import clean_frame, text_rows
 from dmine_spark.prepare.ingest import read_source
 
 __all__ = [
-    "PREDICTION_COLUMNS",
     "ScoreResult",
     "default_model_ref",
     "load_scoring_model",
     "input_source",
     "score_rows",
     "score_batch",
+    "record",
 ]
-
-# the predictions table (batch and streaming scoring): one row per scored input row
-PREDICTION_COLUMNS = (
-    "id",
-    "source_file",
-    "text",
-    "label",
-    "prediction",
-    "probability",
-    "model_version",
-    "run_id",
-    "batch_key",
-    "scored_at",
-)
 
 
 def default_model_ref(cfg: PipelineConfig) -> str:
@@ -61,35 +57,36 @@ def default_model_ref(cfg: PipelineConfig) -> str:
     return f"{cfg.task}-{cfg.classify.model}@latest"
 
 
-def load_scoring_model(cfg: PipelineConfig, ref: str | None) -> tuple[ClassifierModel, str]:
+def load_scoring_model(cfg: PipelineConfig, ref: str | None) -> tuple[PipelineModel, str]:
     """Load ``ref`` (``name@vN``, ``name@latest`` or ``name``) from the pipeline's model store.
 
-    Only classifiers trained on embeddings of the pipeline's own model can
-    score: vectors of another model would be meaningless to them.
-    """
-    from dmine_spark.spark.jobs import model_store
+    The model's embedder reads and fills the pipeline's own embedding cache.
 
+    Raises
+    ------
+    ConfigError
+        No such version, or a model that is not a text classifier (a regressor,
+        a clusterer, or a classifier on the feature table, which needs the
+        source's tabular columns).
+    """
     ref = ref or default_model_ref(cfg)
-    store = model_store(cfg)
+    store = ModelStore(cfg.paths.models)
     try:
         model, version = store.load(ref)
-        meta = store.meta(version)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"--model {ref}: {exc}") from None
-    if not isinstance(model, ClassifierModel):
+    head = head_of(model)
+    if not isinstance(head, (ClassifierHead, FineTunedClassifier)):
         raise ConfigError(
-            f"--model {ref}: {version} is a {meta.get('model')} ({meta.get('family')}); "
-            "scoring takes a classifier saved by the classify stage"
+            f"--model {ref}: {version} is a {type(head).__name__}; scoring takes a classifier "
+            "saved by the classify or finetune stage"
         )
-    if meta.get("features", "embedding") != "embedding":
+    if cleaner_of(model) is None or (isinstance(head, ClassifierHead) and embedder_of(model) is None):
         raise ConfigError(f"--model {ref}: {version} was trained on the feature table, not on text embeddings")
-    trained_on = meta.get("embed_model")
-    if trained_on and trained_on != cfg.embed.model:
-        raise ConfigError(
-            f"--model {ref}: {version} was trained on embeddings of {trained_on!r}, but embed.model is "
-            f"{cfg.embed.model!r}; score with the same model (--set embed.model={trained_on})"
-        )
-    return model, version
+    embedder = embedder_of(model)
+    if embedder is not None:
+        check_model(embedder.getOrDefault("model"))
+    return with_cache(model, cache_table(cfg)), version
 
 
 def input_source(
@@ -144,81 +141,66 @@ class ScoreResult:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def _cache_table(cfg: PipelineConfig) -> str:
-    return cfg.table("emb_cache") if cfg.embed.cache else f"{cfg.database}.emb_scratch_{cfg.task}"
-
-
 def score_rows(
     spark: SparkSession,
     cfg: PipelineConfig,
     rows: DataFrame,
     quarantine: DataFrame,
-    model: ClassifierModel,
+    model: PipelineModel,
     version: str,
     run_id: str,
     *,
     batch_key: str | None = None,
     store: Callable[[PipelineConfig, DataFrame, DataFrame], None] | None = None,
     with_embedding: bool = False,
+    stage: str = "score",
 ) -> ScoreResult:
-    """Clean, mask, embed (cache misses only) and classify ``rows`` (typed source rows from ingest).
+    """Clean (the model's cleaner, the clean step's row rules), embed (cache misses only) and classify ``rows``.
 
-    ``quarantine`` holds the rows ingest already refused; rows refused by
-    cleaning join them in ``quarantine_<task>`` with stage ``score``.
-    Duplicates are not removed: every input row gets a prediction.
-    ``store(cfg, predictions, quarantined)`` writes both; the default appends
-    the quarantined rows, then the predictions. ``with_embedding`` keeps the
-    ``embedding`` column in the predictions handed to ``store``.
+    Parameters
+    ----------
+    rows : DataFrame
+        Typed source rows from ingest (``id``, ``split``, ``source_file``, the text and label columns).
+    quarantine : DataFrame
+        The rows ingest already refused; rows refused by cleaning join them.
+    model : PipelineModel
+        A classifier model version (:func:`load_scoring_model`).
+    store : callable, optional
+        ``store(cfg, predictions, quarantined)`` writes both; the default
+        appends the quarantined rows, then the predictions.
+    with_embedding : bool
+        Keep the ``embedding`` column in the predictions handed to ``store``.
+
+    Returns
+    -------
+    ScoreResult
+        Duplicates are not removed: every clean input row gets a prediction.
+
+    Raises
+    ------
+    RuntimeError
+        When a row is lost between input and outputs.
     """
-    from dmine_spark.spark.jobs import model_spec
-
     t0 = time.perf_counter()
-    text = F.col(cfg.text_col).cast("string")
-    label = F.col(cfg.label_col).cast("string") if cfg.label_col and cfg.label_col in rows.columns else F.lit(None)
-    base = rows.select(
-        "id",
-        "split",
-        F.col("source") if "source" in rows.columns else F.col("split").alias("source"),
-        "source_file",
-        text.alias("text"),
-        label.cast("string").alias("label"),
-        F.lit(False).alias("_dedup"),
+    base = text_rows(rows, text_col=cfg.text_col, label_col=cfg.label_col, dedup=F.lit(False))
+    res = clean_frame(
+        base, cfg.clean, text_col="text", dedup_col="_dedup", language=cfg.language, cleaner=cleaner_of(model)
     )
-    res = clean_frame(base, cfg.clean, text_col="text", dedup_col="_dedup", pii=cfg.pii, language=cfg.language)
     decided = res.decided.persist(StorageLevel.MEMORY_AND_DISK)
-    stamp = F.lit(run_id)
     try:
-        clean = res.clean
-        spec = resolve_spec(spark, model_spec(cfg))
-        cache = _cache_table(cfg)
-        rep = embed_missing(
-            spark,
-            clean.select("text"),
-            spec,
-            cache,
-            batch_size=cfg.embed.batch_size,
-            max_tokens=cfg.embed.max_tokens,
-            records_per_partition=cfg.embed.records_per_partition,
+        clean = decided.where(F.col("outcome") == "clean").select(
+            "id", "split", "source_file", "text", "text_key", "label"
+        )
+        scored, report = predict_clean(model, clean, run_id=run_id)
+        predictions = prediction_rows(
+            scored,
             run_id=run_id,
+            model_version=version,
+            stage=stage,
+            batch_key=batch_key,
+            extra=("embedding",) if with_embedding else (),
         )
-        vectors = (
-            spark.table(cache).where(cache_filter(spec)).select("text_key", "embedding").dropDuplicates(["text_key"])
-        )
-        feats = as_vector(clean.withColumn("text_key", text_key("text")).join(vectors, "text_key"))
-        scored = model.transform(feats).select(
-            "id",
-            "source_file",
-            "text",
-            "label",
-            "prediction",
-            F.col("probability").cast("double").alias("probability"),
-            F.lit(version).alias("model_version"),
-            stamp.alias("run_id"),
-            F.lit(batch_key).cast("string").alias("batch_key"),
-            F.current_timestamp().alias("scored_at"),
-            *(["embedding"] if with_embedding else []),
-        )
-        q_clean = res.quarantine.select(
+        refused = decided.where(F.col("outcome") == "quarantine").select(
             "id",
             F.col("source").alias("split"),
             "source_file",
@@ -226,22 +208,17 @@ def score_rows(
             "reason",
             F.col("text_raw").alias("raw"),
         )
-        q_all = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
-        q_all = q_all.unionByName(q_clean).select(
-            *q_all.columns,
-            stamp.alias("run_id"),
-            F.lit("score").alias("stage"),
-            F.lit(batch_key).cast("string").alias("batch_key"),
-        )
-        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+        q_in = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
+        q_all = quarantine_rows(q_in.unionByName(refused), run_id=run_id, stage=stage, batch_key=batch_key)
+        predictions = predictions.persist(StorageLevel.MEMORY_AND_DISK)
         q_all = q_all.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            n_scored, n_clean, n_q = scored.count(), clean.count(), q_all.count()
+            n_scored, n_clean, n_q = predictions.count(), clean.count(), q_all.count()
             if n_scored != n_clean:
                 raise RuntimeError(f"scoring lost rows: {n_clean} clean rows but {n_scored} predictions")
-            (store or _append)(cfg, scored, q_all)
+            (store or _append)(cfg, predictions, q_all)
         finally:
-            scored.unpersist()
+            predictions.unpersist()
             q_all.unpersist()
         n_dup = decided.where(F.col("outcome") == "duplicate").count()
         if n_dup:
@@ -252,18 +229,18 @@ def score_rows(
         rows_in=n_scored + n_q,
         scored=n_scored,
         quarantined=n_q,
-        unique_texts=rep.unique_texts,
-        embedded=rep.embedded,
+        unique_texts=report.unique_texts if report else n_clean,
+        embedded=report.embedded if report else 0,
         seconds=time.perf_counter() - t0,
         model_version=version,
-        stats=rep.stats,
+        stats=report.stats if report else {},
     )
 
 
 def _append(cfg: PipelineConfig, predictions: DataFrame, quarantined: DataFrame) -> None:
     if not quarantined.isEmpty():
-        append_table(quarantined, cfg.table("quarantine"))
-    append_table(predictions, cfg.table("predictions"))
+        append_table(quarantined, cfg.table(Layer.QUARANTINE))
+    append_table(predictions, cfg.table(Layer.PRED))
 
 
 def record(run: RunRecorder, res: ScoreResult, prefix: str = "score") -> None:
@@ -290,13 +267,15 @@ def score_batch(
     source: str | None = None,
     fmt: str | None = None,
 ) -> tuple[RunRecorder, ScoreResult]:
-    """``dmine score``: score the table or files at ``where`` and append the predictions."""
-    from dmine_spark.analyze.tables import set_table_format
+    """``dmine score``: score the table or files at ``where`` and append the predictions.
 
-    try:
-        resolve_model_dir(cfg.embed.model)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
+    Raises
+    ------
+    ConfigError
+        An unknown model version, input or source.
+    RuntimeError
+        When rows do not reconcile.
+    """
     model, version = load_scoring_model(cfg, model_ref)
     name, src = input_source(spark, cfg, where, source=source, fmt=fmt)
     ensure_database(spark, cfg.database)

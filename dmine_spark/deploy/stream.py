@@ -1,8 +1,9 @@
 """Structured Streaming scoring: ``dmine stream`` scores files as they land (or a Kafka topic).
 
 Each micro-batch goes through :func:`~dmine_spark.deploy.score.score_rows`:
-the source's ingest rules, cleaning and PII masking, the embedding cache,
-the classifier, then ``quarantine_<task>`` and ``predictions_<task>``.
+the source's ingest rules, then the model version's cleaner, embedder (through
+the embedding cache) and head, then ``quarantine_<task>`` and ``pred_<task>``
+(stage ``stream``).
 
 Exactly once: the checkpoint records which files (or offsets) each batch
 holds, and a batch replayed after a crash writes nothing twice. Every row a
@@ -27,10 +28,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from dmine_spark.analyze.runs import RunRecorder
-from dmine_spark.analyze.tables import append_table, ensure_database, set_table_format, table_format
-from dmine_spark.config import ConfigError, PipelineConfig, SourceConfig
+from dmine_spark.config import ConfigError, Layer, PipelineConfig, SourceConfig
 from dmine_spark.deploy.score import load_scoring_model, record, score_rows
-from dmine_spark.features.encoder import resolve_model_dir
+from dmine_spark.io.tables import append_table, ensure_database, set_table_format, table_format
 from dmine_spark.prepare.ingest import CORRUPT_COL, _atomic, parse_schema, source_rows
 
 __all__ = ["stream", "stream_reader", "checkpoint_dir", "stream_id"]
@@ -42,7 +42,7 @@ def checkpoint_dir(cfg: PipelineConfig) -> Path:
     """Where the stream keeps its progress: ``stream.checkpoint`` or ``<work_dir>/checkpoints/<task>/stream``."""
     if cfg.stream.checkpoint:
         return Path(cfg.stream.checkpoint).resolve()
-    return cfg.resolved_work_dir() / "checkpoints" / cfg.task / "stream"
+    return cfg.paths.checkpoint(cfg.task)
 
 
 def stream_id(checkpoint: Path) -> str:
@@ -78,7 +78,7 @@ def stream_reader(spark: SparkSession, cfg: PipelineConfig, landing: str | None 
             if sc.max_offsets_per_trigger:
                 reader = reader.option("maxOffsetsPerTrigger", sc.max_offsets_per_trigger)
             df = reader.load()
-        except Exception as exc:  # noqa: BLE001 - the connector is missing: one line that says how to get it
+        except Exception as exc:  # the connector is missing: one line that says how to get it
             if "kafka" in str(exc).lower() and ("not find" in str(exc) or "DATA_SOURCE_NOT_FOUND" in str(exc)):
                 raise ConfigError(
                     f"stream.kafka: the Kafka connector ({PACKAGES['kafka'].coordinate}) is not on the classpath; "
@@ -137,10 +137,6 @@ def stream(
 
     Returns the number of micro-batches this process scored.
     """
-    try:
-        resolve_model_dir(cfg.embed.model)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
     model, version = load_scoring_model(cfg, model_ref or cfg.stream.model)
     ensure_database(spark, cfg.database)
     set_table_format(spark, cfg.tables.format)
@@ -148,7 +144,7 @@ def stream(
     df, what = stream_reader(spark, cfg, landing)
     ckpt = checkpoint_dir(cfg)
     sid = stream_id(ckpt)
-    predictions, quarantine = cfg.table("predictions"), cfg.table("quarantine")
+    predictions, quarantine = cfg.table(Layer.PRED), cfg.table(Layer.QUARANTINE)
     required = sorted({cfg.text_col, *[c for c in src.required if c != cfg.label_col]})
     done: list[int] = []
 
@@ -200,7 +196,16 @@ def stream(
             with run.stage("stream"):
                 total = batch.count()
                 res = score_rows(
-                    spark, cfg, got.rows, got.quarantine, model, version, run.run_id, batch_key=key, store=store
+                    spark,
+                    cfg,
+                    got.rows,
+                    got.quarantine,
+                    model,
+                    version,
+                    run.run_id,
+                    batch_key=key,
+                    store=store,
+                    stage="stream",
                 )
             record(run, res, "stream")
             run.count("rows_in", total)

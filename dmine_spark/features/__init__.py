@@ -1,1 +1,1 @@
-"""Step 2, features: the embedding encoder (no Spark) and its Spark adapter."""
+"""Step 2, features: feature tables, the embedding encoder core (no Spark), its Spark adapter and the embedding cache."""

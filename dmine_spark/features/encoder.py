@@ -35,7 +35,6 @@ __all__ = [
     "Encoder",
     "resolve_model_dir",
     "model_archive_name",
-    "shipped_model_dir",
     "get_encoder",
     "onnx_model",
     "int8_onnx_model",
@@ -151,29 +150,19 @@ def model_archive_name(model: str) -> str:
     return "dmine_model_" + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
 
 
-def shipped_model_dir(model: str) -> Path | None:
-    """On a Spark executor, the copy of ``model`` shipped with ``--archives``, if there is one."""
-    try:
-        from pyspark import SparkFiles
-    except ImportError:
-        return None
-    if not getattr(SparkFiles, "_is_running_on_worker", False):
-        return None
-    d = Path(SparkFiles.getRootDirectory()) / model_archive_name(model)
-    if (d / "config.json").is_file():
-        return d
-    return None
-
-
 def resolve_model_dir(model: str) -> Path:
     """Find the local directory holding ``model``'s weights, without importing heavy code.
 
     ``model`` is either a directory or the distribution name of a package that
-    ships its weights in a ``model/`` folder.
+    ships its weights in a ``model/`` folder. (On a Spark executor, the Spark
+    adapter looks for a copy shipped with ``--archives`` first, under
+    :func:`model_archive_name`.)
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``model`` is neither, in one line saying how to install or point to it.
     """
-    shipped = shipped_model_dir(model)
-    if shipped is not None:
-        return shipped
     p = Path(model).expanduser()
     if p.is_dir():
         return p.resolve()

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import (
@@ -66,12 +64,9 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from dmine_spark.config import ConfigError, _Strict
+from dmine_spark.config import ConfigError, FeaturesConfig, TextFeaturesConfig, parse_reference_time
 
 __all__ = [
-    "TextFeaturesConfig",
-    "SelectConfig",
-    "FeaturesConfig",
     "TEXT_VEC",
     "CATEGORICAL_VEC",
     "NUMERIC_VEC",
@@ -82,7 +77,6 @@ __all__ = [
     "char_tokens",
     "time_parts",
     "age_days",
-    "parse_reference_time",
     "EmptyIfNull",
     "CharTokenizer",
     "ArrayConcat",
@@ -107,137 +101,8 @@ TIME_PARTS = ("year", "month", "day_of_week", "hour", "age_days")
 _P = "_f_"
 _MICROS_PER_DAY = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# A word is a run of letters, combining marks and digits, with inner apostrophes (don't, l'été).
-_WORD_PATTERN = r"[\p{L}\p{M}\p{N}]+(?:['’][\p{L}\p{M}\p{N}]+)*"
 _TIME_TYPES = (TimestampType, TimestampNTZType, DateType)
 _CATEGORY_TYPES = (StringType, BooleanType, ByteType, ShortType, IntegerType, LongType)
-_STOP_WORD_LANGUAGES = Literal[
-    "danish",
-    "dutch",
-    "english",
-    "finnish",
-    "french",
-    "german",
-    "hungarian",
-    "italian",
-    "norwegian",
-    "portuguese",
-    "russian",
-    "spanish",
-    "swedish",
-    "turkish",
-]
-
-
-# --------------------------------------------------------------------------- config
-
-
-def parse_reference_time(text: str) -> datetime:
-    """Parse an ISO 8601 date or timestamp; a value without an offset is read as UTC."""
-    s = text.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    dt = datetime.fromisoformat(s)
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
-
-
-class TextFeaturesConfig(_Strict):
-    """TF-IDF over the text column: words, character n-grams, or no text at all.
-
-    ``hashing`` uses ``HashingTF`` with ``num_features`` buckets (no vocabulary
-    pass, no term names); otherwise ``CountVectorizer`` keeps the
-    ``vocab_size`` most frequent terms found in at least ``min_df`` documents
-    (a fraction when below 1). ``min_doc_freq`` is the IDF cut-off.
-    ``ngram`` is the character n-gram range of kind ``chars``; ``stop_words``
-    (a Spark stop-word language or a list) and ``token_pattern`` apply to
-    kind ``words``. Null text counts as an empty document.
-    """
-
-    kind: Literal["words", "chars", "none"] = "words"
-    hashing: bool = False
-    num_features: int = Field(default=1 << 18, gt=0)
-    vocab_size: int = Field(default=1 << 16, gt=0)
-    min_df: float = Field(default=2.0, ge=0.0)
-    min_doc_freq: int = Field(default=0, ge=0)
-    ngram: tuple[int, int] = (1, 2)
-    stop_words: _STOP_WORD_LANGUAGES | list[str] | None = None
-    lowercase: bool = True
-    token_pattern: str = _WORD_PATTERN
-
-    @field_validator("ngram")
-    @classmethod
-    def _ngram_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        lo, hi = v
-        if not 1 <= lo <= hi <= 5:
-            raise ValueError(f"ngram must be [low, high] with 1 <= low <= high <= 5, got {list(v)}")
-        return v
-
-    @model_validator(mode="after")
-    def _words_only(self) -> TextFeaturesConfig:
-        if self.stop_words is not None and self.kind != "words":
-            raise ValueError(f"stop_words applies to kind 'words' only, not {self.kind!r}")
-        return self
-
-
-class SelectConfig(_Strict):
-    """Optional selection after assembling: variance threshold, univariate test, PCA (in that order).
-
-    ``chi2_top`` keeps that many features by a ``UnivariateFeatureSelector``
-    test chosen from ``feature_type`` and ``label_type``: chi² for
-    categorical/categorical, ANOVA F for continuous features with a categorical
-    label, the F-value of a regression for continuous/continuous.
-    """
-
-    variance_threshold: float | None = Field(default=None, ge=0.0)
-    chi2_top: int | None = Field(default=None, gt=0)
-    feature_type: Literal["categorical", "continuous"] = "categorical"
-    label_type: Literal["categorical", "continuous"] = "categorical"
-    pca_k: int | None = Field(default=None, gt=0)
-
-
-class FeaturesConfig(_Strict):
-    """Which columns become which features (``features:`` in a pipeline config)."""
-
-    text: TextFeaturesConfig = Field(default_factory=TextFeaturesConfig)
-    categorical: list[str] = Field(default_factory=list)
-    numeric: list[str] = Field(default_factory=list)
-    time: list[str] = Field(default_factory=list)
-    reference_time: str | None = None
-    select: SelectConfig = Field(default_factory=SelectConfig)
-
-    @field_validator("reference_time")
-    @classmethod
-    def _iso_time(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_reference_time(v)
-            except ValueError:
-                raise ValueError(f"reference_time must be an ISO 8601 date or timestamp, got {v!r}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FeaturesConfig:
-        seen: dict[str, str] = {}
-        for family in ("categorical", "numeric", "time"):
-            for name in getattr(self, family):
-                if name in seen:
-                    raise ValueError(f"column {name!r} is listed under both {seen[name]} and {family}")
-                seen[name] = family
-        if self.text.kind == "none" and not seen:
-            raise ValueError("nothing to build: text.kind is 'none' and no categorical, numeric or time columns")
-        sel = self.select
-        if sel.chi2_top is not None and sel.feature_type == "categorical":
-            continuous = [
-                f
-                for f, on in (("text", self.text.kind != "none"), ("numeric", self.numeric), ("time", self.time))
-                if on
-            ]
-            if continuous:
-                raise ValueError(
-                    f"select.feature_type 'categorical' (chi²) needs categorical features only, but {', '.join(continuous)} "
-                    "features are configured; set select.feature_type: continuous"
-                )
-        return self
 
 
 # --------------------------------------------------------------------------- Column functions

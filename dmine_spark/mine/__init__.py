@@ -1,1 +1,1 @@
-"""Step 3, mine: classifiers and clustering over feature columns."""
+"""Step 3, mine: classifier, cluster and regression stages, fine-tuning, evaluation and the model store."""

@@ -1,15 +1,16 @@
 """Clustering of embedding features, with names and exemplars for each cluster.
 
-Four algorithms share one interface (:func:`fit_clusters` returns a
-:class:`Clustering` whose ``assign`` adds a ``cluster`` column):
+Four algorithms share one fitted stage (:func:`fit_clusters` returns a
+:class:`ClusterModel`, a pyspark.ml ``Model`` whose ``transform`` adds a
+``cluster`` column):
 
 * MLlib ``KMeans``, ``BisectingKMeans`` and ``GaussianMixture``, fitted by Spark
   (the mixture on the first ``gmm_dims`` principal components, since full
   covariances in the embedding's 384 dimensions are singular on real samples);
 * scikit-learn ``HDBSCAN``, fitted on the driver from a seeded sample of at most
   ``sample_max_rows`` rows; every other row joins the cluster whose centroid
-  (of the sample's members) is nearest by cosine. HDBSCAN's noise keeps the
-  label ``-1`` in the sample; assigned rows always get a real cluster.
+  (of the sample's members) is nearest by cosine, so every row gets a real
+  cluster.
 
 When ``k`` is not given, :func:`sweep_k` fits each ``k`` of ``k_range`` on a
 sample and keeps the one with the best cosine silhouette.
@@ -24,24 +25,29 @@ texts closest to its centroid (:func:`cluster_exemplars`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml import Model
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import StopWordsRemover
-from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Window
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.linalg import VectorUDT
+from pyspark.ml.param.shared import HasFeaturesCol, HasPredictionCol, Param, Params, TypeConverters
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType
+from pyspark.sql.types import ArrayType, DataType, IntegerType
 
 from dmine_spark.config import ClusterConfig
+from dmine_spark.io.persist import Persisted
+from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 
 __all__ = [
     "fit_clusters",
-    "Clustering",
+    "ClusterModel",
     "sweep_k",
     "silhouette",
     "centroids",
@@ -50,29 +56,95 @@ __all__ = [
 ]
 
 
-@dataclass
-class Clustering:
-    """A fitted clustering: ``assign(df)`` adds an integer ``cluster`` column."""
+_X, _C = "_dmine_x", "_dmine_cluster"
 
-    algorithm: str
-    k: int
-    model: Any = None  # an MLlib model
-    centers: np.ndarray | None = None  # hdbscan: unit-length centroids of the sample's clusters
-    center_ids: list[int] = field(default_factory=list)
-    sweep: dict[int, float] = field(default_factory=dict)  # k -> silhouette, when k was swept
 
-    def assign(self, df: DataFrame, *, features_col: str = "features") -> DataFrame:
-        if self.model is not None:
-            out = self.model.transform(df).withColumn("cluster", F.col("cluster").cast("int"))
-            return out.drop(*[c for c in ("_gmm_probability", "_gmm_pca") if c in out.columns])
-        return _nearest_center(df, self.centers, self.center_ids, features_col)
+class ClusterModel(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictionCol):
+    """A fitted clustering as a pyspark.ml ``Model``: ``transform`` adds an integer cluster per row.
+
+    ``featuresCol`` is an ``array<float>`` embedding or an MLlib vector. MLlib
+    algorithms keep their fitted model (saved in ``mllib/``); ``hdbscan``
+    keeps the unit-length centroids of its clusters (in the metadata) and
+    gives each row the cluster of largest cosine similarity.
+    """
+
+    algorithm = Param(Params._dummy(), "algorithm", "kmeans, bisecting_kmeans, gmm or hdbscan", TypeConverters.toString)
+    k = Param(Params._dummy(), "k", "number of clusters", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(
+        self, *, featuresCol: str = "embedding", predictionCol: str = "cluster", algorithm: str = "kmeans", k: int = 2
+    ) -> None:
+        super().__init__()
+        self._setDefault(featuresCol="embedding", predictionCol="cluster", algorithm="kmeans", k=2)
+        self._set(**self._input_kwargs)
+        self._mllib: Any = None
+        self._centers: np.ndarray | None = None
+        self._center_ids: list[int] = []
+        self.sweep: dict[int, float] = {}
+
+    @property
+    def n_clusters(self) -> int:
+        """The number of clusters (for hdbscan: found in the sample)."""
+        return int(self.getOrDefault("k"))
+
+    def copy(self, extra: dict | None = None) -> ClusterModel:
+        that = super().copy(extra)
+        that._mllib, that._centers, that._center_ids, that.sweep = (
+            self._mllib,
+            self._centers,
+            list(self._center_ids),
+            dict(self.sweep),
+        )
+        return that
+
+    def _state_metadata(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"sweep": {str(k): v for k, v in self.sweep.items()}}
+        if self._mllib is not None:
+            state["mllib_class"] = f"{type(self._mllib).__module__}.{type(self._mllib).__name__}"
+        else:
+            state["centers"] = np.asarray(self._centers, dtype=float).tolist()
+            state["center_ids"] = list(self._center_ids)
+        return state
+
+    def _save_state(self, path: str, spark: SparkSession) -> None:
+        if self._mllib is not None:
+            self._mllib.write().overwrite().save(f"{path}/mllib")
+
+    def _load_state(self, path: str, state: dict[str, Any], spark: SparkSession) -> None:
+        self.sweep = {int(k): float(v) for k, v in state.get("sweep", {}).items()}
+        if "mllib_class" in state:
+            module, _, name = state["mllib_class"].rpartition(".")
+            self._mllib = getattr(__import__(module, fromlist=[name]), name).load(f"{path}/mllib")
+        else:
+            self._centers = np.asarray(state["centers"], dtype=np.float32)
+            self._center_ids = [int(i) for i in state["center_ids"]]
+
+    def _input_columns(self) -> dict[str, ColumnSpec]:
+        return {self.getFeaturesCol(): ((ArrayType, VectorUDT), "an array<float> embedding or an MLlib vector")}
+
+    def _output_columns(self) -> list[tuple[str, DataType]]:
+        return [(self.getPredictionCol(), IntegerType())]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        self.transformSchema(dataset.schema)
+        col, out = self.getFeaturesCol(), self.getPredictionCol()
+        if self._mllib is None:
+            return _nearest_center(dataset, self._centers, self._center_ids, col, out)
+        staged = dataset.withColumn(_X, _vector(dataset, col))
+        scored = self._mllib.transform(staged).withColumn(out, F.col(_C).cast("int"))
+        return scored.drop(*[c for c in (_X, _C, "_gmm_probability", "_gmm_pca") if c in scored.columns])
+
+
+def _vector(df: DataFrame, col: str) -> Column:
+    return array_to_vector(F.col(col)) if isinstance(df.schema[col].dataType, ArrayType) else F.col(col)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _nearest_center(df: DataFrame, centers: np.ndarray, ids: list[int], features_col: str) -> DataFrame:
+def _nearest_center(df: DataFrame, centers: np.ndarray, ids: list[int], features_col: str, out: str) -> DataFrame:
     """Each row's cluster is the centroid of largest cosine similarity (an Arrow UDF; the centres are small)."""
     c = _unit(np.asarray(centers, dtype=np.float32))
     cid = np.asarray(ids, dtype=np.int32)
@@ -86,17 +158,16 @@ def _nearest_center(df: DataFrame, centers: np.ndarray, ids: list[int], features
             x = np.stack(s.to_numpy()).astype(np.float32, copy=False)
             yield pd.Series(cid[(x @ c.T).argmax(axis=1)])
 
-    return df.withColumn("cluster", nearest(vector_to_array(F.col(features_col), "float32")))
+    arr = (
+        vector_to_array(F.col(features_col), "float32")
+        if isinstance(df.schema[features_col].dataType, VectorUDT)
+        else F.col(features_col)
+    )
+    return df.withColumn(out, nearest(arr))
 
 
-def _mllib(algorithm: str, k: int, cfg: ClusterConfig, features_col: str) -> Any:
-    common = {
-        "k": k,
-        "maxIter": cfg.max_iter,
-        "seed": cfg.seed,
-        "featuresCol": features_col,
-        "predictionCol": "cluster",
-    }
+def _mllib(algorithm: str, k: int, cfg: ClusterConfig) -> Any:
+    common = {"k": k, "maxIter": cfg.max_iter, "seed": cfg.seed, "featuresCol": _X, "predictionCol": _C}
     if algorithm == "kmeans":
         return KMeans(**common)
     if algorithm == "bisecting_kmeans":
@@ -107,7 +178,7 @@ def _mllib(algorithm: str, k: int, cfg: ClusterConfig, features_col: str) -> Any
         from pyspark.ml.feature import PCA
 
         gmm = GaussianMixture(probabilityCol="_gmm_probability", **{**common, "featuresCol": "_gmm_pca"})
-        return Pipeline(stages=[PCA(k=cfg.gmm_dims, inputCol=features_col, outputCol="_gmm_pca"), gmm])
+        return Pipeline(stages=[PCA(k=cfg.gmm_dims, inputCol=_X, outputCol="_gmm_pca"), gmm])
     raise ValueError(f"cluster.algorithm: {algorithm!r} is not an MLlib algorithm")
 
 
@@ -119,20 +190,27 @@ def _sample(df: DataFrame, rows: int, seed: int) -> DataFrame:
 def sweep_k(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> dict[int, float]:
     """Cosine silhouette of each ``k`` in ``cfg.k_range``, each fitted on the same seeded sample."""
     first, last, step = cfg.k_range
-    sample = _sample(df, cfg.sweep_sample_rows, cfg.seed).cache()
+    sample = _sample(df.select(_vector(df, features_col).alias(_X)), cfg.sweep_sample_rows, cfg.seed).cache()
     try:
         out = {}
         for k in range(first, last + 1, step):
             algo = "kmeans" if cfg.algorithm == "hdbscan" else cfg.algorithm
-            model = _mllib(algo, k, cfg, features_col).fit(sample)
-            out[k] = silhouette(model.transform(sample).withColumn("cluster", F.col("cluster").cast("int")))
+            model = _mllib(algo, k, cfg).fit(sample)
+            assigned = model.transform(sample).withColumn("cluster", F.col(_C).cast("int"))
+            out[k] = silhouette(assigned, features_col=_X)
         return out
     finally:
         sample.unpersist()
 
 
-def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> Clustering:
-    """Fit ``cfg.algorithm`` on ``df``; ``k`` comes from :func:`sweep_k` when ``cfg.k`` is null."""
+def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> ClusterModel:
+    """Fit ``cfg.algorithm`` on ``df``'s ``features_col``; ``k`` comes from :func:`sweep_k` when ``cfg.k`` is null.
+
+    Raises
+    ------
+    ValueError
+        hdbscan with too few rows, or finding only noise.
+    """
     sweep: dict[int, float] = {}
     k = cfg.k
     if k is None and cfg.algorithm != "hdbscan":
@@ -140,14 +218,17 @@ def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "feat
         k = max(sweep, key=lambda kk: (sweep[kk], -kk))
     if cfg.algorithm == "hdbscan":
         return _fit_hdbscan(df, cfg, features_col)
-    model = _mllib(cfg.algorithm, int(k), cfg, features_col).fit(df)
-    return Clustering(cfg.algorithm, int(k), model=model, sweep=sweep)
+    model = ClusterModel(featuresCol=features_col, algorithm=cfg.algorithm, k=int(k))
+    model._mllib = _mllib(cfg.algorithm, int(k), cfg).fit(df.select(_vector(df, features_col).alias(_X)))
+    model.sweep = sweep
+    return model
 
 
-def _fit_hdbscan(df: DataFrame, cfg: ClusterConfig, features_col: str) -> Clustering:
+def _fit_hdbscan(df: DataFrame, cfg: ClusterConfig, features_col: str) -> ClusterModel:
     from sklearn.cluster import HDBSCAN
 
-    pdf = _sample(df, cfg.sample_max_rows, cfg.seed).select(vector_to_array(F.col(features_col), "float32").alias("x"))
+    x_col = vector_to_array(_vector(df, features_col), "float32").alias("x")
+    pdf = _sample(df.select(x_col), cfg.sample_max_rows, cfg.seed)
     x = np.stack(pdf.toPandas()["x"].to_numpy()).astype(np.float32)
     if len(x) < cfg.min_cluster_size:
         raise ValueError(f"cluster: hdbscan needs at least min_cluster_size={cfg.min_cluster_size} rows, got {len(x)}")
@@ -155,8 +236,10 @@ def _fit_hdbscan(df: DataFrame, cfg: ClusterConfig, features_col: str) -> Cluste
     ids = sorted(int(v) for v in set(labels.tolist()) if v >= 0)
     if not ids:
         raise ValueError("cluster: hdbscan found no cluster in the sample (all noise); lower min_cluster_size")
-    centers = np.stack([x[labels == i].mean(axis=0) for i in ids])
-    return Clustering("hdbscan", len(ids), centers=centers, center_ids=ids)
+    model = ClusterModel(featuresCol=features_col, algorithm="hdbscan", k=len(ids))
+    model._centers = np.stack([x[labels == i].mean(axis=0) for i in ids])
+    model._center_ids = ids
+    return model
 
 
 def silhouette(assigned: DataFrame, *, features_col: str = "features") -> float:

@@ -16,7 +16,8 @@ default model (or any local Hugging Face directory):
 
 The saved directory is an ordinary Hugging Face model directory, so it scores
 through the same pandas UDF as the embedding model
-(``ModelSpec(model=dir, head="classification")``).
+(``ModelSpec(model=dir, head="classification")``), as the
+:class:`FineTunedClassifier` stage of a saved model version.
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_worker", "finetune", "argmax_labels"]
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.param.shared import HasInputCol, HasPredictionCol, HasProbabilityCol, Param, Params, TypeConverters
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, DoubleType, StringType
+
+from dmine_spark.io.files import copy_dir, local_dir
+from dmine_spark.io.persist import Persisted
+from dmine_spark.io.schema import ColumnSpec, SchemaChecked
+
+__all__ = ["train_worker", "finetune", "argmax_labels", "FineTunedClassifier"]
 
 
 def argmax_labels(probs: Any, labels: list[str]) -> list[str]:
@@ -241,3 +253,96 @@ def finetune(
     if not (out_dir / "model.safetensors").is_file():
         raise RuntimeError(f"fine-tuning wrote no checkpoint to {out_dir}")
     return summary
+
+
+class FineTunedClassifier(Persisted, SchemaChecked, Model, HasInputCol, HasPredictionCol, HasProbabilityCol):
+    """A fine-tuned BERT classifier as a pyspark.ml ``Model``: ``transform`` adds the label and its probability.
+
+    The checkpoint (safetensors, tokenizer, ``id2label``) is scored by the
+    same pandas UDF as the embedding model
+    (``ModelSpec(head="classification")``): each Python worker loads it once.
+    Saved, the checkpoint is copied into the stage's folder (``hf/``).
+    """
+
+    labels = Param(Params._dummy(), "labels", "the class labels, in id2label order", TypeConverters.toListString)
+    maxLength = Param(Params._dummy(), "maxLength", "tokens kept per text", TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "texts per model call", TypeConverters.toInt)
+    maxTokens = Param(Params._dummy(), "maxTokens", "padded tokens per model call", TypeConverters.toInt)
+    device = Param(Params._dummy(), "device", "'auto', 'cpu' or 'cuda'", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCol: str = "text",
+        predictionCol: str = "prediction",
+        probabilityCol: str = "probability",
+        labels: list[str] | None = None,
+        maxLength: int = 64,
+        batchSize: int = 64,
+        maxTokens: int = 2048,
+        device: str = "auto",
+    ) -> None:
+        super().__init__()
+        self._setDefault(
+            inputCol="text",
+            predictionCol="prediction",
+            probabilityCol="probability",
+            labels=[],
+            maxLength=64,
+            batchSize=64,
+            maxTokens=2048,
+            device="auto",
+        )
+        self._set(**self._input_kwargs)
+        self.model_dir: Path | None = None
+
+    def copy(self, extra: dict | None = None) -> FineTunedClassifier:
+        that = super().copy(extra)
+        that.model_dir = self.model_dir
+        return that
+
+    def _save_state(self, path: str, spark: SparkSession) -> None:
+        if self.model_dir is None:
+            raise ValueError("FineTunedClassifier: no checkpoint to save")
+        copy_dir(spark, self.model_dir, f"{path}/hf")
+
+    def _load_state(self, path: str, state: dict[str, Any], spark: SparkSession) -> None:
+        self.model_dir = local_dir(spark, f"{path}/hf")
+
+    def _input_columns(self) -> dict[str, ColumnSpec]:
+        return {self.getInputCol(): ((StringType,), "a string")}
+
+    def _output_columns(self) -> list[tuple[str, DataType]]:
+        return [(self.getPredictionCol(), StringType()), (self.getProbabilityCol(), DoubleType())]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from dmine_spark.features.embed import embed_column, resolve_spec
+        from dmine_spark.features.encoder import ModelSpec
+
+        self.transformSchema(dataset.schema)
+        if self.model_dir is None:
+            raise ValueError("FineTunedClassifier: no checkpoint; fit it with finetune() or load a saved one")
+        spec = resolve_spec(
+            dataset.sparkSession,
+            ModelSpec(
+                model=str(self.model_dir),
+                max_length=self.getOrDefault("maxLength"),
+                head="classification",
+                device=self.getOrDefault("device"),
+            ),
+        )
+        probs = embed_column(
+            F.col(self.getInputCol()), spec, self.getOrDefault("batchSize"), self.getOrDefault("maxTokens")
+        )
+        names = F.array(*[F.lit(lab) for lab in self.getOrDefault("labels")])
+        tmp = "_dmine_probs"
+        return (
+            dataset.withColumn(tmp, probs)
+            .withColumn(
+                self.getPredictionCol(),
+                F.element_at(names, F.array_position(F.col(tmp), F.array_max(tmp)).cast("int")),
+            )
+            .withColumn(self.getProbabilityCol(), F.array_max(tmp).cast("double"))
+            .drop(tmp)
+        )

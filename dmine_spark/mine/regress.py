@@ -11,14 +11,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark import keyword_only
+from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.linalg import VectorUDT
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DataType
 
-__all__ = ["REGRESSORS", "fit_regressor", "regression_scores"]
+from dmine_spark.config import REGRESSORS as _REGRESSORS
+from dmine_spark.config import FeaturesConfig, TextFeaturesConfig
+from dmine_spark.config.estimators import check_params
+from dmine_spark.features.tabular import build_feature_pipeline
+from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 
-REGRESSORS = ("linear", "gbt")
+__all__ = ["REGRESSORS", "ArrayToVector", "fit_regressor", "regression_scores"]
+
+REGRESSORS = tuple(_REGRESSORS)
+
+
+class ArrayToVector(
+    SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
+):
+    """pyspark.ml stage: an ``array<float>`` column (an embedding) as an MLlib dense vector column."""
+
+    @keyword_only
+    def __init__(self, *, inputCol: str = "embedding", outputCol: str = "features") -> None:
+        super().__init__()
+        self._setDefault(inputCol="embedding", outputCol="features")
+        self._set(**self._input_kwargs)
+
+    def _input_columns(self) -> dict[str, ColumnSpec]:
+        return {self.getInputCol(): ((ArrayType,), "an array of numbers")}
+
+    def _output_columns(self) -> list[tuple[str, DataType]]:
+        return [(self.getOutputCol(), VectorUDT())]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        self.transformSchema(dataset.schema)
+        return dataset.withColumn(self.getOutputCol(), array_to_vector(F.col(self.getInputCol())))
 
 
 def fit_regressor(
@@ -37,9 +71,6 @@ def fit_regressor(
     The returned ``PipelineModel`` adds ``prediction`` to any frame with the
     same input columns.
     """
-
-    from dmine_spark.features.tabular import FeaturesConfig, TextFeaturesConfig, build_feature_pipeline
-
     categorical, numeric = list(categorical or []), list(numeric or [])
     if target in categorical + numeric:
         raise ValueError(f"regress: the target {target!r} is also listed as a feature")
@@ -63,25 +94,23 @@ def fit_regressor(
     # every input is non-null here (numeric columns are imputed, categorical ones keep a bucket for nulls)
     stages.append(VectorAssembler(inputCols=inputs, outputCol="_reg_features"))
     p = dict(params or {})
-    try:
-        est = _estimator(model, p, seed)
-    except TypeError as exc:
-        raise ValueError(f"regress.params: {exc}") from None
+    est = _estimator(model, p, seed)
     est.setFeaturesCol("_reg_features").setLabelCol(target).setPredictionCol("prediction")
     stages.append(est)
     return Pipeline(stages=stages).fit(train.where(F.col(target).isNotNull()))
 
 
 def _estimator(model: str, p: dict[str, Any], seed: int) -> Any:
-    from pyspark.ml.regression import GBTRegressor, LinearRegression
-
-    if model == "linear":
-        # regParam acts on standardised features; embedding dimensions have a spread of about 0.05,
-        # so 0.5 is a mild ridge (about alpha = 0.001 n on the raw vectors)
-        est = LinearRegression(**{"maxIter": 100, "regParam": 0.5, "elasticNetParam": 0.0, **p})
-    else:
-        est = GBTRegressor(**{"maxIter": 60, "maxDepth": 5, "stepSize": 0.1, "seed": seed, **p})
-    return est
+    spec = _REGRESSORS[model]
+    try:
+        check_params(spec, p)
+    except ValueError as exc:
+        raise ValueError(f"regress.params: {exc}") from None
+    cls = spec.load_class()
+    params = {**spec.defaults, **p}
+    if "seed" in dir(cls):
+        params.setdefault("seed", seed)
+    return cls(**params)
 
 
 def regression_scores(

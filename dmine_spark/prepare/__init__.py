@@ -1,1 +1,1 @@
-"""Step 1, prepare: ingest sources with declared schemas and clean their text."""
+"""Step 1, prepare: ingest sources with declared schemas (quarantine with a reason), clean, mask PII, dedupe."""

@@ -12,6 +12,7 @@ pandas (Arrow-batched) UDF here; everything else runs in the JVM.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -22,9 +23,11 @@ from pyspark.ml.param.shared import HasInputCol, HasOutputCol, Param, Params, Ty
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
+from pyspark.sql.types import DataType, StringType
 
-from dmine_spark.config import CleanConfig, LanguageConfig, PiiConfig
+from dmine_spark.config import PII_TYPES, CleanConfig, LanguageConfig, PiiConfig
+from dmine_spark.io.schema import ColumnSpec, SchemaChecked
+from dmine_spark.prepare.pii_rules import check_types
 
 __all__ = [
     "nfkc",
@@ -36,9 +39,11 @@ __all__ = [
     "collapse_whitespace",
     "truncate",
     "content_hash",
+    "text_key",
     "clean_text",
     "TextCleaner",
     "CleanResult",
+    "text_rows",
     "clean_frame",
     "apply_near_duplicates",
 ]
@@ -124,6 +129,15 @@ def content_hash(col: Column) -> Column:
     return F.sha2(F.lower(col), 256)
 
 
+def text_key(col: Column | str) -> Column:
+    """The key of a text's embedding: SHA-256 of its exact characters (hex).
+
+    The clean stage stores it as ``text_key`` and the embedding cache is keyed
+    by it; this is the one place it is derived.
+    """
+    return F.sha2(F.col(col) if isinstance(col, str) else col, 256)
+
+
 def clean_text(
     col: Column,
     *,
@@ -159,8 +173,15 @@ def clean_text(
     return out
 
 
-class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
-    """pyspark.ml stage that writes the cleaned text of ``inputCol`` to ``outputCol``."""
+class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
+    """pyspark.ml stage that writes the cleaned, PII-masked text of ``inputCol`` to ``outputCol``.
+
+    The text goes through :func:`clean_text` (Unicode, markup, URLs, control
+    characters, whitespace, case), then :func:`~dmine_spark.prepare.pii.mask_pii`
+    for ``piiTypes``, then is cut to ``maxChars``. The clean stage, batch and
+    streaming scoring and a saved model all clean text through this one stage,
+    so a text is cleaned the same way wherever it comes from. Null stays null.
+    """
 
     stripHtml = Param(Params._dummy(), "stripHtml", "remove HTML tags and entities", TypeConverters.toBoolean)
     lowercase = Param(Params._dummy(), "lowercase", "lowercase the text", TypeConverters.toBoolean)
@@ -168,6 +189,12 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
     urls = Param(Params._dummy(), "urls", "keep, mask or remove URLs", TypeConverters.toString)
     maxChars = Param(
         Params._dummy(), "maxChars", "truncate to this many characters (0: no limit)", TypeConverters.toInt
+    )
+    piiTypes = Param(
+        Params._dummy(),
+        "piiTypes",
+        f"PII types to mask, of {list(PII_TYPES)} (empty: none)",
+        TypeConverters.toListString,
     )
 
     @keyword_only
@@ -181,6 +208,7 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
         unicode: str = "nfkc",
         urls: str = "keep",
         maxChars: int = 0,
+        piiTypes: Sequence[str] = PII_TYPES,
     ) -> None:
         super().__init__()
         self._setDefault(
@@ -191,6 +219,7 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
             unicode="nfkc",
             urls="keep",
             maxChars=0,
+            piiTypes=list(PII_TYPES),
         )
         self.setParams(**self._input_kwargs)
 
@@ -205,31 +234,73 @@ class TextCleaner(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable,
         unicode: str = "nfkc",
         urls: str = "keep",
         maxChars: int = 0,
-    ) -> "TextCleaner":
-        return self._set(**self._input_kwargs)
+        piiTypes: Sequence[str] = PII_TYPES,
+    ) -> TextCleaner:
+        kwargs = self._input_kwargs
+        if kwargs.get("unicode") not in (None, "nfkc", "fullwidth", "none"):
+            raise ValueError(f"TextCleaner: unicode must be nfkc, fullwidth or none, got {kwargs['unicode']!r}")
+        if kwargs.get("urls") not in (None, "keep", "mask", "remove"):
+            raise ValueError(f"TextCleaner: urls must be keep, mask or remove, got {kwargs['urls']!r}")
+        if kwargs.get("piiTypes"):
+            check_types(kwargs["piiTypes"])
+        return self._set(**kwargs)
 
-    def _transform(self, dataset: DataFrame) -> DataFrame:
-        in_col, out_col = self.getInputCol(), self.getOutputCol()
-        fields = {f.name: f for f in dataset.schema.fields}
-        if in_col not in fields:
-            raise ValueError(f"TextCleaner: input column {in_col!r} not found in {sorted(fields)}")
-        if not isinstance(fields[in_col].dataType, StringType):
-            raise TypeError(
-                f"TextCleaner: input column {in_col!r} must be a string, got {fields[in_col].dataType.simpleString()}"
-            )
-        if out_col in fields and out_col != in_col:
-            raise ValueError(f"TextCleaner: output column {out_col!r} already exists")
-        out = clean_text(
-            F.col(in_col),
+    @classmethod
+    def from_config(
+        cls, clean: CleanConfig, pii: PiiConfig | None = None, *, inputCol: str = "text", outputCol: str = "text"
+    ) -> TextCleaner:
+        """The cleaner a pipeline's ``clean`` and ``pii`` sections describe."""
+        types = list(pii.types) if pii is not None and pii.enabled else []
+        return cls(
+            inputCol=inputCol,
+            outputCol=outputCol,
+            stripHtml=clean.strip_html,
+            lowercase=clean.lowercase,
+            unicode=clean.unicode,
+            urls=clean.urls,
+            maxChars=clean.max_chars,
+            piiTypes=types,
+        )
+
+    def normalized(self, col: Column) -> Column:
+        """The text transforms alone: :func:`clean_text` with this stage's settings (no masking, no cut)."""
+        return clean_text(
+            col,
             strip_markup=self.getOrDefault("stripHtml"),
             lowercase=self.getOrDefault("lowercase"),
             unicode=self.getOrDefault("unicode"),
             urls=self.getOrDefault("urls"),
         )
+
+    def masked(self, col: Column) -> Column | None:
+        """``struct<text, counts>`` of :func:`~dmine_spark.prepare.pii.mask_pii` for ``piiTypes`` (None: no masking)."""
+        from dmine_spark.prepare.pii import mask_pii
+
+        types = self.getOrDefault("piiTypes")
+        return mask_pii(col, types) if types else None
+
+    def cut(self, col: Column) -> Column:
+        """``col`` cut to ``maxChars`` (unchanged when it is 0)."""
         n = self.getOrDefault("maxChars")
-        if n > 0:
-            out = truncate(out, n)
-        return dataset.withColumn(out_col, out)
+        return truncate(col, n) if n > 0 else col
+
+    def clean_column(self, col: Column) -> Column:
+        """The whole cleaning of ``col``: transforms, PII masking, then the length cut."""
+        out = self.normalized(col)
+        masked = self.masked(out)
+        if masked is not None:
+            out = masked["text"]
+        return self.cut(out)
+
+    def _input_columns(self) -> dict[str, ColumnSpec]:
+        return {self.getInputCol(): ((StringType,), "a string")}
+
+    def _output_columns(self) -> list[tuple[str, DataType]]:
+        return [(self.getOutputCol(), StringType())]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        self.transformSchema(dataset.schema)
+        return dataset.withColumn(self.getOutputCol(), self.clean_column(F.col(self.getInputCol())))
 
 
 @dataclass
@@ -250,7 +321,7 @@ class CleanResult:
     @property
     def clean(self) -> DataFrame:
         return self.decided.where(F.col("outcome") == "clean").select(
-            *self.columns, *self.extra, "text_hash", "truncated"
+            *self.columns, *self.extra, "text_key", "text_hash", "truncated"
         )
 
     @property
@@ -264,6 +335,26 @@ class CleanResult:
         )
 
 
+def text_rows(rows: DataFrame, *, text_col: str, label_col: str | None, dedup: Column) -> DataFrame:
+    """Ingested rows as the clean step reads them: ``id, split, source, source_file, text, label, _dedup``.
+
+    ``text`` and ``label`` are the source's text and label columns (the label
+    as a string, null when there is none); ``_dedup`` says which rows take part
+    in exact deduplication.
+    """
+    label = F.col(label_col).cast("string") if label_col and label_col in rows.columns else F.lit(None)
+    source = F.col("source") if "source" in rows.columns else F.col("split")
+    return rows.select(
+        "id",
+        "split",
+        source.alias("source"),
+        "source_file",
+        F.col(text_col).cast("string").alias("text"),
+        label.cast("string").alias("label"),
+        dedup.alias("_dedup"),
+    )
+
+
 def clean_frame(
     df: DataFrame,
     cfg: CleanConfig,
@@ -274,20 +365,22 @@ def clean_frame(
     dedup_col: str | None = None,
     pii: PiiConfig | None = None,
     language: LanguageConfig | None = None,
+    cleaner: TextCleaner | None = None,
 ) -> CleanResult:
     """Clean ``text_col`` and decide for each row: clean, quarantined or duplicate.
 
-    The steps, in order: Unicode, markup, URL and whitespace cleaning; PII
-    masking (``pii``); language detection (``language``); the row rules
-    (``empty_text``, ``text_too_long``, ``language_not_kept``); exact dedup on
-    the content hash of the cleaned, masked text.
+    The steps, in order: the text transforms and PII masking of ``cleaner``;
+    language detection (``language``); the row rules (``empty_text``,
+    ``text_too_long``, ``language_not_kept``); the cut to ``max_chars``;
+    exact dedup on the content hash of the cleaned, masked text.
 
     Parameters
     ----------
     df : DataFrame
         Rows with ``id_col`` and ``text_col``.
     cfg : CleanConfig
-        Unicode, markup, URL, case and length settings.
+        The row rules (``min_chars``, ``max_chars``, ``on_too_long``) and, when
+        ``cleaner`` is not given, the text transforms.
     dedup_groups : list of str
         Columns inside which duplicates count (for example the split), so a
         text in both train and test is not removed from either.
@@ -295,29 +388,31 @@ def clean_frame(
         Boolean column saying which rows take part in exact dedup; ``None``
         dedups every row.
     pii : PiiConfig, optional
-        Mask these PII types; ``pii_counts`` (type → values masked) is added.
+        With no ``cleaner``: mask these PII types. ``pii_counts`` (type → values
+        masked) is added whenever the cleaner masks.
     language : LanguageConfig, optional
         Detect the language into ``language``/``language_score`` and
         quarantine the languages not kept.
+    cleaner : TextCleaner, optional
+        The cleaning to apply (a saved model's own, when scoring); by default
+        :meth:`TextCleaner.from_config` of ``cfg`` and ``pii``.
 
     Returns
     -------
     CleanResult
-        Clean rows get the cleaned text, ``text_hash`` and ``truncated``;
-        quarantined rows ``rule``, ``reason`` and the original ``text_raw``
-        (PII masked); duplicates the ``kept_id`` of the row they repeat.
+        Clean rows get the cleaned text, ``text_key``, ``text_hash`` and
+        ``truncated``; quarantined rows ``rule``, ``reason`` and the original
+        ``text_raw`` (PII masked); duplicates the ``kept_id`` of the row they repeat.
     """
+    cleaner = cleaner if cleaner is not None else TextCleaner.from_config(cfg, pii)
+    max_chars = cleaner.getOrDefault("maxChars") or cfg.max_chars
     min_chars = max(cfg.min_chars, 1)
-    cleaned = clean_text(
-        F.col(text_col), strip_markup=cfg.strip_html, lowercase=cfg.lowercase, unicode=cfg.unicode, urls=cfg.urls
-    )
-    staged = df.withColumn("text_raw", F.col(text_col)).withColumn(text_col, cleaned)
-    masking = pii is not None and pii.enabled and pii.types
+    staged = df.withColumn("text_raw", F.col(text_col)).withColumn(text_col, cleaner.normalized(F.col(text_col)))
+    masked = cleaner.masked(F.col(text_col))
+    masking = masked is not None
     if masking:
-        from dmine_spark.prepare.pii import mask_pii
-
         staged = (
-            staged.withColumn("_pii", mask_pii(F.col(text_col), pii.types))
+            staged.withColumn("_pii", masked)
             .withColumn(text_col, F.col("_pii.text"))
             .withColumn("pii_counts", F.col("_pii.counts"))
             .drop("_pii")
@@ -340,7 +435,7 @@ def clean_frame(
         F.format_string(f"text has %d characters after cleaning; at least {min_chars} required", F.col("_len")),
     ).when(
         F.col("rule") == "text_too_long",
-        F.format_string(f"text has %d characters; the limit is {cfg.max_chars}", F.col("_len")),
+        F.format_string(f"text has %d characters; the limit is {max_chars}", F.col("_len")),
     )
     if lang_rule is not None:
         reason = reason.when(
@@ -355,20 +450,21 @@ def clean_frame(
         staged.withColumn(
             "rule",
             F.when(F.col("_len") < min_chars, F.lit("empty_text"))
-            .when((F.col("_len") > cfg.max_chars) & F.lit(cfg.on_too_long == "quarantine"), F.lit("text_too_long"))
+            .when((F.col("_len") > max_chars) & F.lit(cfg.on_too_long == "quarantine"), F.lit("text_too_long"))
             .when(lang_rule if lang_rule is not None else F.lit(False), F.lit("language_not_kept"))
             .otherwise(F.lit(None).cast("string")),
         )
         .withColumn("reason", reason)
-        .withColumn("truncated", F.col("rule").isNull() & (F.col("_len") > cfg.max_chars))
+        .withColumn("truncated", F.col("rule").isNull() & (F.col("_len") > max_chars))
         # quarantined rows keep their original text, with the PII masked all the same (only they pay for it)
         .withColumn(
             "text_raw",
-            F.when(F.col("rule").isNotNull(), mask_pii(F.col("text_raw"), pii.types)["text"])
+            F.when(F.col("rule").isNotNull(), cleaner.masked(F.col("text_raw"))["text"])
             if masking
             else F.col("text_raw"),
         )
-        .withColumn(text_col, F.when(F.col("rule").isNull(), truncate(F.col(text_col), cfg.max_chars)))
+        .withColumn(text_col, F.when(F.col("rule").isNull(), truncate(F.col(text_col), max_chars)))
+        .withColumn("text_key", F.when(F.col("rule").isNull(), text_key(F.col(text_col))))
         .withColumn("text_hash", F.when(F.col("rule").isNull(), content_hash(F.col(text_col))))
     )
     takes_part = F.col("rule").isNull() & (F.col(dedup_col) if dedup_col else F.lit(True))

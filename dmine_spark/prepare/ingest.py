@@ -38,7 +38,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from dmine_spark.config import ConfigError, SourceConfig
+from dmine_spark.config import ConfigError, PipelineConfig, SourceConfig
 
 __all__ = [
     "CORRUPT_COL",
@@ -47,6 +47,7 @@ __all__ = [
     "assign_split",
     "parse_schema",
     "read_source",
+    "read_sources",
     "source_rows",
     "split_quarantine",
 ]
@@ -87,7 +88,7 @@ def _atomic(field: StructField) -> bool:
     return not isinstance(field.dataType, (StructType, ArrayType, MapType))
 
 
-def _jdbc_reader(spark: SparkSession, name: str, src: SourceConfig):  # noqa: ANN202
+def _jdbc_reader(spark: SparkSession, name: str, src: SourceConfig):
     where = f"sources.{name}"
     driver, _ = src.jdbc_driver()
     reader = spark.read.format("jdbc").option("url", src.url)
@@ -193,6 +194,21 @@ def read_source(
     if src.sample is not None and src.sample < 1.0:
         df = df.sample(fraction=src.sample, seed=src.sample_seed)
     return source_rows(df, origin, name, src, required=required, label_col=label_col, labels=labels, id_col=id_col)
+
+
+def read_sources(spark: SparkSession, cfg: PipelineConfig) -> dict[str, IngestResult]:
+    """Every source of ``cfg`` through :func:`read_source`, with the text column and ``required`` columns required."""
+    return {
+        name: read_source(
+            spark,
+            name,
+            src,
+            required=sorted({cfg.text_col, *src.required}),
+            label_col=cfg.label_col,
+            labels=cfg.labels,
+        )
+        for name, src in cfg.sources.items()
+    }
 
 
 def source_rows(

@@ -28,7 +28,9 @@ from pyspark.ml.param.shared import HasInputCol, Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
+from pyspark.sql.types import DataType, DoubleType, StringType
+
+from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 
 if TYPE_CHECKING:
     from py3langid.langid import LanguageIdentifier
@@ -162,7 +164,7 @@ def detect(
     return langs, scores
 
 
-def _detect_udf(languages: tuple[str, ...] | None, min_letters: int, min_score: float):  # noqa: ANN202
+def _detect_udf(languages: tuple[str, ...] | None, min_letters: int, min_score: float):
     def detect_batch(texts: pd.Series) -> pd.DataFrame:
         langs, scores = detect(texts.tolist(), languages, min_letters=min_letters, min_score=min_score)
         return pd.DataFrame(
@@ -194,7 +196,7 @@ def detect_language(
     return _detect_udf(key, int(min_letters), float(min_score))(F.col(col) if isinstance(col, str) else col)
 
 
-class LanguageDetector(Transformer, HasInputCol, DefaultParamsReadable, DefaultParamsWritable):
+class LanguageDetector(SchemaChecked, Transformer, HasInputCol, DefaultParamsReadable, DefaultParamsWritable):
     """pyspark.ml stage that writes the language of ``inputCol`` to ``langCol`` and its probability to ``scoreCol``."""
 
     langCol = Param(Params._dummy(), "langCol", "output column for the language code", TypeConverters.toString)
@@ -240,21 +242,16 @@ class LanguageDetector(Transformer, HasInputCol, DefaultParamsReadable, DefaultP
             _key(kwargs["languages"])
         return self._set(**kwargs)
 
+    def _input_columns(self) -> dict[str, ColumnSpec]:
+        return {self.getInputCol(): ((StringType,), "a string")}
+
+    def _output_columns(self) -> list[tuple[str, DataType]]:
+        lang_col, score_col = self.getOrDefault("langCol"), self.getOrDefault("scoreCol")
+        return [(lang_col, StringType()), *([(score_col, DoubleType())] if score_col else [])]
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        self.transformSchema(dataset.schema)
         in_col, lang_col, score_col = self.getInputCol(), self.getOrDefault("langCol"), self.getOrDefault("scoreCol")
-        fields = {f.name: f for f in dataset.schema.fields}
-        if in_col not in fields:
-            raise ValueError(f"LanguageDetector: input column {in_col!r} not found in {sorted(fields)}")
-        if not isinstance(fields[in_col].dataType, StringType):
-            raise TypeError(
-                f"LanguageDetector: input column {in_col!r} must be a string, "
-                f"got {fields[in_col].dataType.simpleString()}"
-            )
-        for name in (lang_col, score_col):
-            if name and name in fields:
-                raise ValueError(f"LanguageDetector: output column {name!r} already exists")
-        if score_col == lang_col:
-            raise ValueError(f"LanguageDetector: langCol and scoreCol are both {lang_col!r}")
         tmp = "__dmine_lang"
         detected = detect_language(
             F.col(in_col),

@@ -31,8 +31,9 @@ from pyspark.ml.param.shared import HasInputCol, HasOutputCol, Param, Params, Ty
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
+from pyspark.sql.types import DataType, IntegerType, MapType, StringType
 
+from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.prepare.pii_rules import (
     ALL_TYPES,
     CN_ID_CHECK_CHARS,
@@ -314,7 +315,7 @@ def mask_pii_arrow(col: Column | str, types: Iterable[str] | str = ALL_TYPES) ->
     return _arrow_masker(check_types(types))(c)
 
 
-class PiiMasker(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
+class PiiMasker(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """pyspark.ml stage that writes ``inputCol`` with PII masked to ``outputCol``.
 
     With ``countsCol`` set, it also writes the ``map<string, int>`` of values
@@ -353,19 +354,19 @@ class PiiMasker(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, D
             check_types(kwargs["types"])
         return self._set(**kwargs)
 
+    def _input_columns(self) -> dict[str, ColumnSpec]:
+        return {self.getInputCol(): ((StringType,), "a string")}
+
+    def _output_columns(self) -> list[tuple[str, DataType]]:
+        out: list[tuple[str, DataType]] = [(self.getOutputCol(), StringType())]
+        counts_col = self.getOrDefault("countsCol")
+        if counts_col:
+            out.append((counts_col, MapType(StringType(), IntegerType())))
+        return out
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        self.transformSchema(dataset.schema)
         in_col, out_col, counts_col = self.getInputCol(), self.getOutputCol(), self.getOrDefault("countsCol")
-        fields = {f.name: f for f in dataset.schema.fields}
-        if in_col not in fields:
-            raise ValueError(f"PiiMasker: input column {in_col!r} not found in {sorted(fields)}")
-        if not isinstance(fields[in_col].dataType, StringType):
-            raise TypeError(
-                f"PiiMasker: input column {in_col!r} must be a string, got {fields[in_col].dataType.simpleString()}"
-            )
-        if out_col in fields and out_col != in_col:
-            raise ValueError(f"PiiMasker: output column {out_col!r} already exists")
-        if counts_col and (counts_col in fields or counts_col == out_col):
-            raise ValueError(f"PiiMasker: counts column {counts_col!r} already exists")
         tmp = "__dmine_pii"
         out = dataset.withColumn(tmp, mask_pii(F.col(in_col), self.getOrDefault("types")))
         out = out.withColumn(out_col, F.col(f"{tmp}.text"))

@@ -1,1 +1,1 @@
-"""The Spark wiring: session construction, config-driven jobs and progress output."""
+"""The Spark wiring: sessions from profiles, the jar cache, spark-submit profiles, shipping models, progress lines."""

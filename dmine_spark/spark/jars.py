@@ -22,7 +22,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PACKAGES", "JvmPackage", "jars_dir", "fetch", "jar_files", "have", "MissingJars"]
+__all__ = [
+    "PACKAGES",
+    "JvmPackage",
+    "jars_dir",
+    "fetch",
+    "jar_files",
+    "have",
+    "MissingJars",
+    "delta_conf",
+    "submit_args",
+]
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,7 @@ spark.stop()
 """
 
 
-def fetch(name: str, root: Path | None = None, *, force: bool = False, echo=print) -> list[Path]:  # noqa: ANN001
+def fetch(name: str, root: Path | None = None, *, force: bool = False, echo=print) -> list[Path]:
     """Resolve package ``name`` from Maven Central into the jar cache; a no-op when it is there already."""
     pkg = _package(name)
     root = root or jars_dir()
@@ -137,6 +147,27 @@ def fetch(name: str, root: Path | None = None, *, force: bool = False, echo=prin
     return [dest / j for j in meta["jars"]]
 
 
+_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+_DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def delta_conf(conf: dict[str, str]) -> dict[str, str]:
+    """``conf`` plus what a Delta Lake session needs: the cached jars, the SQL extension and the catalog.
+
+    Raises
+    ------
+    MissingJars
+        When Delta Lake's jars are not in the jar cache.
+    """
+    out = dict(conf)
+    jars = [j for j in out.get("spark.jars", "").split(",") if j]
+    out["spark.jars"] = ",".join([*jars, *(str(p) for p in jar_files("delta") if str(p) not in jars)])
+    ext = [e for e in out.get("spark.sql.extensions", "").split(",") if e]
+    out["spark.sql.extensions"] = ",".join(ext if _DELTA_EXTENSION in ext else [*ext, _DELTA_EXTENSION])
+    out["spark.sql.catalog.spark_catalog"] = _DELTA_CATALOG
+    return out
+
+
 def submit_args(config: str | None = None) -> list[str]:
     """``spark-submit`` arguments that start Delta Lake for a dmine command, from the jar cache.
 
@@ -147,8 +178,6 @@ def submit_args(config: str | None = None) -> list[str]:
     not cached. ``tables.format: delta`` without them is left to the session
     to report, with the command that fetches them.
     """
-    from dmine_spark.spark.session import delta_conf
-
     fmt, kafka = "auto", False
     if config:
         from dmine_spark.config import load_config

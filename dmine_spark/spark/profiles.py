@@ -16,7 +16,6 @@ Nothing here starts Spark or reaches a cluster.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -28,17 +27,12 @@ from pydantic import ValidationError
 from dmine_spark.config import ConfigError, SparkProfile, load_config, load_profile, profile_path
 
 __all__ = [
-    "COMMANDS",
-    "add_parser",
     "databricks_job",
     "list_profiles",
     "merge_submit_args",
-    "run",
     "submit_args",
     "submit_env",
 ]
-
-COMMANDS = ("profiles", "databricks-job")
 
 # spark-submit options whose values are comma-separated lists: given twice, the second replaces the first,
 # so they are merged into one
@@ -253,49 +247,6 @@ def list_profiles(conf_dir: str | os.PathLike[str] | None = None) -> list[tuple[
     root = Path(conf_dir) if conf_dir else Path(os.environ.get("DMINE_CONF_DIR", "conf"))
     names = sorted({p.stem for sub in ("base", "local") for p in (root / sub / "spark").glob("*.yaml")})
     return [(name, profile_path(name, root)) for name in names]
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``dmine profiles`` and ``dmine databricks-job`` to the ``dmine`` subcommands."""
-    sp = sub.add_parser("profiles", help="list and validate the Spark profiles in conf/base/spark (and conf/local)")
-    sp.add_argument("--conf-dir", help="the conf folder (default: $DMINE_CONF_DIR or ./conf)")
-    sp = sub.add_parser(
-        "databricks-job", help="Databricks Jobs API 2.1 JSON that runs a pipeline (`databricks jobs create --json`)"
-    )
-    sp.add_argument("config", help="pipeline config YAML, e.g. conf/base/pipelines/banking77.yaml")
-    sp.add_argument("--profile", default="databricks", help="a kind: databricks profile (default: databricks)")
-    sp.add_argument("--wheel", help="the dmine_spark wheel on the workspace, e.g. /Volumes/main/dmine/wheels/...")
-    sp.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key on the cluster run"
-    )
-    sp.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``dmine profiles`` or ``dmine databricks-job``; a ConfigError is left to the CLI's one-line report."""
-    out = sys.stdout
-    if args.command == "profiles":
-        found = list_profiles(args.conf_dir)
-        if not found:
-            raise ConfigError(
-                f"no profiles under {args.conf_dir or os.environ.get('DMINE_CONF_DIR', 'conf')}/base/spark"
-            )
-        width = max(len(name) for name, _ in found)
-        for name, path in found:
-            p = load_profile(name, args.conf_dir)  # the first invalid one stops the listing with its error
-            master = "(set by Databricks)" if p.kind == "databricks" else p.master
-            local = "  (conf/local)" if path.parent.parent.name == "local" else ""
-            out.write(f"{name:<{width}}  {p.kind:<10}  {master}{local}\n")
-            out.flush()
-        return 0
-    job = databricks_job(args.config, args.profile, wheel=args.wheel, overrides=args.set)
-    text = json.dumps(job, indent=2) + "\n"
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-        out.write(f"wrote {args.out}: job {job['name']!r}; create it with: databricks jobs create --json @{args.out}\n")
-    else:
-        out.write(text)
-    return 0
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

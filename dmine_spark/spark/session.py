@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dmine_spark.config import SparkProfile
+from dmine_spark.config import ConfigError, SparkProfile, WorkDir
+from dmine_spark.io.tables import delta_enabled
+from dmine_spark.spark.jars import MissingJars, delta_conf, have, jar_files
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = [
     "build_session",
-    "delta_conf",
-    "delta_enabled",
     "driver_java_options",
     "merged_packages",
     "session_conf",
@@ -43,28 +43,6 @@ _BASE_CONF = {
 }
 
 
-_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
-_DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-
-
-def delta_conf(conf: dict[str, str]) -> dict[str, str]:
-    """``conf`` plus what a Delta Lake session needs: the cached jars, the SQL extension and the catalog."""
-    from dmine_spark.spark.jars import jar_files
-
-    out = dict(conf)
-    jars = [j for j in out.get("spark.jars", "").split(",") if j]
-    out["spark.jars"] = ",".join([*jars, *(str(p) for p in jar_files("delta") if str(p) not in jars)])
-    ext = [e for e in out.get("spark.sql.extensions", "").split(",") if e]
-    out["spark.sql.extensions"] = ",".join(ext if _DELTA_EXTENSION in ext else [*ext, _DELTA_EXTENSION])
-    out["spark.sql.catalog.spark_catalog"] = _DELTA_CATALOG
-    return out
-
-
-def delta_enabled(spark: "SparkSession") -> bool:
-    """Whether ``spark`` was started with Delta Lake's SQL extension."""
-    return _DELTA_EXTENSION in spark.sparkContext.getConf().get("spark.sql.extensions", "")
-
-
 def under_spark_submit() -> bool:
     """True when this Python driver was launched by ``spark-submit``."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -82,14 +60,12 @@ def driver_java_options(work_dir: Path, profile: SparkProfile | None = None) -> 
 
 def session_conf(profile: SparkProfile, work_dir: Path) -> dict[str, str]:
     """The full Spark conf for ``profile`` with its catalog under ``work_dir``."""
-    work_dir = Path(work_dir).resolve()
+    paths = WorkDir(Path(work_dir).resolve())
     conf = dict(_BASE_CONF)
-    conf["spark.sql.warehouse.dir"] = str(work_dir / "warehouse")
+    conf["spark.sql.warehouse.dir"] = str(paths.warehouse)
     if profile.catalog == "hive":
         conf["spark.sql.catalogImplementation"] = "hive"
-        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
-            f"jdbc:derby:;databaseName={work_dir / 'metastore_db'};create=true"
-        )
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={paths.metastore};create=true"
         conf["spark.hadoop.datanucleus.schema.autoCreateAll"] = "true"
         conf["spark.hadoop.hive.metastore.schema.verification"] = "false"
     else:
@@ -127,9 +103,6 @@ def build_session(
     (:mod:`dmine_spark.spark.jars`); ``auto`` does so when the jars are there.
     ``extra_jars`` names more packages of that cache to put on the classpath.
     """
-    from dmine_spark.config import ConfigError
-    from dmine_spark.spark.jars import MissingJars, have, jar_files
-
     extra: list[str] = []
     for name in extra_jars or []:  # other packages of the jar cache (the Kafka connector, say)
         try:
@@ -183,8 +156,8 @@ def build_session(
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(profile.log_level)
-    have = set(filter(None, spark.sparkContext.getConf().get("spark.jars.packages", "").split(",")))
-    lacking = [p for p in packages or [] if p not in have]
+    loaded = set(filter(None, spark.sparkContext.getConf().get("spark.jars.packages", "").split(",")))
+    lacking = [p for p in packages or [] if p not in loaded]
     if want_delta and table_format == "delta" and not delta_enabled(spark):
         raise ConfigError(
             "tables.format: delta: this Spark session was started without Delta Lake; "

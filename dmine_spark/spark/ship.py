@@ -4,8 +4,8 @@ Executors on a cluster have neither the model package nor the driver's
 files. Each model the config names (``embed.model``, and
 ``finetune.base_model`` when fine-tuning is on) is zipped once into the build
 folder and passed as ``--archives <zip>#<name>``; Spark unpacks it in every
-executor's working directory, where
-:func:`~dmine_spark.features.encoder.resolve_model_dir` finds it by
+executor's working directory, where the embedding UDF finds it
+(:func:`~dmine_spark.features.embed.shipped_model_dir`) by
 :func:`~dmine_spark.features.encoder.model_archive_name`.
 
     python -m dmine_spark.spark.ship CONFIG BUILD_DIR   # prints the spark-submit options, one per line

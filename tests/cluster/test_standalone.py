@@ -119,7 +119,7 @@ def _queries(work: Path, **queries: str) -> dict[str, list[dict]]:
 
 
 LAST_RUN = "SELECT * FROM dmine.runs ORDER BY started_at DESC LIMIT 1"
-PREDICTIONS = "SELECT id, label, prediction FROM dmine.pred_banking77"
+PREDICTIONS = "SELECT id, label, prediction FROM dmine.pred_banking77 WHERE stage = 'classify'"
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from dmine_spark.analyze.tables import (
+from dmine_spark.config import ConfigError, SparkProfile
+from dmine_spark.io.tables import (
     merge_new_keys,
     set_table_format,
     table_provider,
     track_versions,
     write_table,
 )
-from dmine_spark.config import ConfigError, SparkProfile
 from dmine_spark.spark import jars
 from dmine_spark.spark.session import build_session
 
@@ -30,9 +30,9 @@ DB = "dmine_delta_it"
 
 
 @pytest.fixture(scope="module")
-def dspark(spark):  # noqa: ANN001, ANN201
+def dspark(spark):
     """The test session, which runs Delta Lake when its jars are cached (`dmine jars fetch delta`)."""
-    from dmine_spark.spark.session import delta_enabled
+    from dmine_spark.io.tables import delta_enabled
 
     if not delta_enabled(spark):
         msg = f"Delta Lake jars not in {jars.jars_dir()}; run `dmine jars fetch delta` (bash dev.sh setup does)"
@@ -46,7 +46,7 @@ def dspark(spark):  # noqa: ANN001, ANN201
     spark.conf.set("spark.dmine.tables.format", prev)
 
 
-def _keys(n0: int, n1: int, tag: str = "a"):  # noqa: ANN202
+def _keys(n0: int, n1: int, tag: str = "a"):
     return [(f"k{i:04d}", "m", f"{tag}{i}") for i in range(n0, n1)]
 
 
@@ -65,7 +65,7 @@ def test_missing_jars_name_the_fetch_command(tmp_path: Path, monkeypatch: pytest
         jars.jar_files("delta")
 
 
-def test_merge_never_stores_a_key_twice(dspark) -> None:  # noqa: ANN001
+def test_merge_never_stores_a_key_twice(dspark) -> None:
     name = f"{DB}.merge_keys"
     dspark.sql(f"DROP TABLE IF EXISTS {name}")
     schema = "key STRING, model STRING, value STRING"
@@ -82,7 +82,7 @@ def test_merge_never_stores_a_key_twice(dspark) -> None:  # noqa: ANN001
     assert df.where("key = 'k0000'").first()["value"] == "a0"
 
 
-def test_concurrent_merges_leave_one_row_per_key(dspark) -> None:  # noqa: ANN001
+def test_concurrent_merges_leave_one_row_per_key(dspark) -> None:
     """Two writers offering overlapping keys at the same moment: Delta's commit protocol plus retry."""
     name = f"{DB}.merge_race"
     dspark.sql(f"DROP TABLE IF EXISTS {name}")
@@ -94,7 +94,7 @@ def test_concurrent_merges_leave_one_row_per_key(dspark) -> None:  # noqa: ANN00
         try:
             for step in range(3):
                 merge_new_keys(dspark.createDataFrame(_keys(lo + step, hi + step, tag), schema), name, ["key", "model"])
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [
@@ -110,7 +110,7 @@ def test_concurrent_merges_leave_one_row_per_key(dspark) -> None:  # noqa: ANN00
     assert df.count() == df.select("key").distinct().count() == 402
 
 
-def test_time_travel_by_version_and_timestamp(dspark) -> None:  # noqa: ANN001
+def test_time_travel_by_version_and_timestamp(dspark) -> None:
     name = f"{DB}.travel"
     dspark.sql(f"DROP TABLE IF EXISTS {name}")
     with track_versions() as seen:
@@ -129,7 +129,7 @@ def test_time_travel_by_version_and_timestamp(dspark) -> None:  # noqa: ANN001
     assert {r["run"] for r in at.collect()} == {"r1"}
 
 
-def test_parquet_history_table_is_converted_in_place(dspark) -> None:  # noqa: ANN001
+def test_parquet_history_table_is_converted_in_place(dspark) -> None:
     """A history table written as Parquet by an earlier run becomes Delta with its rows kept."""
     name = f"{DB}.history"
     dspark.sql(f"DROP TABLE IF EXISTS {name}")
@@ -143,7 +143,7 @@ def test_parquet_history_table_is_converted_in_place(dspark) -> None:  # noqa: A
 _READER = """
 import json, os, sys
 from pyspark.sql import SparkSession
-from dmine_spark.spark.session import delta_conf
+from dmine_spark.spark.jars import delta_conf
 b = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
 for k, v in delta_conf({}).items():
     b = b.config(k, v)
@@ -159,7 +159,7 @@ while not os.path.exists(stop):
 """
 
 
-def test_reader_in_another_process_sees_whole_versions(dspark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_reader_in_another_process_sees_whole_versions(dspark, tmp_path: Path) -> None:
     """While this process overwrites and appends, another process reads: every read is one committed version."""
     name = f"{DB}.shared"
     dspark.sql(f"DROP TABLE IF EXISTS {name}")

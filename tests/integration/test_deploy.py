@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -16,20 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
-from dmine_spark.config import ConfigError, load_config
-from dmine_spark.spark.jobs import run_stages
-from tests.conftest import DATASETS, PIPELINE_CONF, REPO
+from dmine_spark.config import ConfigError, Layer
+from dmine_spark.io.tables import PREDICTION_SCHEMA
+from tests.conftest import DATASETS, PIPELINE_CONF, REPO, read_csv_rows
 
 pytestmark = pytest.mark.slow
 
-TASK = "banking77dep"
-DB = "dmine_dep"
-
-
-def _read(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+TASK = "banking77"
+DB = "dmine_it"
 
 
 def _write(path: Path, rows: list[dict[str, str]], cols: list[str]) -> Path:
@@ -42,28 +37,10 @@ def _write(path: Path, rows: list[dict[str, str]], cols: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(spark, banking77: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
-    """A model trained by the pipeline on every 4th BANKING77 training row (test: every 3rd test row)."""
-    d = tmp_path_factory.mktemp("deploy_data")
-    train = _read(banking77 / "train.csv")[::4]
-    test = _read(banking77 / "test.csv")
-    _write(d / "train.csv", train, ["text", "category"])
-    _write(d / "test.csv", test[::3], ["text", "category"])
-    overrides = [
-        f"sources.train.path={d}/train.csv",
-        f"sources.test.path={d}/test.csv",
-        f"task={TASK}",
-        f"database={DB}",
-        f"work_dir={tmp_path_factory.mktemp('deploy_work')}",
-        "report.enabled=false",
-        "tracking.enabled=false",
-    ]
-    cfg = load_config(PIPELINE_CONF, overrides)
-    run, reports = run_stages(spark, cfg, ["ingest", "clean", "embed", "classify"], progress=False)
-    version = run.labels["classify.model_version"]
-    held_out = [r for i, r in enumerate(test) if i % 3 != 0]  # test rows the pipeline never saw
-    random.Random(0).shuffle(held_out)  # the file is sorted by intent; slices of it must not be
-    return cfg, overrides, version, held_out, d
+def trained(pipeline_run, dirty_slice):
+    """The shared pipeline run's classifier, and the test rows that run never saw."""
+    cfg, run, _, overrides = pipeline_run
+    return cfg, overrides, run.labels["classify.model_version"], dirty_slice["held_out"], dirty_slice["dir"]
 
 
 def _new_batch(held_out: list[dict[str, str]], path: Path, n: int = 300) -> tuple[Path, int]:
@@ -74,7 +51,7 @@ def _new_batch(held_out: list[dict[str, str]], path: Path, n: int = 300) -> tupl
     return _write(path, rows, ["text", "category"]), 2
 
 
-def test_score_appends_predictions_and_reuses_the_cache(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_score_appends_predictions_and_reuses_the_cache(spark, trained, tmp_path: Path) -> None:
     from dmine_spark.deploy.score import score_batch
 
     cfg, _, version, held_out, _ = trained
@@ -83,28 +60,55 @@ def test_score_appends_predictions_and_reuses_the_cache(spark, trained, tmp_path
     assert res.rows_in == 302 and res.scored == 300 and res.quarantined == n_bad
     # the pipeline embedded the training slice; a held-out text may repeat one of those texts
     assert res.unique_texts == 300 and 290 <= res.embedded <= 300
-    pred = spark.table(cfg.table("predictions")).where(F.col("run_id") == run.run_id)
+    pred = spark.table(cfg.table(Layer.PRED)).where(F.col("run_id") == run.run_id)
     assert pred.count() == 300 and pred.select("id").distinct().count() == 300
     assert {r["model_version"] for r in pred.select("model_version").distinct().collect()} == {version}
     acc = pred.where(F.col("label") == F.col("prediction")).count() / 300
     assert acc > 0.85, acc
     masked = pred.where(F.col("text").contains("jane.doe")).count()
     assert masked == 0 and pred.where(F.col("text").contains("<EMAIL>")).count() == 1
-    q = spark.table(cfg.table("quarantine")).where((F.col("stage") == "score") & (F.col("run_id") == run.run_id))
+    q = spark.table(cfg.table(Layer.QUARANTINE)).where((F.col("stage") == "score") & (F.col("run_id") == run.run_id))
     assert q.count() == n_bad and {r["rule"] for r in q.collect()} == {"missing_required_field", "empty_text"}
-    row = spark.table(cfg.table("runs")).where(F.col("run_id") == run.run_id).first()
+    row = spark.table(cfg.table(Layer.RUNS)).where(F.col("run_id") == run.run_id).first()
     assert row["command"] == "score" and row["status"] == "ok"
     assert row["counts"]["score.rows_in"] == 302 and row["counts"]["score.rows_scored"] == 300
 
     again, res2 = score_batch(spark, cfg, str(batch))  # the latest version by default
     assert res2.embedded == 0 and res2.unique_texts == 300
-    assert spark.table(cfg.table("predictions")).where(F.col("run_id") == again.run_id).count() == 300
+    assert spark.table(cfg.table(Layer.PRED)).where(F.col("run_id") == again.run_id).count() == 300
     first = {r["id"]: r["prediction"] for r in pred.collect()}
-    second = spark.table(cfg.table("predictions")).where(F.col("run_id") == again.run_id).collect()
+    second = spark.table(cfg.table(Layer.PRED)).where(F.col("run_id") == again.run_id).collect()
     assert sum(first.get(r["id"]) == r["prediction"] for r in second) == 300
 
 
-def test_score_reads_a_catalog_table(spark, trained) -> None:  # noqa: ANN001
+def test_score_reproduces_the_pipelines_predictions_row_for_row(spark, pipeline_run, trained) -> None:
+    """Training and scoring share one path from text to prediction: scoring the test file again gives ``pred_``."""
+    from dmine_spark.deploy.score import score_batch
+
+    cfg, first, _, _ = pipeline_run
+    _, _, version, _, data = trained
+    run, res = score_batch(spark, cfg, str(data / "test.csv"), model_ref=version, source="test")
+    assert res.embedded == 0  # every test text is in the cache since the pipeline ran
+    cols = ["id", "split", "text", "label", "prediction", "probability", "model_version"]
+    pred = spark.table(cfg.table(Layer.PRED))
+    scored = pred.where((F.col("run_id") == run.run_id) & (F.col("stage") == "score")).select(*cols)
+    trained_rows = pred.where((F.col("run_id") == first.run_id) & (F.col("stage") == "classify")).select(*cols)
+    assert scored.count() == trained_rows.count() > 0
+    assertDataFrameEqual(scored, trained_rows)
+
+
+def test_scored_rows_have_the_predictions_tables_columns(spark, trained, tmp_path: Path) -> None:
+    from dmine_spark.deploy.score import score_batch
+
+    cfg, _, version, held_out, _ = trained
+    batch, _ = _new_batch(held_out, tmp_path / "few.csv", 5)
+    run, _ = score_batch(spark, cfg, str(batch), model_ref=version)
+    pred = spark.table(cfg.table(Layer.PRED)).where(F.col("run_id") == run.run_id)
+    assert pred.columns == [name for name, _ in PREDICTION_SCHEMA]
+    assert {r["stage"] for r in pred.select("stage").distinct().collect()} == {"score"}
+
+
+def test_score_reads_a_catalog_table(spark, trained) -> None:
     from dmine_spark.deploy.score import score_batch
 
     cfg, _, version, held_out, _ = trained
@@ -112,11 +116,11 @@ def test_score_reads_a_catalog_table(spark, trained) -> None:  # noqa: ANN001
     spark.createDataFrame(rows, "text STRING, category STRING").write.mode("overwrite").saveAsTable(f"{DB}.incoming")
     run, res = score_batch(spark, cfg, f"{DB}.incoming", model_ref=version)
     assert res.rows_in == res.scored == 60 and res.quarantined == 0
-    pred = spark.table(cfg.table("predictions")).where(F.col("run_id") == run.run_id)
+    pred = spark.table(cfg.table(Layer.PRED)).where(F.col("run_id") == run.run_id)
     assert {r["source_file"] for r in pred.select("source_file").distinct().collect()} == {f"table:{DB}.incoming"}
 
 
-def test_score_refuses_an_unknown_model_version_in_one_line(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_score_refuses_an_unknown_model_version_in_one_line(spark, trained, tmp_path: Path) -> None:
     from dmine_spark.deploy.score import score_batch
 
     cfg, _, version, held_out, _ = trained
@@ -126,12 +130,12 @@ def test_score_refuses_an_unknown_model_version_in_one_line(spark, trained, tmp_
         score_batch(spark, cfg, str(batch), model_ref=f"{name}@v999")
 
 
-def test_monitor_flags_a_shifted_batch_and_not_a_held_out_one(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_monitor_flags_a_shifted_batch_and_not_a_held_out_one(spark, trained, tmp_path: Path) -> None:
     from dmine_spark.deploy.monitor import monitor
 
     cfg, _, version, held_out, _ = trained
     same = _write(tmp_path / "held_out.csv", held_out[:800], ["text", "category"])
-    tweets = _read(DATASETS / "twitter_financial_news_sentiment" / "sent_valid.csv")[:800]
+    tweets = read_csv_rows(DATASETS / "twitter_financial_news_sentiment" / "sent_valid.csv")[:800]
     shifted = _write(
         tmp_path / "tweets.csv", [{"text": r["text"], "category": r["label"]} for r in tweets], ["text", "category"]
     )
@@ -142,16 +146,16 @@ def test_monitor_flags_a_shifted_batch_and_not_a_held_out_one(spark, trained, tm
     assert not ok.drift, ok.measures
     assert bad.drift and {"centroid_shift", "ood_rate"} <= set(bad.drifted), bad.measures
     assert bad.measures["ood_rate"] > 0.5 > 0.05 > ok.measures["ood_rate"]
-    rows = spark.table(cfg.table("monitor")).where(F.col("run_id").isin(ok.run_id, bad.run_id)).collect()
+    rows = spark.table(cfg.table(Layer.MONITOR)).where(F.col("run_id").isin(ok.run_id, bad.run_id)).collect()
     flagged = {(r["run_id"], r["metric"]) for r in rows if r["drift"]}
     assert {m for _, m in flagged if _ == bad.run_id} == set(bad.drifted)
     assert not [m for rid, m in flagged if rid == ok.run_id]
-    runs = {r["run_id"]: r for r in spark.table(cfg.table("runs")).where(F.col("command") == "monitor").collect()}
+    runs = {r["run_id"]: r for r in spark.table(cfg.table(Layer.RUNS)).where(F.col("command") == "monitor").collect()}
     assert runs[bad.run_id]["labels"]["monitor.drift"] == "true"
     assert runs[ok.run_id]["labels"]["monitor.drift"] == "false"
 
 
-def test_stream_scores_each_landed_row_once(spark, trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_stream_scores_each_landed_row_once(spark, trained, tmp_path: Path) -> None:
     from dmine_spark.deploy.stream import stream
 
     cfg, _, version, held_out, _ = trained
@@ -160,23 +164,23 @@ def test_stream_scores_each_landed_row_once(spark, trained, tmp_path: Path) -> N
     landing = tmp_path / "landing"
     for i in range(3):
         _write(landing / f"part-{i}.csv", held_out[i * 40 : (i + 1) * 40], ["text", "category"])
-    before = spark.table(cfg.table("predictions")).count() if spark.catalog.tableExists(cfg.table("predictions")) else 0
+    before = spark.table(cfg.table(Layer.PRED)).count() if spark.catalog.tableExists(cfg.table(Layer.PRED)) else 0
     lines: list[str] = []
     n = stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append)
     assert n == 3, lines
-    assert spark.table(cfg.table("predictions")).count() - before == 120
+    assert spark.table(cfg.table(Layer.PRED)).count() - before == 120
     # a file landing later is picked up by the next run; the ones already scored are not scored again
     _write(landing / "part-3.csv", held_out[120:150], ["text", "category"])
     assert stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append) == 1
-    assert spark.table(cfg.table("predictions")).count() - before == 150
-    batches = spark.table(cfg.table("runs")).where(F.col("command") == "stream").collect()
+    assert spark.table(cfg.table(Layer.PRED)).count() - before == 150
+    batches = spark.table(cfg.table(Layer.RUNS)).where(F.col("command") == "stream").collect()
     assert len(batches) >= 4 and all(r["measures"]["stream.batch_seconds"] > 0 for r in batches)
 
 
 STREAM_FILES, STREAM_ROWS = 6, 50
 
 
-def test_stream_is_exactly_once_across_crashes(trained, tmp_path: Path) -> None:  # noqa: ANN001
+def test_stream_is_exactly_once_across_crashes(trained, tmp_path: Path) -> None:
     """Three processes on one checkpoint: one dies between a batch's write and its commit, one is killed."""
     cfg, overrides, version, held_out, _ = trained
     work = tmp_path / "work"
@@ -244,7 +248,7 @@ def test_stream_is_exactly_once_across_crashes(trained, tmp_path: Path) -> None:
             "-m",
             "dmine_spark.cli",
             "sql",
-            f"SELECT id, batch_key FROM {DB}.predictions_{TASK}",
+            f"SELECT id, batch_key FROM {DB}.pred_{TASK} WHERE stage = 'stream'",
             "--format",
             "json",
             "--max-rows",

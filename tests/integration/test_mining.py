@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from dmine_spark.config import load_config
-from dmine_spark.spark.jobs import run_stages
+from dmine_spark.runner.run import run_stages
 from tests.conftest import DATASETS, REPO
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ TOPICS = {"World", "Sports", "Business", "Sci/Tech"}
 
 
 @pytest.fixture(scope="module")
-def ag_run(spark, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+def ag_run(spark, tmp_path_factory: pytest.TempPathFactory):
     if not (DATASETS / "ag_news_test" / "test.csv").is_file():
         pytest.fail(f"AG News not found under {DATASETS}")
     work = tmp_path_factory.mktemp("ag_work")
@@ -52,12 +52,12 @@ def ag_run(spark, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, AN
     return cfg, run, reports
 
 
-def _metrics(spark, cfg, run, stage: str) -> dict[str, float]:  # noqa: ANN001
+def _metrics(spark, cfg, run, stage: str) -> dict[str, float]:
     rows = spark.table(cfg.table("metrics")).where((F.col("run_id") == run.run_id) & (F.col("stage") == stage))
     return {r["metric"]: r["value"] for r in rows.collect()}
 
 
-def test_clusters_match_topics_and_have_names(spark, ag_run) -> None:  # noqa: ANN001
+def test_clusters_match_topics_and_have_names(spark, ag_run) -> None:
     cfg, run, reports = ag_run
     assert [r.stage for r in reports] == ["ingest", "clean", "embed", "classify", "finetune", "cluster"]
     m = _metrics(spark, cfg, run, "cluster")
@@ -74,7 +74,7 @@ def test_clusters_match_topics_and_have_names(spark, ag_run) -> None:  # noqa: A
         assert len(r["exemplars"]) == 3 and set(r["exemplars"]) <= texts
 
 
-def test_sklearn_head_with_grid_and_versioned_predictions(spark, ag_run) -> None:  # noqa: ANN001
+def test_sklearn_head_with_grid_and_versioned_predictions(spark, ag_run) -> None:
     cfg, run, _ = ag_run
     m = _metrics(spark, cfg, run, "classify")
     assert m["accuracy"] >= 0.8, m
@@ -82,19 +82,20 @@ def test_sklearn_head_with_grid_and_versioned_predictions(spark, ag_run) -> None
     assert sum(1 for k in m if k.startswith("cv_f1[")) == 2  # one mean CV score per grid point
     version = run.labels["classify.model_version"]
     assert version.startswith("ag_news-sk_linear_svc@v")
-    pred = spark.table(cfg.table("pred"))
+    pred = spark.table(cfg.table("pred")).where((F.col("run_id") == run.run_id) & (F.col("stage") == "classify"))
     assert {r["model_version"] for r in pred.select("model_version").distinct().collect()} == {version}
     conf = spark.table(cfg.table("confusion")).where(F.col("run_id") == run.run_id)
     assert conf.agg(F.sum("count")).first()[0] == pred.count()
     per_metric = spark.table(cfg.table("metrics")).where(F.col("run_id") == run.run_id)
     assert per_metric.where(F.col("model_version").isNull()).count() == 0
-    assert (Path(cfg.work_dir) / "models" / version.replace("@", "/") / "model.joblib").is_file()
+    saved = Path(cfg.work_dir) / "models" / version.replace("@", "/") / "model" / "stages"
+    assert len(list(saved.glob("*_ClassifierHead_*/model.skops"))) == 1  # a skops artefact, not a pickle
 
 
-def test_finetune_saves_safetensors_and_scores_through_the_udf(spark, ag_run) -> None:  # noqa: ANN001
+def test_finetune_saves_safetensors_and_scores_through_the_udf(spark, ag_run) -> None:
     cfg, run, _ = ag_run
     version = run.labels["finetune.model_version"]
-    hf = Path(cfg.work_dir) / "models" / version.replace("@", "/") / "hf"
+    (hf,) = (Path(cfg.work_dir) / "models" / version.replace("@", "/") / "model" / "stages").glob("*_FineTuned*/hf")
     assert (hf / "model.safetensors").is_file() and not list(hf.glob("*.bin"))
     summary = json.loads((hf / "dmine_finetune.json").read_text())
     assert summary["processes"] == 2 and summary["train_rows"] > 500
@@ -104,13 +105,13 @@ def test_finetune_saves_safetensors_and_scores_through_the_udf(spark, ag_run) ->
     m = _metrics(spark, cfg, run, "finetune")
     # one short epoch on ~630 rows already separates the four topics far above chance
     assert m["accuracy"] >= 0.6, m
-    pred = spark.table(cfg.table("pred_ft"))
+    pred = spark.table(cfg.table("pred")).where((F.col("run_id") == run.run_id) & (F.col("stage") == "finetune"))
     n_test = spark.table(cfg.table("clean")).where("split = 'test'").count()
     assert pred.count() == n_test
     assert pred.where(~F.col("prediction").isin(*TOPICS) | (F.col("probability") <= 0.25)).count() == 0
 
 
-def test_report_and_mlflow(spark, ag_run) -> None:  # noqa: ANN001
+def test_report_and_mlflow(spark, ag_run) -> None:
     import mlflow
 
     cfg, run, _ = ag_run
@@ -137,7 +138,7 @@ def _chromium() -> str | None:
     return None
 
 
-def test_report_renders_in_headless_chromium(ag_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_report_renders_in_headless_chromium(ag_run, tmp_path: Path) -> None:
     import os
 
     import numpy as np

@@ -1,130 +1,110 @@
-"""The whole pipeline on a slice of the real BANKING77, with dirty rows mixed in."""
+"""The whole pipeline on a slice of the real BANKING77, with dirty rows mixed in (the shared ``pipeline_run``)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
+import json
+import subprocess
+import sys
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
-from dmine_spark.config import load_config
-from dmine_spark.spark.jobs import run_stages
-from tests.conftest import PIPELINE_CONF
+from dmine_spark.config import Layer
+from dmine_spark.io.tables import PREDICTION_SCHEMA, delta_enabled, table_provider
+from dmine_spark.runner.run import run_stages
+from tests.conftest import EMPTY, MALFORMED, MISSING, REPO
 
 pytestmark = pytest.mark.slow
 
-# Injected into the training file: how many of each kind, and where they must end up.
-MALFORMED = ['"unterminated quote,card_arrival,extra', "only one field"]
-MISSING = [",card_arrival", '"where is my money",']
-EMPTY = ['"<p>  </p>",card_arrival', '"\u200b\u200b",top_up_failed']
+
+def _this_run(spark, cfg, run, layer: Layer, stage: str | None = None):
+    df = spark.table(cfg.table(layer)).where(F.col("run_id") == run.run_id)
+    return df.where(F.col("stage") == stage) if stage else df
 
 
-def _lines(rows: list[dict[str, str]]) -> list[str]:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    for r in rows:
-        w.writerow([r["text"], r["category"]])
-    return buf.getvalue().splitlines(keepends=True)
-
-
-@pytest.fixture(scope="module")
-def dirty_slice(banking77: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Every 4th training row and every 3rd test row, plus known dirty records in train."""
-    with open(banking77 / "train.csv", newline="", encoding="utf-8") as fh:
-        train = list(csv.DictReader(fh))[::4]
-    with open(banking77 / "test.csv", newline="", encoding="utf-8") as fh:
-        test = list(csv.DictReader(fh))[::3]
-    dups = [dict(r, text="  " + r["text"].upper() + " ") for r in train[:5]]  # same text once cleaned and case-folded
-    d = tmp_path_factory.mktemp("banking77_dirty")
-    body = _lines(train) + _lines(dups)
-    body += [line + "\n" for line in MALFORMED[1:] + MISSING + EMPTY]
-    (d / "train.csv").write_text("text,category\n" + "".join(body) + MALFORMED[0] + "\n", encoding="utf-8")
-    (d / "test.csv").write_text("text,category\n" + "".join(_lines(test)), encoding="utf-8")
-    return {"dir": d, "train": len(train) + len(dups), "test": len(test), "labels": {r["category"] for r in train}}
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(spark, dirty_slice):  # noqa: ANN001, ANN201
-    d = dirty_slice["dir"]
-    cfg = load_config(
-        PIPELINE_CONF,
-        [f"sources.train.path={d}/train.csv", f"sources.test.path={d}/test.csv", "cluster.k=12", "database=dmine_it"],
-    )
-    run, reports = run_stages(spark, cfg, progress=False)
-    return cfg, run, reports
-
-
-def test_counts_reconcile_and_dirty_rows_are_quarantined(spark, pipeline_run, dirty_slice) -> None:  # noqa: ANN001
-    cfg, run, _ = pipeline_run
+def test_counts_reconcile(pipeline_run, dirty_slice) -> None:
+    _, run, _, _ = pipeline_run
     c = run.counts
-    n_train_lines = dirty_slice["train"] + len(MALFORMED) + len(MISSING) + len(EMPTY)
-    assert c["ingest.rows_in.train"] == n_train_lines
+    assert c["ingest.rows_in.train"] == dirty_slice["train"] + len(MALFORMED) + len(MISSING) + len(EMPTY)
     assert c["ingest.rows_in.test"] == dirty_slice["test"]
     assert c["rows_in"] == c["rows_clean"] + c["rows_quarantined"] + c["rows_duplicate"]
-    assert c["rows_quarantined"] == len(MALFORMED) + len(MISSING) + len(EMPTY)
-    assert c["rows_duplicate"] >= 5
-    q = spark.table(cfg.table("quarantine"))
-    rules = {(r["stage"], r["rule"]): r["count"] for r in q.groupBy("stage", "rule").count().collect()}
-    assert rules == {
-        ("ingest", "malformed_record"): len(MALFORMED),
-        ("ingest", "missing_required_field"): len(MISSING),
-        ("clean", "empty_text"): len(EMPTY),
-    }
-    raws = {r["raw"] for r in q.where("rule = 'malformed_record'").collect()}
-    assert "only one field" in raws
-    assert q.where(F.col("reason").isNull() | F.col("source_file").isNull()).count() == 0
-    dup = spark.table(cfg.table("dup"))
-    assert dup.count() == c["rows_duplicate"]
-    kept = spark.table(cfg.table("clean")).select(F.col("id").alias("kept_id"))
-    assert dup.join(kept, "kept_id", "left_anti").count() == 0  # every duplicate points at a kept row
 
 
-def test_result_tables(spark, pipeline_run, dirty_slice) -> None:  # noqa: ANN001
-    cfg, run, _ = pipeline_run
+def test_dirty_rows_are_quarantined_with_their_rule(spark, pipeline_run) -> None:
+    cfg, run, _, _ = pipeline_run
+    q = spark.table(cfg.table(Layer.QUARANTINE)).where(F.col("run_id") == run.run_id)
+    assertDataFrameEqual(
+        q.groupBy("stage", "rule").count(),
+        spark.createDataFrame(
+            [
+                ("ingest", "malformed_record", len(MALFORMED)),
+                ("ingest", "missing_required_field", len(MISSING)),
+                ("clean", "empty_text", len(EMPTY)),
+            ],
+            "stage STRING, rule STRING, count LONG",
+        ),
+    )
+    assert "only one field" in {r["raw"] for r in q.where("rule = 'malformed_record'").collect()}
+    assert q.where(F.col("reason").isNull() | F.col("source_file").isNull()).isEmpty()
+
+
+def test_every_duplicate_points_at_a_kept_row(spark, pipeline_run) -> None:
+    cfg, run, _, _ = pipeline_run
+    dup = spark.table(cfg.table(Layer.DUP))
+    assert dup.count() == run.counts["rows_duplicate"] >= 5
+    kept = spark.table(cfg.table(Layer.CLEAN)).select(F.col("id").alias("kept_id"))
+    assert dup.join(kept, "kept_id", "left_anti").isEmpty()
+
+
+def test_result_tables_are_in_the_catalog(spark, pipeline_run) -> None:
+    cfg, _, _, _ = pipeline_run
     tables = {t.name for t in spark.catalog.listTables(cfg.database)}
-    assert {
-        "raw_banking77",
-        "clean_banking77",
-        "quarantine_banking77",
-        "dup_banking77",
-        "emb_banking77",
-        "pred_banking77",
-        "cluster_banking77",
-        "cluster_terms_banking77",
-        "metrics",
-        "runs",
-    } <= tables
-    pred = spark.table(cfg.table("pred"))
-    assert pred.columns[:6] == ["id", "split", "text", "label", "prediction", "probability"]
-    assert pred.count() == dirty_slice["test"]  # every test row is scored, repeats included
-    assert pred.where("probability < 0 OR probability > 1 OR prediction IS NULL").count() == 0
-    emb = spark.table(cfg.table("emb"))
+    expected = {"raw", "clean", "quarantine", "dup", "emb", "pred", "confusion", "cluster", "cluster_terms"}
+    assert {f"{layer}_banking77" for layer in expected} | {"metrics", "runs", "quality", "emb_cache"} <= tables
+
+
+def test_every_test_row_is_predicted_once_in_the_predictions_layout(spark, pipeline_run, dirty_slice) -> None:
+    cfg, run, _, _ = pipeline_run
+    pred = _this_run(spark, cfg, run, Layer.PRED, "classify")
+    assert pred.columns == [name for name, _ in PREDICTION_SCHEMA]
+    assert pred.count() == pred.select("id").distinct().count() == dirty_slice["test"]  # repeats included
+    assert pred.where("probability < 0 OR probability > 1 OR prediction IS NULL").isEmpty()
+    assert {r["model_version"] for r in pred.select("model_version").distinct().collect()} == {
+        run.labels["classify.model_version"]
+    }
+
+
+def test_the_embedding_view_has_a_vector_per_clean_row(spark, pipeline_run) -> None:
+    cfg, run, _, _ = pipeline_run
+    emb = spark.table(cfg.table(Layer.EMB))
     assert emb.count() == run.counts["rows_clean"]
-    assert emb.select(F.size("embedding").alias("d")).distinct().collect()[0]["d"] == 384
-    terms = spark.table(cfg.table("cluster_terms")).collect()
+    assert emb.where(F.size("embedding") != 384).isEmpty()
+
+
+def test_clusters_are_named_and_cover_every_clean_row(spark, pipeline_run) -> None:
+    cfg, run, _, _ = pipeline_run
+    terms = spark.table(cfg.table(Layer.CLUSTER_TERMS)).collect()
     assert len(terms) == 12
     assert sum(r["size"] for r in terms) == run.counts["rows_clean"]
     assert all(r["name"] and len(r["top_terms"]) >= 3 for r in terms)
+    assert run.labels["cluster.model_version"].startswith("banking77-cluster-kmeans@v")
 
 
-def test_accuracy_floor_and_metrics_table(spark, pipeline_run) -> None:  # noqa: ANN001
-    cfg, run, reports = pipeline_run
+def test_accuracy_is_above_the_floor_and_matches_the_predictions(spark, pipeline_run) -> None:
+    cfg, run, reports, _ = pipeline_run
     # ~2,500 training rows (a quarter of BANKING77, every intent present): frozen MiniLM + LR reaches ~0.87
-    m = {r["metric"]: r["value"] for r in spark.table(cfg.table("metrics")).where(f"run_id = '{run.run_id}'").collect()}
-    assert m["accuracy"] >= 0.82
-    assert m["macro_f1"] >= 0.80
-    pred = spark.table(cfg.table("pred"))
-    recomputed = pred.where("label = prediction").count() / pred.count()
-    assert m["accuracy"] == pytest.approx(recomputed)
+    m = {r["metric"]: r["value"] for r in _this_run(spark, cfg, run, Layer.METRICS).collect()}
+    assert m["accuracy"] >= 0.82 and m["macro_f1"] >= 0.80
+    pred = _this_run(spark, cfg, run, Layer.PRED, "classify")
+    assert m["accuracy"] == pytest.approx(pred.where("label = prediction").count() / pred.count())
     assert 0.0 < m["silhouette_cosine"] < 1.0
     assert [r.stage for r in reports] == ["ingest", "clean", "embed", "classify", "cluster"]
 
 
-def test_runs_table_records_the_run(spark, pipeline_run) -> None:  # noqa: ANN001
-    cfg, run, _ = pipeline_run
-    rows = spark.table(cfg.table("runs")).where(f"run_id = '{run.run_id}'").collect()
+def test_the_runs_table_records_the_run(spark, pipeline_run) -> None:
+    cfg, run, _, _ = pipeline_run
+    rows = _this_run(spark, cfg, run, Layer.RUNS).collect()
     assert len(rows) == 1
     r = rows[0]
     assert r["status"] == "ok" and r["config_hash"] == cfg.config_hash()
@@ -134,59 +114,83 @@ def test_runs_table_records_the_run(spark, pipeline_run) -> None:  # noqa: ANN00
     assert r["ended_at"] >= r["started_at"]
 
 
-def test_stage_alone_reads_from_catalog(spark, pipeline_run) -> None:  # noqa: ANN001
-    """A single stage re-runs from the tables the earlier stages left."""
-    cfg, first, _ = pipeline_run
+def test_a_stage_alone_reads_from_the_catalog(spark, pipeline_run) -> None:
+    cfg, first, _, _ = pipeline_run
     run, reports = run_stages(spark, cfg, ["classify"], command="classify", progress=False)
     assert reports[0].values["accuracy"] == pytest.approx(first.measures["classify.accuracy"], abs=0.02)
-    assert spark.table(cfg.table("runs")).where("command = 'classify'").count() == 1
+    assert _this_run(spark, cfg, run, Layer.RUNS).first()["command"] == "classify"
 
 
-def test_embed_rerun_embeds_nothing(spark, pipeline_run) -> None:  # noqa: ANN001
-    """Unchanged input: every text is a cache hit, no model runs, and the vectors are the same."""
-    cfg, first, _ = pipeline_run
-    before = {r["id"]: list(r["embedding"]) for r in spark.table(cfg.table("emb")).limit(50).collect()}
-    run, reports = run_stages(spark, cfg, ["embed"], command="embed", progress=False)
+def test_an_embed_rerun_embeds_nothing_and_keeps_the_vectors(spark, pipeline_run) -> None:
+    cfg, first, _, _ = pipeline_run
+    before = spark.table(cfg.table(Layer.EMB)).select("id", "embedding").orderBy("id").limit(50).collect()
+    run, _ = run_stages(spark, cfg, ["embed"], command="embed", progress=False)
     c = run.counts
     assert c["embed.embedded"] == 0 and c.get("embed.model_loads", 0) == 0
     assert c["embed.cache_hits"] == c["embed.unique_texts"] == first.counts["embed.unique_texts"]
     assert first.counts["embed.embedded"] == first.counts["embed.unique_texts"] <= first.counts["embed.rows"]
     assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == "cpu/fp32/openvino"
-    after = {
-        r["id"]: list(r["embedding"])
-        for r in spark.table(cfg.table("emb")).where(F.col("id").isin(list(before))).collect()
-    }
-    assert after == before
+    after = spark.table(cfg.table(Layer.EMB)).where(F.col("id").isin([r.id for r in before]))
+    assertDataFrameEqual(
+        after.select("id", "embedding"), spark.createDataFrame(before, "id STRING, embedding ARRAY<FLOAT>")
+    )
 
 
-def test_delta_run_results_can_be_read_back_by_version(spark, pipeline_run) -> None:  # noqa: ANN001
+LOAD_IN_A_FRESH_SESSION = """
+import json, sys
+from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+model = PipelineModel.load(sys.argv[1])
+df = spark.createDataFrame([(t,) for t in json.loads(sys.argv[2])], "text STRING")
+rows = model.transform(df).select("text", "prediction", "probability").collect()
+print("RESULT " + json.dumps([r.asDict() for r in rows]))
+"""
+
+
+def test_a_saved_model_version_loads_with_pipeline_model_in_a_fresh_session(spark, pipeline_run) -> None:
+    """Another process, with its own Spark and no dmine catalog, loads the model and scores raw text."""
+    cfg, run, _, _ = pipeline_run
+    version = run.labels["classify.model_version"]
+    path = cfg.paths.models / version.replace("@", "/") / "model"
+    pred = _this_run(spark, cfg, run, Layer.PRED, "classify").orderBy("id").limit(20).collect()
+    texts = [r["text"] for r in pred]
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_IN_A_FRESH_SESSION, str(path), json.dumps(texts)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    assert [g["prediction"] for g in got] == [r["prediction"] for r in pred]
+    assert [g["probability"] for g in got] == pytest.approx([r["probability"] for r in pred], abs=1e-4)
+
+
+def test_delta_run_results_can_be_read_back_by_version(spark, pipeline_run) -> None:
     """With Delta (the default when its jars are cached) every table a run wrote is named with its version
     in ``runs.table_versions``, and that version still reads back the run's rows after later runs."""
     import os
-
-    from dmine_spark.analyze.tables import table_provider
-    from dmine_spark.spark.session import delta_enabled
 
     if not delta_enabled(spark):
         if os.environ.get("CI"):
             pytest.fail("the test session runs without Delta Lake; `dmine jars fetch delta` fills the jar cache")
         pytest.skip("Delta Lake jars not cached")
-    cfg, first, _ = pipeline_run
+    cfg, first, _, _ = pipeline_run
     assert first.labels["tables.format"] == "delta"
-    row = spark.table(cfg.table("runs")).where(f"run_id = '{first.run_id}'").first()
-    versions = row["table_versions"]
+    versions = spark.table(cfg.table(Layer.RUNS)).where(f"run_id = '{first.run_id}'").first()["table_versions"]
     for layer in ("raw", "clean", "quarantine", "dup", "pred", "confusion", "cluster", "cluster_terms", "metrics"):
         assert cfg.table(layer) in versions, layer
         assert table_provider(spark, cfg.table(layer)) == "delta", layer
-    assert table_provider(spark, cfg.table("emb_cache")) == "delta"
-    pred_v = versions[cfg.table("pred")]
+    assert table_provider(spark, cfg.table(Layer.EMB_CACHE)) == "delta"
+    pred_v = versions[cfg.table(Layer.PRED)]
     again, _ = run_stages(spark, cfg, ["classify"], command="classify", progress=False)
-    later = spark.table(cfg.table("runs")).where(f"run_id = '{again.run_id}'").first()["table_versions"]
-    assert later[cfg.table("pred")] > pred_v
-    old = spark.sql(f"SELECT DISTINCT run_id FROM {cfg.table('pred')} VERSION AS OF {pred_v}").collect()
+    later = spark.table(cfg.table(Layer.RUNS)).where(f"run_id = '{again.run_id}'").first()["table_versions"]
+    assert later[cfg.table(Layer.PRED)] > pred_v
+    old = spark.sql(f"SELECT DISTINCT run_id FROM {cfg.table(Layer.PRED)} VERSION AS OF {pred_v}").collect()
     assert [r["run_id"] for r in old] == [first.run_id]
-    now = spark.sql(f"SELECT DISTINCT run_id FROM {cfg.table('pred')}").collect()
-    assert [r["run_id"] for r in now] == [again.run_id]
+    assert _this_run(spark, cfg, again, Layer.PRED, "classify").count() == first.counts["ingest.rows_out.test"]
     # the embedding cache holds each key once, after the first run and every re-run
-    cache = spark.table(cfg.table("emb_cache"))
+    cache = spark.table(cfg.table(Layer.EMB_CACHE))
     assert cache.count() == cache.select("text_key", "model", "precision", "max_length", "pooling").distinct().count()

@@ -8,9 +8,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from dmine_spark.config import load_config
-from dmine_spark.datagen import generate, read_manifest
 from dmine_spark.prepare.pii_rules import mask_text
-from dmine_spark.spark.jobs import run_stages
+from dmine_spark.runner.run import run_stages
+from dmine_spark.tools.datagen import generate, read_manifest
 from tests.conftest import DATASETS, REPO
 
 pytestmark = pytest.mark.slow
@@ -27,19 +27,19 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def prepared(spark, generated):  # noqa: ANN001, ANN201
+def prepared(spark, generated):
     out, _ = generated
     cfg = load_config(CONF, [f"sources.gen.path={out}/*.csv", "database=dmine_gen"])
     run, reports = run_stages(spark, cfg, progress=False)
     return cfg, run, reports
 
 
-def _rules(spark, cfg, stage: str) -> dict[str, int]:  # noqa: ANN001
+def _rules(spark, cfg, stage: str) -> dict[str, int]:
     q = spark.table(cfg.table("quarantine")).where(F.col("stage") == stage)
     return {r["rule"]: r["count"] for r in q.groupBy("rule").count().collect()}
 
 
-def test_every_row_accounted_for(prepared, generated) -> None:  # noqa: ANN001
+def test_every_row_accounted_for(prepared, generated) -> None:
     _, manifest = generated
     _, run, _ = prepared
     c = run.counts
@@ -47,7 +47,7 @@ def test_every_row_accounted_for(prepared, generated) -> None:  # noqa: ANN001
     assert c["rows_in"] == c["rows_clean"] + c["rows_quarantined"] + c["rows_duplicate"]
 
 
-def test_ingest_quarantine_matches_the_injected_faults(spark, prepared, generated) -> None:  # noqa: ANN001
+def test_ingest_quarantine_matches_the_injected_faults(spark, prepared, generated) -> None:
     cfg, _, _ = prepared
     _, m = generated
     rules = _rules(spark, cfg, "ingest")
@@ -61,7 +61,7 @@ def test_ingest_quarantine_matches_the_injected_faults(spark, prepared, generate
         assert wrong.reason.startswith("column ") and "is not a valid" in wrong.reason
 
 
-def test_clean_quarantine_and_duplicates(spark, prepared, generated) -> None:  # noqa: ANN001
+def test_clean_quarantine_and_duplicates(spark, prepared, generated) -> None:
     cfg, run, _ = prepared
     _, m = generated
     assert _rules(spark, cfg, "clean") == {"text_too_long": m["counts"]["overlong"]}
@@ -84,7 +84,7 @@ def test_clean_quarantine_and_duplicates(spark, prepared, generated) -> None:  #
     assert rules == {"exact_duplicate", "near_duplicate"}
 
 
-def test_no_pii_left_in_clean_text(spark, prepared, generated) -> None:  # noqa: ANN001
+def test_no_pii_left_in_clean_text(spark, prepared, generated) -> None:
     cfg, run, _ = prepared
     _, m = generated
     texts = [r.text for r in spark.table(cfg.table("clean")).select("text").collect()]
@@ -99,7 +99,7 @@ def test_no_pii_left_in_clean_text(spark, prepared, generated) -> None:  # noqa:
     assert kept > 0
 
 
-def test_quality_table(spark, prepared) -> None:  # noqa: ANN001
+def test_quality_table(spark, prepared) -> None:
     cfg, run, _ = prepared
     q = spark.table(cfg.table("quality")).where(F.col("run_id") == run.run_id)
     metrics = {(r.step, r.metric) for r in q.select("step", "metric").distinct().collect()}
@@ -122,7 +122,7 @@ def test_quality_table(spark, prepared) -> None:  # noqa: ANN001
     assert rows["rows_in"] == rows["rows_out"] + rows["quarantined"] == ROWS
 
 
-def test_feature_table_keyed_by_row_id(spark, prepared) -> None:  # noqa: ANN001
+def test_feature_table_keyed_by_row_id(spark, prepared) -> None:
     cfg, run, _ = prepared
     feat = spark.table(cfg.table("feat"))
     clean = spark.table(cfg.table("clean"))
@@ -130,10 +130,25 @@ def test_feature_table_keyed_by_row_id(spark, prepared) -> None:  # noqa: ANN001
     assert feat.join(clean, "id", "left_anti").count() == 0
     width = len(feat.first()["features"])
     assert width > 65536  # hashed words plus one-hot, numeric and time columns
-    assert (Path(cfg.resolved_work_dir()) / "models" / cfg.task / "features").is_dir()
 
 
-def test_quarantine_view_per_source(spark, prepared) -> None:  # noqa: ANN001
+def test_the_saved_feature_pipeline_rebuilds_the_feature_table(spark, prepared) -> None:
+    from pyspark.testing import assertDataFrameEqual
+
+    from dmine_spark.mine.store import ModelStore
+
+    cfg, run, _ = prepared
+    model, version = ModelStore(cfg.paths.models).load(run.labels["features.model_version"])
+    assert version.startswith(f"{cfg.task}-features@v")
+    tabular = [*cfg.features.categorical, *cfg.features.numeric, *cfg.features.time]
+    rows = spark.table(cfg.table("clean")).select("id", "text", "label").orderBy("id").limit(50)
+    rows = rows.join(spark.table(cfg.table("raw")).select("id", *tabular), "id")
+    rebuilt = model.transform(rows).select("id", "features")
+    stored = spark.table(cfg.table("feat")).join(rows.select("id"), "id").select("id", "features")
+    assertDataFrameEqual(rebuilt, stored)
+
+
+def test_quarantine_view_per_source(spark, prepared) -> None:
     cfg, _, _ = prepared
     view = f"{cfg.table('quarantine')}_gen"
     assert spark.table(view).count() == spark.table(cfg.table("quarantine")).count()

@@ -20,14 +20,14 @@ import pytest
 
 from tests.conftest import REPO
 
-SERVE = [sys.executable, "-m", "dmine_spark.serve"]  # `dmine serve-sql` runs the same main()
+SERVE = [sys.executable, "-m", "dmine_spark.tools.serve_sql"]  # `dmine serve-sql` runs the same main()
 ROWS = [("r1", "banking77", 100, 0.91), ("r2", "banking77", 250, 0.93), ("r3", "tickets", 42, 0.77)]
 
 _MAKE_CATALOG = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from dmine_spark.analyze.tables import ensure_database, set_table_format, write_table
+    from dmine_spark.io.tables import ensure_database, set_table_format, write_table
     from dmine_spark.config import load_profile
     from dmine_spark.spark.session import build_session
 
@@ -231,7 +231,7 @@ def test_sigterm_stops_the_server(server: Server) -> None:
 
 def test_open_host_without_auth_exits_2_before_any_jvm(tmp_path: Path) -> None:
     code = (
-        "import sys; from dmine_spark.serve import main; rc = main(sys.argv[1:]); "
+        "import sys; from dmine_spark.tools.serve_sql import main; rc = main(sys.argv[1:]); "
         "print('pyspark loaded' if 'pyspark' in sys.modules else 'no pyspark'); sys.exit(rc)"
     )
     t0 = time.monotonic()

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from dmine_spark.datagen import PARQUET_DDL, SCHEMA_DDL, FaultRates, generate
+from dmine_spark.tools.datagen import PARQUET_DDL, SCHEMA_DDL, FaultRates, generate
 from tests.conftest import DATASETS
 
 RATES = FaultRates(malformed=0.03, bad_encoding=0.01, null=0.02)
 
 
-def test_permissive_csv_read_puts_exactly_the_malformed_rows_in_the_corrupt_column(spark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_permissive_csv_read_puts_exactly_the_malformed_rows_in_the_corrupt_column(spark, tmp_path: Path) -> None:
     res = generate(tmp_path / "csv", 5000, fmt="csv", seed=21, datasets_dir=DATASETS, rates=RATES, chunk_rows=2000)
     m = res.manifest
     assert m["schema_ddl"] == SCHEMA_DDL and len(m["files"]) == 3
@@ -47,7 +47,7 @@ def test_permissive_csv_read_puts_exactly_the_malformed_rows_in_the_corrupt_colu
     df.unpersist()
 
 
-def test_parquet_wrong_types_show_up_when_cast(spark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_parquet_wrong_types_show_up_when_cast(spark, tmp_path: Path) -> None:
     res = generate(tmp_path / "pq", 4000, seed=22, datasets_dir=DATASETS, rates=RATES, chunk_rows=2000)
     m = res.manifest
     df = spark.read.schema(PARQUET_DDL).parquet(str(res.out))

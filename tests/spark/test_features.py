@@ -47,7 +47,7 @@ CLOTHING_SCHEMA = StructType(
 )
 
 
-def _read_csv(spark, path, schema) -> DataFrame:  # noqa: ANN001
+def _read_csv(spark, path, schema) -> DataFrame:
     if not path.is_file():
         pytest.fail(f"dataset not found at {path}; set DMINE_DATASETS to the shared datasets folder")
     return spark.read.csv(str(path), schema=schema, header=True, multiLine=True, escape='"', mode="FAILFAST")
@@ -70,14 +70,14 @@ def _majority(df: DataFrame) -> float:
     return max(counts) / sum(counts)
 
 
-def _stage(model: PipelineModel, cls: type):  # noqa: ANN202
+def _stage(model: PipelineModel, cls: type):
     return next(s for s in model.stages if isinstance(s, cls))
 
 
 # ----------------------------------------------------------------------------- real data
 
 
-def test_clothing_reviews_text_vs_mixed(spark) -> None:  # noqa: ANN001
+def test_clothing_reviews_text_vs_mixed(spark) -> None:
     raw = _read_csv(spark, CLOTHING, CLOTHING_SCHEMA)
     counts = raw.agg(F.count("*").alias("rows"), F.count("Review Text").alias("with_text")).first()
     assert (counts["rows"], counts["with_text"]) == (23486, 22641)  # PROVENANCE.txt
@@ -118,7 +118,7 @@ def test_clothing_reviews_text_vs_mixed(spark) -> None:  # noqa: ANN001
     assert acc["mixed"] > acc["text"] - 0.02  # the tabular columns must not break the text signal
 
 
-def test_waimai_char_ngrams(spark) -> None:  # noqa: ANN001
+def test_waimai_char_ngrams(spark) -> None:
     df = _read_csv(spark, WAIMAI, "label INT, review STRING")
     df = df.withColumn("id", F.monotonically_increasing_id()).withColumn("label", F.col("label").cast("double"))
     train, test = _split(df)
@@ -138,13 +138,13 @@ def test_waimai_char_ngrams(spark) -> None:  # noqa: ANN001
 # ----------------------------------------------------------------------------- families
 
 
-def test_char_tokens_drop_whitespace_and_keep_code_points(spark) -> None:  # noqa: ANN001
+def test_char_tokens_drop_whitespace_and_keep_code_points(spark) -> None:
     df = spark.createDataFrame([("很快， 好吃😀\u3000AB",), (None,)], "t STRING")
     got = [r[0] for r in df.select(char_tokens(F.col("t"))).collect()]
     assert got == [["很", "快", "，", "好", "吃", "😀", "a", "b"], []]
 
 
-def test_word_tokens_unicode_stop_words_and_null_text(spark) -> None:  # noqa: ANN001
+def test_word_tokens_unicode_stop_words_and_null_text(spark) -> None:
     df = spark.createDataFrame(
         [(1, "The Café was déjà-vu, don't go"), (2, "the café cozy"), (3, None)], "id INT, text STRING"
     )
@@ -157,7 +157,7 @@ def test_word_tokens_unicode_stop_words_and_null_text(spark) -> None:  # noqa: A
     assert rows[3][TEXT_VEC].numNonzeros() == 0  # null text is an empty document, not an error
 
 
-def test_time_features_exact_parts_and_age(spark) -> None:  # noqa: ANN001
+def test_time_features_exact_parts_and_age(spark) -> None:
     utc = timezone.utc
     fit_rows = [
         (1, datetime(2024, 2, 29, 12, 0, tzinfo=utc), date(2024, 1, 1)),  # Thursday; Monday
@@ -179,7 +179,7 @@ def test_time_features_exact_parts_and_age(spark) -> None:  # noqa: ANN001
     assert got[4][5:] == [2024, 2, 2, 0, 60]
 
 
-def test_time_reference_defaults_to_build_time(spark) -> None:  # noqa: ANN001
+def test_time_reference_defaults_to_build_time(spark) -> None:
     yesterday = datetime.now(timezone.utc) - timedelta(days=1)
     df = spark.createDataFrame([(1, yesterday)], "id INT, ts TIMESTAMP")
     model = fit_features(df, FeaturesConfig(text={"kind": "none"}, time=["ts"]))
@@ -187,7 +187,7 @@ def test_time_reference_defaults_to_build_time(spark) -> None:  # noqa: ANN001
     assert age == pytest.approx(1.0, abs=0.01)
 
 
-def test_categorical_unseen_and_null_go_to_keep_bucket_numeric_nulls_imputed(spark) -> None:  # noqa: ANN001
+def test_categorical_unseen_and_null_go_to_keep_bucket_numeric_nulls_imputed(spark) -> None:
     train = spark.createDataFrame(
         [(1, "red", 1.0), (2, "red", None), (3, "blue", 3.0), (4, "green", 5.0)], "id INT, color STRING, x DOUBLE"
     )
@@ -208,7 +208,7 @@ def test_categorical_unseen_and_null_go_to_keep_bucket_numeric_nulls_imputed(spa
     assert rows[5][FEATURES].size == 5
 
 
-def test_variance_threshold_drops_constant_column(spark) -> None:  # noqa: ANN001
+def test_variance_threshold_drops_constant_column(spark) -> None:
     df = spark.createDataFrame(
         [(i, float(i), 7.0, float(i % 3)) for i in range(12)], "id INT, a DOUBLE, c DOUBLE, b DOUBLE"
     )
@@ -220,7 +220,7 @@ def test_variance_threshold_drops_constant_column(spark) -> None:  # noqa: ANN00
         assert r[FEATURES].toArray().tolist() == [scaled[0], scaled[2]]
 
 
-def test_pca_output_size(spark) -> None:  # noqa: ANN001
+def test_pca_output_size(spark) -> None:
     df = spark.createDataFrame(
         [(i, float(i), float(i * i % 7), float(i % 3), float((i * 5) % 11)) for i in range(30)],
         "id INT, a DOUBLE, b DOUBLE, c DOUBLE, d DOUBLE",
@@ -230,7 +230,7 @@ def test_pca_output_size(spark) -> None:  # noqa: ANN001
     assert row[NUMERIC_VEC].size == 4 and row[FEATURES].size == 2
 
 
-def test_chi2_keeps_the_informative_categories(spark) -> None:  # noqa: ANN001
+def test_chi2_keeps_the_informative_categories(spark) -> None:
     rows = [(i, ["x", "y"][i % 2], ["p", "q", "r"][i % 3], float(i % 2)) for i in range(60)]
     df = spark.createDataFrame(rows, "id INT, signal STRING, noise STRING, label DOUBLE")
     cfg = FeaturesConfig(text={"kind": "none"}, categorical=["signal", "noise"], select={"chi2_top": 2})
@@ -243,7 +243,7 @@ def test_chi2_keeps_the_informative_categories(spark) -> None:  # noqa: ANN001
     assert table.columns[-1] == "label"
 
 
-def test_pipeline_save_load_round_trip(spark, tmp_path) -> None:  # noqa: ANN001
+def test_pipeline_save_load_round_trip(spark, tmp_path) -> None:
     utc = timezone.utc
     df = spark.createDataFrame(
         [
@@ -267,7 +267,7 @@ def test_pipeline_save_load_round_trip(spark, tmp_path) -> None:  # noqa: ANN001
 # ----------------------------------------------------------------------------- config errors
 
 
-def _one_line_config_error(fn, *words: str) -> None:  # noqa: ANN001
+def _one_line_config_error(fn, *words: str) -> None:
     with pytest.raises(ConfigError) as err:
         fn()
     msg = str(err.value)
@@ -276,7 +276,7 @@ def _one_line_config_error(fn, *words: str) -> None:  # noqa: ANN001
         assert w in msg, msg
 
 
-def test_config_errors_name_key_and_column(spark) -> None:  # noqa: ANN001
+def test_config_errors_name_key_and_column(spark) -> None:
     df = spark.createDataFrame(
         [(1, "a", "b", 1.0, "2024-01-01")], "id INT, text STRING, cat STRING, x DOUBLE, day STRING"
     )

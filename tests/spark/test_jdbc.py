@@ -11,7 +11,7 @@ PG_USER = "dmine"
 
 
 @pytest.fixture(scope="module")
-def tickets(spark, jdbc_url, monkeypatch_module) -> str:  # noqa: ANN001
+def tickets(spark, jdbc_url, monkeypatch_module) -> str:
     monkeypatch_module.setenv("DMINE_TEST_PG_PASSWORD", "dmine")
     rows = [(i, f"ticket number {i}", "card" if i % 2 else "cash", str(i % 5)) for i in range(1, 201)]
     rows += [(201, "stars is not a number", "card", "five"), (202, None, "cash", "1")]
@@ -30,13 +30,13 @@ def tickets(spark, jdbc_url, monkeypatch_module) -> str:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():  # noqa: ANN201
+def monkeypatch_module():
     mp = pytest.MonkeyPatch()
     yield mp
     mp.undo()
 
 
-def test_jdbc_table_with_partitioned_read_and_quarantine(spark, tickets) -> None:  # noqa: ANN001
+def test_jdbc_table_with_partitioned_read_and_quarantine(spark, tickets) -> None:
     src = SourceConfig(
         format="jdbc",
         url=tickets,
@@ -61,7 +61,7 @@ def test_jdbc_table_with_partitioned_read_and_quarantine(spark, tickets) -> None
     assert one.source_file == f"{tickets}#public.tickets"
 
 
-def test_jdbc_query_source(spark, tickets) -> None:  # noqa: ANN001
+def test_jdbc_query_source(spark, tickets) -> None:
     src = SourceConfig(
         format="jdbc",
         url=tickets,
@@ -74,7 +74,7 @@ def test_jdbc_query_source(spark, tickets) -> None:  # noqa: ANN001
     assert res.rows.count() == 100 and res.quarantine.count() == 1
 
 
-def test_jdbc_password_must_come_from_the_environment(spark, tickets) -> None:  # noqa: ANN001
+def test_jdbc_password_must_come_from_the_environment(spark, tickets) -> None:
     src = SourceConfig(
         format="jdbc",
         url=tickets,

@@ -23,32 +23,32 @@ def waimai_reviews() -> list[str]:
         return [row["review"] for row in csv.DictReader(fh)]
 
 
-def _shares(spark, texts: list[str], **kwargs) -> dict[str, float]:  # noqa: ANN001, ANN003
+def _shares(spark, texts: list[str], **kwargs) -> dict[str, float]:
     df = spark.createDataFrame([(t,) for t in texts], "text STRING").repartition(2)
     counts = df.select(detect_language("text", **kwargs).alias("d")).groupBy("d.lang").count().collect()
     return {r["lang"]: r["count"] / len(texts) for r in counts}
 
 
-def test_banking77_is_english(spark, banking77_texts) -> None:  # noqa: ANN001
+def test_banking77_is_english(spark, banking77_texts) -> None:
     shares = _shares(spark, banking77_texts)
     assert shares["en"] >= 0.99, shares
 
 
-def test_waimai_reviews_are_chinese(spark, waimai_reviews) -> None:  # noqa: ANN001
+def test_waimai_reviews_are_chinese(spark, waimai_reviews) -> None:
     shares = _shares(spark, waimai_reviews)
     assert shares["zh"] >= 0.95, shares
     # the rest goes to Wu and Cantonese, which the model knows as separate codes
     assert shares["zh"] + shares.get("wuu", 0) + shares.get("yue", 0) >= 0.995, shares
 
 
-def test_empty_null_and_no_letters_are_und(spark) -> None:  # noqa: ANN001
+def test_empty_null_and_no_letters_are_und(spark) -> None:
     df = spark.createDataFrame([(1, None), (2, ""), (3, "  "), (4, "12 345,00"), (5, "ok")], "id INT, text STRING")
     got = df.select("id", detect_language("text").alias("d")).select("id", "d.lang", "d.lang_score")
     expected = spark.createDataFrame([(i, "und", None) for i in range(1, 6)], "id INT, lang STRING, lang_score DOUBLE")
     assertDataFrameEqual(got, expected)
 
 
-def test_order_is_kept_across_batches_and_partitions(spark, banking77_texts, waimai_reviews) -> None:  # noqa: ANN001
+def test_order_is_kept_across_batches_and_partitions(spark, banking77_texts, waimai_reviews) -> None:
     rng = random.Random(4)
     rows = [(i, rng.choice(banking77_texts) if i % 3 else rng.choice(waimai_reviews)) for i in range(900)]
     df = spark.createDataFrame(rows, "id INT, text STRING").repartition(3)
@@ -66,14 +66,14 @@ def test_order_is_kept_across_batches_and_partitions(spark, banking77_texts, wai
     assert sum(by_id[i][0] == ("zh" if i % 3 == 0 else "en") for i in range(len(rows))) >= 0.95 * len(rows)
 
 
-def test_restricted_languages(spark, waimai_reviews) -> None:  # noqa: ANN001
+def test_restricted_languages(spark, waimai_reviews) -> None:
     shares = _shares(spark, waimai_reviews[:2000], languages=["en", "zh"])
     assert set(shares) <= {"en", "zh", "und"} and shares["zh"] >= 0.99, shares
     with pytest.raises(ValueError, match=r"unknown code\(s\) \['xx'\]"):
         detect_language("text", ["en", "xx"])
 
 
-def test_language_detector_stage(spark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_language_detector_stage(spark, tmp_path: Path) -> None:
     df = spark.createDataFrame(
         [("a", "My card has not arrived yet"), ("b", "送餐太慢了，饭都凉了"), ("c", None)], "id STRING, text STRING"
     )
@@ -92,7 +92,7 @@ def test_language_detector_stage(spark, tmp_path: Path) -> None:  # noqa: ANN001
     assert LanguageDetector(inputCol="text", scoreCol="").transform(df).columns == ["id", "text", "lang"]
 
 
-def test_language_detector_checks_columns(spark) -> None:  # noqa: ANN001
+def test_language_detector_checks_columns(spark) -> None:
     df = spark.createDataFrame([(1, "x", "y")], "n INT, text STRING, lang STRING")
     with pytest.raises(ValueError, match="input column 'body' not found"):
         LanguageDetector(inputCol="body", langCol="l").transform(df)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from dmine_spark.datagen import FaultRates, generate, near_dup_edit
 from dmine_spark.prepare.neardup import near_duplicates
+from dmine_spark.tools.datagen import FaultRates, generate, near_dup_edit
 from tests.conftest import DATASETS
 
 
@@ -49,7 +49,7 @@ def _true_pairs(rows: list[tuple[str, str]], k: int, threshold: float) -> dict[t
     return {(nodes[i][0], nodes[j][0]): float(jac[i, j]) for i, j in zip(ii, jj, strict=True)}
 
 
-def test_edited_banking77_copies_are_found_and_only_true_pairs_merged(spark, banking77_texts) -> None:  # noqa: ANN001
+def test_edited_banking77_copies_are_found_and_only_true_pairs_merged(spark, banking77_texts) -> None:
     texts = banking77_texts[:1200]
     rng = random.Random(7)
     picks = sorted(rng.sample(range(len(texts)), 300))
@@ -92,7 +92,7 @@ def test_edited_banking77_copies_are_found_and_only_true_pairs_merged(spark, ban
         assert d.jaccard >= 0.7
 
 
-def test_groups_are_transitive_and_short_or_empty_texts_are_safe(spark) -> None:  # noqa: ANN001
+def test_groups_are_transitive_and_short_or_empty_texts_are_safe(spark) -> None:
     a = "my card payment was declined at the supermarket this morning and again at the petrol station"
     b = "my card payment was declined at the supermarket this morning and again at the train station"
     c = "your card payment was refused at the supermarket this morning and again at the train station"
@@ -126,7 +126,7 @@ def test_groups_are_transitive_and_short_or_empty_texts_are_safe(spark) -> None:
     assert res.stats["groups"] == 2 and res.stats["texts"] == 7 and res.stats["converged"]
 
 
-def test_generated_rows_reconcile_and_copies_are_caught(spark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_generated_rows_reconcile_and_copies_are_caught(spark, tmp_path: Path) -> None:
     zero = {f.name: 0.0 for f in fields(FaultRates)}
     rates = FaultRates(**{**zero, "dup": 0.05, "near_dup": 0.08, "null": 0.02})
     out = generate(tmp_path / "g", 3000, seed=2, datasets_dir=DATASETS, rates=rates, chunk_rows=1000).out
@@ -151,7 +151,7 @@ def test_generated_rows_reconcile_and_copies_are_caught(spark, tmp_path: Path) -
     assert all(r.record_id not in dups for r in truth if r.text is None)
 
 
-def test_bad_input_says_which_column(spark) -> None:  # noqa: ANN001
+def test_bad_input_says_which_column(spark) -> None:
     df = spark.createDataFrame([("1", "hello there"), ("2", "hello there")], "id STRING, text STRING")
     with pytest.raises(ValueError, match="text_col 'body' not found"):
         near_duplicates(df, text_col="body")

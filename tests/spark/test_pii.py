@@ -22,12 +22,12 @@ from dmine_spark.prepare.pii import (
 ZERO = dict.fromkeys(pii_rules.ALL_TYPES, 0)
 
 
-def _apply(spark, fn, values):  # noqa: ANN001, ANN202
+def _apply(spark, fn, values):
     df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i INT, t STRING")
     return [r[0] for r in df.orderBy("i").select(fn(F.col("t"))).collect()]
 
 
-def test_each_type_masked_in_real_sentences(spark) -> None:  # noqa: ANN001
+def test_each_type_masked_in_real_sentences(spark) -> None:
     cases = [
         (mask_emails, "Please send the statement to anna.smith+bank@mail.example.org today", "<EMAIL>"),
         (mask_phones, "I can't reach support at +1 (415) 555-0134, is it down?", "<PHONE>"),
@@ -45,7 +45,7 @@ def test_each_type_masked_in_real_sentences(spark) -> None:  # noqa: ANN001
         assert got.count(placeholder) == 1 and got != text, got
 
 
-def test_single_type_functions_touch_only_their_type(spark) -> None:  # noqa: ANN001
+def test_single_type_functions_touch_only_their_type(spark) -> None:
     text = "anna@example.com 4111111111111111 DE89370400440532013000 11010519491231002X +44 20 7946 0958"
     got = {fn.__name__: _apply(spark, fn, [text])[0] for fn in (mask_emails, mask_cards, mask_ibans, mask_phones)}
     assert got["mask_emails"] == text.replace("anna@example.com", "<EMAIL>")
@@ -54,7 +54,7 @@ def test_single_type_functions_touch_only_their_type(spark) -> None:  # noqa: AN
     assert got["mask_phones"] == text.replace("+44 20 7946 0958", "<PHONE>")
 
 
-def test_checksum_failures_and_numbers_are_not_masked(spark) -> None:  # noqa: ANN001
+def test_checksum_failures_and_numbers_are_not_masked(spark) -> None:
     rng = random.Random(1)
     orders = [f"Where is order {pii_rules.fake_order_number(rng)}?" for _ in range(20)]
     others = [
@@ -70,7 +70,7 @@ def test_checksum_failures_and_numbers_are_not_masked(spark) -> None:  # noqa: A
         assert row["counts"] == ZERO
 
 
-def test_counts_per_type_and_per_run(spark) -> None:  # noqa: ANN001
+def test_counts_per_type_and_per_run(spark) -> None:
     texts = [
         "Mail 13812345678@163.com or call 13812345678 or +86 138 1234 5678",
         "Cards 4111 1111 1111 1111 and 378282246310005, IBAN NL91ABNA0417164300",
@@ -92,7 +92,7 @@ def test_counts_per_type_and_per_run(spark) -> None:  # noqa: ANN001
     assert totals == {"email": 1, "iban": 1, "cn_id": 1, "card": 2, "phone": 2}
 
 
-def test_type_selection(spark) -> None:  # noqa: ANN001
+def test_type_selection(spark) -> None:
     text = "anna@example.com 4111111111111111"
     [row] = _apply(spark, lambda c: mask_pii(c, ["card"]), [text])
     assert (row["text"], row["counts"]) == ("anna@example.com <CARD>", {"card": 1})
@@ -100,7 +100,7 @@ def test_type_selection(spark) -> None:  # noqa: ANN001
         mask_pii(F.col("t"), ["mail"])
 
 
-def test_runs_in_the_jvm_without_python_udfs(spark) -> None:  # noqa: ANN001
+def test_runs_in_the_jvm_without_python_udfs(spark) -> None:
     df = spark.createDataFrame([("call +44 20 7946 0958",)], "t STRING").select(mask_pii("t").alias("m"))
     plan = df._jdf.queryExecution().executedPlan().toString()
     assert "EvalPython" not in plan and "PythonUDF" not in plan
@@ -156,7 +156,7 @@ def _fuzz_texts(sentences: list[str], n: int, seed: int) -> list[str]:
     return out
 
 
-def test_fuzz_spark_equals_reference(spark, banking77_texts) -> None:  # noqa: ANN001
+def test_fuzz_spark_equals_reference(spark, banking77_texts) -> None:
     texts = _fuzz_texts(banking77_texts, 2000, seed=20)
     df = spark.createDataFrame(list(enumerate(texts)), "i INT, t STRING").repartition(2)
     got = df.select("i", mask_pii("t").alias("m")).select("i", "m.text", "m.counts").orderBy("i")
@@ -169,7 +169,7 @@ def test_fuzz_spark_equals_reference(spark, banking77_texts) -> None:  # noqa: A
     assert sum(text != t for (_, text, _), t in zip(expected_rows, texts, strict=True)) > 700
 
 
-def test_pii_masker_stage_persists(spark, tmp_path) -> None:  # noqa: ANN001
+def test_pii_masker_stage_persists(spark, tmp_path) -> None:
     df = spark.createDataFrame([("1", "card 4111 1111 1111 1111, mail anna@example.com")], "id STRING, text STRING")
     stage = PiiMasker(inputCol="text", outputCol="masked", types=["card"], countsCol="pii")
     stage.write().overwrite().save(str(tmp_path / "masker"))
@@ -186,15 +186,22 @@ def test_pii_masker_stage_persists(spark, tmp_path) -> None:  # noqa: ANN001
     assert out.columns == ["id", "text"] and out.first()["text"] == "card <CARD>, mail <EMAIL>"
 
 
-def test_pii_masker_checks_columns_and_types(spark) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("stage", "error", "message"),
+    [
+        (PiiMasker(inputCol="body"), ValueError, "input column 'body' not found"),
+        (PiiMasker(inputCol="n", outputCol="o"), TypeError, "input column 'n' must be a string"),
+        (PiiMasker(inputCol="text", outputCol="n"), ValueError, "output column 'n' already exists"),
+        (PiiMasker(inputCol="text", countsCol="n"), ValueError, "output column 'n' already exists"),
+        (PiiMasker(outputCol="m", countsCol="m"), ValueError, "two output columns share a name"),
+    ],
+)
+def test_pii_masker_checks_its_columns_before_any_job(spark, stage, error: type, message: str) -> None:
     df = spark.createDataFrame([(1, "x")], "n INT, text STRING")
-    with pytest.raises(ValueError, match="input column 'body' not found"):
-        PiiMasker(inputCol="body").transform(df)
-    with pytest.raises(TypeError, match="input column 'n' must be a string"):
-        PiiMasker(inputCol="n", outputCol="o").transform(df)
-    with pytest.raises(ValueError, match="output column 'n' already exists"):
-        PiiMasker(inputCol="text", outputCol="n").transform(df)
-    with pytest.raises(ValueError, match="counts column 'n' already exists"):
-        PiiMasker(inputCol="text", countsCol="n").transform(df)
+    with pytest.raises(error, match=message):
+        stage.transform(df)
+
+
+def test_pii_masker_refuses_an_unknown_type() -> None:
     with pytest.raises(ValueError, match=r"unknown type\(s\) \['ssn'\]"):
         PiiMasker(types=["email", "ssn"])

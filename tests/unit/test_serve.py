@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dmine_spark import serve
 from dmine_spark.config import ConfigError
-from dmine_spark.serve import check_bind, is_loopback, jdbc_url, parse_hiveconf, server_conf
+from dmine_spark.tools import serve_sql as serve
+from dmine_spark.tools.serve_sql import check_bind, is_loopback, jdbc_url, parse_hiveconf, server_conf
 
 LDAP = {"hive.server2.authentication.ldap.url": "ldap://ldap.example.com"}
 
@@ -127,9 +127,9 @@ def test_env_that_would_override_host_is_refused() -> None:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dmine")
-    serve.add_parser(p.add_subparsers(dest="command"))
-    return p.parse_args(argv)
+    from dmine_spark.cli import build_parser
+
+    return build_parser().parse_args(argv)
 
 
 def test_add_parser_defaults_and_options() -> None:
@@ -153,10 +153,10 @@ def test_bad_options_exit_2(argv: list[str]) -> None:
     assert exc.value.code == 2
 
 
-def test_main_refuses_open_bind_before_any_session(monkeypatch, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_main_refuses_open_bind_before_any_session(monkeypatch, capsys, tmp_path: Path) -> None:
     import dmine_spark.spark.session as session
 
-    def no_session(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def no_session(*_a, **_k):
         raise AssertionError("a Spark session was started")
 
     monkeypatch.setattr(session, "build_session", no_session)
@@ -166,7 +166,7 @@ def test_main_refuses_open_bind_before_any_session(monkeypatch, capsys, tmp_path
     assert err.count("\n") == 1 and err.startswith("dmine: error: --host 0.0.0.0 with --auth none:")
 
 
-def test_main_without_catalog_is_one_line(monkeypatch, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_main_without_catalog_is_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
     import dmine_spark.spark.session as session
 
     monkeypatch.setattr(session, "build_session", lambda *a, **k: pytest.fail("a Spark session was started"))
@@ -207,7 +207,7 @@ def test_catalog_in_use_sees_another_process_lock(tmp_path: Path) -> None:
     assert not serve.catalog_in_use(tmp_path)
 
 
-def test_in_memory_profile_is_refused(monkeypatch, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_in_memory_profile_is_refused(monkeypatch, capsys, tmp_path: Path) -> None:
     spark_dir = tmp_path / "conf" / "base" / "spark"
     spark_dir.mkdir(parents=True)
     (spark_dir / "mem.yaml").write_text("catalog: in-memory\n")

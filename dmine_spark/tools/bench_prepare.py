@@ -1,7 +1,7 @@
 """``dmine bench prepare``: the prepare steps at scale, against a plain pandas script.
 
 For each row count it generates dirty data from the real datasets with
-:func:`dmine_spark.datagen.generate` (Parquet, cached by size and seed), then
+:func:`dmine_spark.tools.datagen.generate` (Parquet, cached by size and seed), then
 times one Spark job that does what the ``ingest`` and ``clean`` stages and the
 text feature table do:
 
@@ -70,7 +70,7 @@ class _Peak:
                 self.heap = max(self.heap, int(self._mx.getHeapMemoryUsage().getUsed()))
                 self.live = max(self.live, self._after_gc())
                 self.rss = max(self.rss, int(self._proc.memory_info().rss))
-            except Exception:  # noqa: BLE001 - the gateway closes at shutdown
+            except Exception:  # the gateway closes at shutdown
                 return
             self._stop.wait(self._every)
 
@@ -121,9 +121,9 @@ def spark_prepare(spark: Any, data_dir: Path, out_dir: Path, *, unicode: str = "
     from pyspark.sql import functions as F
 
     from dmine_spark.config import CleanConfig, PiiConfig, SourceConfig
-    from dmine_spark.datagen import SCHEMA_DDL
     from dmine_spark.prepare.clean import clean_frame
     from dmine_spark.prepare.ingest import read_source
+    from dmine_spark.tools.datagen import SCHEMA_DDL
 
     shutil.rmtree(out_dir, ignore_errors=True)
     src = SourceConfig(path=str(data_dir / "*.parquet"), format="parquet", schema=SCHEMA_DDL)
@@ -254,8 +254,8 @@ def bench_prepare(
 ) -> dict[str, Any]:
     """Generate, run and measure each size; the pandas baseline at ``pandas_rows`` (default: the smallest)."""
     from dmine_spark.config import load_profile
-    from dmine_spark.datagen import generate, read_manifest
     from dmine_spark.spark.session import build_session
+    from dmine_spark.tools.datagen import generate, read_manifest
 
     work_dir = Path(work_dir).resolve()
     data_root = work_dir / "bench_data"

@@ -1,6 +1,6 @@
 """``dmine datagen``: scale data made from the real datasets, with faults injected and counted exactly.
 
-The generator reads the text datasets in ``../shared/datasets`` (BANKING77,
+The generator reads the text datasets in the shared datasets folder (``--datasets``: BANKING77,
 Twitter financial news, women's clothing reviews, zh_waimai_10k and the AG
 News test split) into one pool of distinct real texts and writes N rows of one
 table to an output folder, in part files of ``chunk_rows`` rows, with a
@@ -1053,7 +1053,7 @@ def generate(
         log.info("datagen: %s (%d rows)", name, n)
 
     manifest: dict[str, Any] = {
-        "generator": "dmine_spark.datagen",
+        "generator": "dmine_spark.tools.datagen",
         "manifest_version": 1,
         "rows": rows,
         "seed": seed,

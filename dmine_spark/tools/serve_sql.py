@@ -32,16 +32,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmine_spark.config import ConfigError, SparkProfile, default_work_dir, load_profile
+from dmine_spark.config import ConfigError, SparkProfile, WorkDir, load_profile
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = [
+    "HELP",
+    "DESCRIPTION",
     "AUTH_MODES",
-    "COMMANDS",
     "add_arguments",
-    "add_parser",
     "catalog_in_use",
     "check_bind",
     "driver_class_path",
@@ -55,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("serve-sql",)  # the dmine subcommands this module adds and runs
 
 # HiveServer2's authentication modes as Spark ships them. PAM is left out: it needs the JPam
 # native library, which Spark does not bundle.
@@ -258,7 +257,7 @@ def _check_session_catalog(spark: "SparkSession") -> None:
     hive_loader = jvm.java.lang.Class.forName("org.apache.hadoop.hive.ql.session.SessionState").getClassLoader()
     try:
         jvm.java.lang.Class.forName(name, False, hive_loader)
-    except Exception:  # noqa: BLE001 - py4j wraps the ClassNotFoundException
+    except Exception:  # py4j wraps the ClassNotFoundException
         raise ConfigError(
             f"serve-sql: JDBC sessions cannot load the session catalog {name}: its jars must be on the driver "
             "class path (under spark-submit: --driver-class-path with the jars of --jars)"
@@ -277,7 +276,7 @@ def catalog_in_use(work_dir: Path) -> bool:
     except ImportError:  # not POSIX
         return False
     try:
-        fd = os.open(Path(work_dir) / "metastore_db" / "dbex.lck", os.O_RDWR)
+        fd = os.open(WorkDir(Path(work_dir)).metastore / "dbex.lck", os.O_RDWR)
     except OSError:
         return False
     try:
@@ -306,7 +305,7 @@ def _java_text(exc: BaseException) -> str:
                 break
             parts.append(str(java.toString()))
             java = java.getCause()
-    except Exception:  # noqa: BLE001 - the gateway may be gone; what was read still helps
+    except Exception:  # the gateway may be gone; what was read still helps
         pass
     return "\n".join(parts)
 
@@ -320,7 +319,7 @@ def _open_catalog(spark: "SparkSession", work_dir: Path, database: str) -> None:
     configurator.setLevel("DataNucleus", jvm.org.apache.logging.log4j.Level.OFF)
     try:
         found = spark.catalog.databaseExists(database)
-    except Exception as exc:  # noqa: BLE001 - py4j and pyspark wrap the Derby error differently
+    except Exception as exc:  # py4j and pyspark wrap the Derby error differently
         if any(m in _java_text(exc) for m in _DERBY_LOCKED):
             raise _in_use_error(work_dir) from None
         raise
@@ -344,7 +343,7 @@ def _start_server(spark: "SparkSession", host: str, port: int, auth: str) -> tup
     try:
         # startWithSparkSession(..., exitOnError=False): a failed start raises instead of exiting the JVM
         server = thrift.startWithSparkSession(spark._jsparkSession, False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = _java_text(exc)
         if "Address already in use" in text or "Could not create ServerSocket" in text:
             raise ConfigError(f"--port {port}: {host}:{port} is in use; pick another port") from None
@@ -400,20 +399,13 @@ def _port(text: str) -> int:
     return value
 
 
-_HELP = "serve the dmine catalog over JDBC/ODBC (HiveServer2 protocol) until Ctrl-C; holds the catalog meanwhile"
-_DESCRIPTION = (
+HELP = "serve the dmine catalog over JDBC/ODBC (HiveServer2 protocol) until Ctrl-C; holds the catalog meanwhile"
+DESCRIPTION = (
     "Serve the dmine catalog over JDBC/ODBC (the HiveServer2 protocol of Spark's Thrift server) until Ctrl-C "
     "or SIGTERM. The catalog's Derby metastore allows one process at a time: while serve-sql runs, other dmine "
     "commands on the same work dir fail, so query through the server. It listens on 127.0.0.1 by default; any "
     "other address needs --auth ldap, kerberos or custom."
 )
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``serve-sql`` to ``sub``, the ``dmine`` command line's subparsers."""
-    sp = sub.add_parser(COMMANDS[0], help=_HELP, description=_DESCRIPTION)
-    add_arguments(sp)
-    return sp
 
 
 def run(args: argparse.Namespace) -> int:
@@ -432,8 +424,8 @@ def run(args: argparse.Namespace) -> int:
     hiveconf = {**_profile_hiveconf(profile), **parse_hiveconf(args.hiveconf)}
     auth = check_bind(host, args.auth, hiveconf)
     _check_env(host, args.port, os.environ)
-    work_dir = Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
-    if not (work_dir / "metastore_db").exists():
+    work_dir = WorkDir.of(args.work_dir).root
+    if not WorkDir(work_dir).metastore.exists():
         raise ConfigError(f"no dmine catalog in {work_dir}; run `dmine run <config>` first or pass --work-dir")
     # a dmine command that has just ended may keep its JVM (and the lock) for a few seconds
     deadline = time.monotonic() + 15.0
@@ -461,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             try:
                 server.stop()
-            except Exception:  # noqa: BLE001 - the JVM may be gone already; stopping the session still matters
+            except Exception:  # the JVM may be gone already; stopping the session still matters
                 log.warning("serve-sql: stopping the Thrift server failed", exc_info=True)
         spark.stop()
 
@@ -505,8 +497,8 @@ def _profile(name: str) -> SparkProfile:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``serve-sql`` as a program of its own: ``python -m dmine_spark.serve --port 10001``."""
-    parser = argparse.ArgumentParser(prog="dmine serve-sql", description=_DESCRIPTION)
+    """``serve-sql`` as a program of its own: ``python -m dmine_spark.tools.serve_sql --port 10001``."""
+    parser = argparse.ArgumentParser(prog="dmine serve-sql", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     add_arguments(parser)
     args = parser.parse_args(argv)

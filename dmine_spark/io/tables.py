@@ -1,9 +1,10 @@
-"""Result tables in the Spark catalog: one database, table names that say their layer.
+"""Catalog I/O: every table dmine_spark reads or writes goes through this module.
 
-Data layers (``raw_``, ``clean_``, ``quarantine_``, ``dup_``, ``emb_``,
-``pred_``, ``confusion_``, ``reg_``, ``cluster_``, ``cluster_terms_``) hold the current state of a task
-and are overwritten by each run; ``metrics``, ``runs`` and ``quality`` keep
-history and are appended to. ``quarantine_<task>_<source>`` are views over a
+Table names come from :class:`~dmine_spark.config.Layer` (one database, a
+prefix per layer). Most layers hold the current state of a task and are
+replaced by each run; history layers (``pred_``, ``metrics``, ``runs``,
+``quality``, ``monitor``, ``emb_cache``) are appended to and keep every run's
+rows under its ``run_id``. ``quarantine_<task>_<source>`` are views over a
 task's quarantine table, one per source.
 
 Tables are Delta Lake tables when the session runs Delta and the pipeline's
@@ -23,9 +24,15 @@ from contextvars import ContextVar
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from dmine_spark.config import ConfigError
+
 __all__ = [
-    "LAYERS",
     "FORMAT_CONF",
+    "PREDICTION_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "prediction_rows",
+    "quarantine_rows",
+    "delta_enabled",
     "ensure_database",
     "set_table_format",
     "table_format",
@@ -44,23 +51,74 @@ FORMAT_CONF = "spark.dmine.tables.format"
 
 _versions: ContextVar[dict[str, int] | None] = ContextVar("dmine_table_versions", default=None)
 
-LAYERS = (
-    "raw",
-    "clean",
-    "quarantine",
-    "dup",
-    "feat",
-    "emb",
-    "pred",
-    "pred_ft",
-    "confusion",
-    "reg",
-    "cluster",
-    "cluster_terms",
-    "metrics",
-    "runs",
-    "quality",
+_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+PREDICTION_SCHEMA = (
+    ("id", "string"),
+    ("split", "string"),
+    ("source_file", "string"),
+    ("text", "string"),
+    ("label", "string"),
+    ("prediction", "string"),
+    ("probability", "double"),
+    ("model_version", "string"),
+    ("stage", "string"),
+    ("run_id", "string"),
+    ("batch_key", "string"),
+    ("scored_at", "timestamp"),
 )
+"""Columns of the predictions table ``pred_<task>``, appended to by classify, finetune, score and stream."""
+
+QUARANTINE_SCHEMA = (
+    ("run_id", "string"),
+    ("stage", "string"),
+    ("id", "string"),
+    ("split", "string"),
+    ("source_file", "string"),
+    ("rule", "string"),
+    ("reason", "string"),
+    ("raw", "string"),
+    ("batch_key", "string"),
+)
+"""Columns of ``quarantine_<task>``: the command's stage, the row and why it was refused."""
+
+
+def _conform(df: DataFrame, schema: tuple[tuple[str, str], ...], values: dict[str, object]) -> DataFrame:
+    cols = []
+    for name, kind in schema:
+        if name in values:
+            col = F.lit(values[name])
+        elif name in df.columns:
+            col = F.col(name)
+        else:
+            col = F.lit(None)
+        cols.append(col.cast(kind).alias(name))
+    return df.select(*cols)
+
+
+def prediction_rows(
+    df: DataFrame,
+    *,
+    run_id: str,
+    model_version: str | None,
+    stage: str,
+    batch_key: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> DataFrame:
+    """``df``'s predictions in the columns of :data:`PREDICTION_SCHEMA` (then ``extra``), stamped with their origin."""
+    values = {"run_id": run_id, "model_version": model_version, "stage": stage, "batch_key": batch_key}
+    out = _conform(df, PREDICTION_SCHEMA + tuple((c, df.schema[c].dataType.simpleString()) for c in extra), values)
+    return out.withColumn("scored_at", F.current_timestamp())
+
+
+def quarantine_rows(df: DataFrame, *, run_id: str, stage: str, batch_key: str | None = None) -> DataFrame:
+    """``df``'s refused rows in the columns of :data:`QUARANTINE_SCHEMA`."""
+    return _conform(df, QUARANTINE_SCHEMA, {"run_id": run_id, "stage": stage, "batch_key": batch_key})
+
+
+def delta_enabled(spark: SparkSession) -> bool:
+    """Whether ``spark`` was started with Delta Lake's SQL extension."""
+    return _DELTA_EXTENSION in spark.sparkContext.getConf().get("spark.sql.extensions", "")
 
 
 def ensure_database(spark: SparkSession, database: str) -> None:
@@ -79,9 +137,6 @@ def set_table_format(spark: SparkSession, fmt: str) -> str:
 
     ``auto`` is Delta when the session runs Delta Lake. Returns the format set.
     """
-    from dmine_spark.config import ConfigError
-    from dmine_spark.spark.session import delta_enabled
-
     on = delta_enabled(spark)
     if fmt == "delta" and not on:
         raise ConfigError(

@@ -193,9 +193,9 @@ def bench_embed(
     echo: Any = print,
 ) -> dict[str, Any]:
     """Run the CPU benchmark and return its figures (see the module docstring)."""
-    from dmine_spark.config import ConfigError, SparkProfile, load_config, load_profile
+    from dmine_spark.config import ConfigError, Layer, SparkProfile, load_config, load_profile
     from dmine_spark.features.encoder import resolve_model_dir
-    from dmine_spark.spark.jobs import run_stages
+    from dmine_spark.runner.run import run_stages
     from dmine_spark.spark.session import build_session
 
     texts = load_bench_texts(datasets, rows)
@@ -262,7 +262,7 @@ def bench_embed(
         backend = run.labels.get("embed.device", "").split("/")[-1]
         return run.stage_seconds["embed"], {**run.counts, **run.measures, "backend": backend}
 
-    spark.sql(f"DROP TABLE IF EXISTS {cfg.table('emb_cache')}")
+    spark.sql(f"DROP TABLE IF EXISTS {cfg.table(Layer.EMB_CACHE)}")
     if "dmine_fp32" in variants:
         secs, tel = embed_stage("fp32")
         record("dmine_fp32", secs)

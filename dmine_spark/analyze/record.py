@@ -1,0 +1,344 @@
+"""The recorder: after the runner writes a stage's outputs, what the stage did goes into the run's records.
+
+One function per stage turns the node's output and the tables as written
+into the run's counts and measures (``runs``), the data-quality rows
+(``quality``), the scores (``metrics``, ``confusion_<task>``) and the
+one-line summary the CLI prints. Row accounting lives here: each stage
+checks that its rows add up, and fails the run when they do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dmine_spark.analyze.quality import column_profile, group_counts, length_quantiles
+from dmine_spark.analyze.runs import RunRecorder
+from dmine_spark.config import Layer, PipelineConfig
+from dmine_spark.io.tables import append_table, read_table, write_table
+from dmine_spark.mine.evaluate import classification_metrics
+from dmine_spark.mine.nodes import selection_metrics
+from dmine_spark.mine.regress import regression_scores
+from dmine_spark.mine.store import ModelStore
+
+__all__ = [
+    "METRICS_SCHEMA",
+    "StageReport",
+    "Recording",
+    "write_metrics",
+    "RECORDERS",
+]
+
+METRICS_SCHEMA = (
+    "run_id STRING, pipeline STRING, task STRING, stage STRING, split STRING, metric STRING, value DOUBLE, "
+    "created_at TIMESTAMP, model_version STRING"
+)
+
+
+@dataclass
+class StageReport:
+    """What a stage did, in one line for people, with its figures and fitted models (for tracking)."""
+
+    stage: str
+    summary: str
+    seconds: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recording:
+    """What a recorder is handed: the run, the config, the node's output and the versions of the models saved."""
+
+    spark: SparkSession
+    cfg: PipelineConfig
+    run: RunRecorder
+    out: Any
+    versions: dict[str, str]
+    store: ModelStore
+
+    def table(self, layer: Layer, *, this_run: bool = False) -> DataFrame:
+        """The table of ``layer`` as written (``this_run``: only this run's rows)."""
+        df = read_table(self.spark, self.cfg.table(layer))
+        return df.where(F.col("run_id") == self.run.run_id) if this_run else df
+
+
+def write_metrics(
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    run: RunRecorder,
+    stage: str,
+    split: str,
+    values: dict[str, float],
+    *,
+    model_version: str | None = None,
+) -> None:
+    """Append one row per value to ``<database>.metrics``."""
+    now = datetime.now(timezone.utc)
+    rows = [(run.run_id, cfg.name, cfg.task, stage, split, k, float(v), now, model_version) for k, v in values.items()]
+    append_table(spark.createDataFrame(rows, METRICS_SCHEMA), cfg.table(Layer.METRICS))
+
+
+def _pii_totals(df: DataFrame, types: list[str], *, by: str) -> dict[str, dict[str, float]]:
+    """Values masked per type per ``by`` from a ``pii_counts`` map column."""
+    if not types:
+        return {}
+    aggs = [F.sum(F.coalesce(F.col("pii_counts")[t], F.lit(0))).alias(t) for t in types]
+    return {r[by]: {t: float(r[t] or 0) for t in types} for r in df.groupBy(by).agg(*aggs).collect()}
+
+
+def ingest(rec: Recording) -> StageReport:
+    """Rows in, kept and quarantined per source; the raw columns' null and blank rates; PII masked."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    raw = rec.table(Layer.RAW)
+    raw_counts = {r["source"]: r["count"] for r in raw.groupBy("source").count().collect()}
+    q_written = rec.table(Layer.QUARANTINE).where("stage = 'ingest'")
+    q_counts = {r["split"]: r["count"] for r in q_written.groupBy("split").count().collect()}
+    q_rules = group_counts(q_written, "rule")  # quarantined rows: split holds the source name
+    in_counts = {name: df.count() for name, df in out.totals.items()}
+    columns = [c for c in raw.columns if c not in ("id", "split", "source", "source_file", "run_id", "pii_counts")]
+    profile = column_profile(raw, columns, by="source")
+    pii = _pii_totals(raw, out.pii_types, by="source")
+    for name in cfg.sources:
+        run.count(f"ingest.rows_in.{name}", in_counts[name])
+        run.count(f"ingest.rows_out.{name}", raw_counts.get(name, 0))
+        run.count(f"ingest.rows_quarantined.{name}", q_counts.get(name, 0))
+        run.quality.extend(
+            name,
+            "ingest",
+            "rows",
+            {"rows_in": in_counts[name], "rows_out": raw_counts.get(name, 0), "quarantined": q_counts.get(name, 0)},
+        )
+        run.quality.extend(name, "ingest", "quarantined", q_rules.get(name, {}))
+        for metric in ("null_rate", "empty_rate"):
+            run.quality.extend(name, "ingest", metric, profile.get(name, {}).get(metric, {}))
+        run.quality.extend(name, "ingest", "pii_masked", pii.get(name, {}))
+    for t in out.pii_types:
+        run.count(f"pii.{t}", int(sum(v.get(t, 0) for v in pii.values())))
+    n_in, n_out, n_q = sum(in_counts.values()), sum(raw_counts.values()), sum(q_counts.values())
+    run.count("ingest.rows_in", n_in)
+    run.count("ingest.rows_out", n_out)
+    run.count("ingest.rows_quarantined", n_q)
+    if n_in != n_out + n_q:
+        raise RuntimeError(f"ingest lost rows: {n_in} read, {n_out} kept + {n_q} quarantined")
+    split_counts = {r["split"]: r["count"] for r in raw.groupBy("split").count().collect()}
+    per_split = ", ".join(f"{k} {v:,}" for k, v in sorted(split_counts.items()))
+    return StageReport("ingest", f"{n_in:,} rows read ({per_split}), {n_q:,} quarantined", values={"rows_in": n_in})
+
+
+def clean(rec: Recording) -> StageReport:
+    """Where every raw row went (clean, quarantined per rule, exact or near duplicate), text lengths, languages."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    final = out.decided
+    outcome = {r["outcome"]: r["count"] for r in final.groupBy("outcome").count().collect()}
+    steps_of = final.withColumn("step", F.concat_ws(":", "outcome", "dup_rule", "rule"))
+    by_split = group_counts(steps_of, "step", by="source")
+    pii = _pii_totals(final, out.pii_types, by="source")
+    kept = final.where(F.col("outcome") != "quarantine")
+    langs = group_counts(kept, "language", by="source") if out.language else {}
+    clean_rows = rec.table(Layer.CLEAN)
+    lengths = length_quantiles(clean_rows, by="source")
+    for name in cfg.sources:
+        steps = by_split.get(name, {})
+
+        def n(prefix: str, steps: dict[str, float] = steps) -> float:
+            return sum(v for k, v in steps.items() if k.startswith(prefix))
+
+        run.quality.extend(
+            name,
+            "clean",
+            "rows",
+            {
+                "rows_in": sum(steps.values()),
+                "rows_clean": n("clean"),
+                "quarantined": n("quarantine"),
+                "duplicates_exact": n("duplicate:exact_duplicate"),
+                "duplicates_near": n("duplicate:near_duplicate"),
+            },
+        )
+        run.quality.extend(
+            name, "clean", "quarantined", {k.split(":")[-1]: v for k, v in steps.items() if k.startswith("quarantine")}
+        )
+        run.quality.extend(name, "clean", "text_length", lengths.get(name, {}))
+        run.quality.extend(name, "clean", "language", langs.get(name, {}))
+        run.quality.extend(name, "clean", "pii_masked", pii.get(name, {}))
+    for t in out.pii_types:
+        run.count(f"pii.{t}", int(sum(v.get(t, 0) for v in pii.values())))
+    n_in = sum(outcome.values())
+    n_clean, n_q, n_dup = outcome.get("clean", 0), outcome.get("quarantine", 0), outcome.get("duplicate", 0)
+    n_near = int(sum(v for s in by_split.values() for k, v in s.items() if k == "duplicate:near_duplicate"))
+    written = clean_rows.count()
+    if written != n_clean:
+        raise RuntimeError(f"clean wrote {written} rows but decided {n_clean}")
+    run.count("clean.rows_in", n_in)
+    run.count("clean.rows_out", n_clean)
+    run.count("clean.rows_quarantined", n_q)
+    run.count("clean.rows_duplicate", n_dup)
+    run.count("clean.rows_near_duplicate", n_near)
+    masked = sum(run.counts.get(f"pii.{t}", 0) for t in out.pii_types)
+    return StageReport(
+        "clean",
+        f"{n_clean:,} clean, {n_q:,} quarantined, {n_dup - n_near:,} exact and {n_near:,} near duplicates removed,"
+        f" {masked:,} PII values masked",
+    )
+
+
+def features(rec: Recording) -> StageReport:
+    """Rows and width of the feature table."""
+    feat = rec.table(Layer.FEAT)
+    n = feat.count()
+    width = len(feat.select("features").first()["features"]) if n else 0
+    rec.run.count("features.rows", n)
+    rec.run.measure("features.width", width)
+    rec.run.label("features.model_version", rec.versions["features"])
+    return StageReport("features", f"{n:,} rows x {width:,} features in {rec.cfg.table(Layer.FEAT)}")
+
+
+def embed(rec: Recording) -> StageReport:
+    """Rows, distinct texts, cache hits and the encoders' telemetry (rows/s, tokens/s, padding, device)."""
+    run, rep, spec = rec.run, rec.out.report, rec.out.spec
+    st = rep.stats
+    rate = rep.embedded / rep.seconds if rep.seconds > 0 else 0.0
+    run.count("embed.rows", rep.rows)
+    run.count("embed.unique_texts", rep.unique_texts)
+    run.count("embed.cache_hits", rep.cache_hits)
+    run.count("embed.embedded", rep.embedded)
+    for key in ("tokens", "padded_tokens", "truncated", "batches", "oom_splits", "model_loads"):
+        run.count(f"embed.{key}", int(st.get(key, 0)))
+    run.measure("embed.seconds", rep.seconds)
+    run.measure("embed.rows_per_s", rate)
+    run.measure("embed.tokens_per_s", st.get("tokens", 0) / rep.seconds if rep.seconds > 0 else 0.0)
+    run.measure("embed.padding_ratio", 1 - st["tokens"] / st["padded_tokens"] if st.get("padded_tokens") else 0.0)
+    run.measure("embed.model_load_seconds", st.get("load_seconds", 0.0))
+    run.measure("embed.encode_seconds", st.get("encode_seconds", 0.0))
+    devices = sorted(k.split("@", 1)[1] for k in st if k.startswith("rows@"))
+    run.label("embed.device", ",".join(devices) or "none")
+    run.label("embed.precision", spec.precision)
+    run.label("embed.model", spec.model)
+    summary = (
+        f"{rep.rows:,} rows, {rep.unique_texts:,} unique texts, {rep.cache_hits:,} cached, "
+        f"{rep.embedded:,} embedded in {rep.seconds:.1f}s ({rate:,.0f} rows/s, {spec.device} {spec.precision})"
+    )
+    return StageReport("embed", summary, values={"rows_per_s": rate, "embedded": rep.embedded})
+
+
+def _scored(rec: Recording, stage: str) -> DataFrame:
+    return rec.table(Layer.PRED, this_run=True).where((F.col("stage") == stage) & F.col("label").isNotNull())
+
+
+def classify(rec: Recording) -> StageReport:
+    """Scores of the eval split's predictions, the confusion matrix, and the model version's metrics."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    c = cfg.classify
+    head = out.head
+    version = rec.versions["classifier"]
+    scores, cells = classification_metrics(_scored(rec, "classify"), head.getOrDefault("labels"))
+    scores.update(selection_metrics(head))
+    write_metrics(rec.spark, cfg, run, "classify", c.eval_split, scores, model_version=version)
+    conf = rec.spark.createDataFrame(
+        [(run.run_id, version, a, b, n) for a, b, n in cells],
+        "run_id STRING, model_version STRING, label STRING, prediction STRING, count LONG",
+    )
+    write_table(conf, cfg.table(Layer.CONFUSION))
+    run.label("classify.model_version", version)
+    run.count("classify.train_rows", head.info["train_rows"])
+    if head.info.get("sampled"):
+        run.label("classify.train_sampled", f"{head.info['train_rows']} of the training split")
+    run.measure("classify.accuracy", scores["accuracy"])
+    run.measure("classify.macro_f1", scores["macro_f1"])
+    rec.store.update_meta(version, metrics={k: scores[k] for k in ("accuracy", "macro_f1", "rows")})
+    auc = f", AUC {scores['auc']:.4f}" if "auc" in scores else ""
+    return StageReport(
+        "classify",
+        f"{version}: {c.eval_split} accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}{auc} "
+        f"on {int(scores['rows']):,} rows",
+        values={k: v for k, v in scores.items() if "." not in k and "[" not in k},
+        models={"classifier": head},
+    )
+
+
+def regress(rec: Recording) -> StageReport:
+    """RMSE, MAE and R² of the eval split's predictions."""
+    cfg, run = rec.cfg, rec.run
+    r = cfg.regress
+    version = rec.versions["regressor"]
+    scores = regression_scores(rec.table(Layer.REG))
+    write_metrics(rec.spark, cfg, run, "regress", r.eval_split, scores, model_version=version)
+    for k in ("rmse", "mae", "r2"):
+        run.measure(f"regress.{k}", scores[k])
+    run.label("regress.model_version", version)
+    rec.store.update_meta(version, metrics=scores)
+    return StageReport(
+        "regress",
+        f"{version}: {r.target} on {r.eval_split}: RMSE {scores['rmse']:.4f}, MAE {scores['mae']:.4f}, "
+        f"R² {scores['r2']:.4f} on {int(scores['rows']):,} rows",
+        values=scores,
+        models={"regressor": rec.out.model.stages[-1]},
+    )
+
+
+def finetune(rec: Recording) -> StageReport:
+    """Scores of the fine-tuned classifier on the eval split, with its training summary."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    f = cfg.finetune
+    version = rec.versions["finetuned"]
+    summary = out.summary
+    scores, _ = classification_metrics(_scored(rec, "finetune"), out.labels)
+    scores["best_val_accuracy"] = summary["best_val_accuracy"]
+    scores["train_seconds"] = summary["seconds"]
+    scores["train_steps"] = float(summary["steps"])
+    write_metrics(rec.spark, cfg, run, "finetune", f.eval_split, scores, model_version=version)
+    run.label("finetune.model_version", version)
+    run.count("finetune.train_rows", summary["train_rows"])
+    run.measure("finetune.accuracy", scores["accuracy"])
+    run.measure("finetune.macro_f1", scores["macro_f1"])
+    run.measure("finetune.train_seconds", summary["seconds"])
+    rec.store.update_meta(version, metrics={k: scores[k] for k in ("accuracy", "macro_f1", "rows")})
+    stop = ", stopped early" if summary["stopped_early"] else ""
+    return StageReport(
+        "finetune",
+        f"{version}: {summary['train_rows']:,} training rows, {summary['steps']} steps on "
+        f"{summary['processes']} process(es) in {summary['seconds']:.0f}s{stop}; best validation accuracy "
+        f"{summary['best_val_accuracy']:.4f}; {f.eval_split} accuracy {scores['accuracy']:.4f}, "
+        f"macro-F1 {scores['macro_f1']:.4f}",
+        values={k: v for k, v in scores.items() if "." not in k},
+    )
+
+
+def cluster(rec: Recording) -> StageReport:
+    """Silhouette, k and label agreement of the clustering; the largest clusters by name."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    c = cfg.cluster
+    version = rec.versions["clusterer"]
+    values = out.values
+    write_metrics(rec.spark, cfg, run, "cluster", "all", values, model_version=version)
+    run.measure("cluster.silhouette", values["silhouette_cosine"])
+    run.label("cluster.algorithm", c.algorithm)
+    run.label("cluster.model_version", version)
+    run.count("cluster.k", int(values["k"]))
+    top = rec.table(Layer.CLUSTER_TERMS).orderBy(F.desc("size")).limit(3).collect()
+    names = "; ".join(f"{r['name']} ({r['size']})" for r in top)
+    extra = f", Hungarian accuracy {values['hungarian_accuracy']:.3f}" if "hungarian_accuracy" in values else ""
+    return StageReport(
+        "cluster",
+        f"{c.algorithm} k={int(values['k'])}, cosine silhouette {values['silhouette_cosine']:.3f}{extra}; "
+        f"largest: {names}",
+        values=values,
+    )
+
+
+RECORDERS = {
+    "ingest": ingest,
+    "clean": clean,
+    "features": features,
+    "embed": embed,
+    "classify": classify,
+    "regress": regress,
+    "finetune": finetune,
+    "cluster": cluster,
+}
+"""The recorder of each stage, by stage name."""

@@ -1,0 +1,52 @@
+"""The ``dmine`` command line: command groups register their commands; :func:`main` parses and runs one.
+
+Groups: ``pipeline`` (``run`` and one command per stage), ``deploy``
+(``score``, ``stream``, ``monitor``), ``catalog`` (``sql``, ``tables``,
+``serve-sql``), ``cluster`` (``profiles``, ``databricks-job``, ``jars``) and
+``tools`` (``bench``, ``datagen``). A user mistake prints one line,
+``dmine: error: ...``, and exits with status 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from dmine_spark import __version__
+from dmine_spark.cli import catalog, cluster, deploy, pipeline, tools
+from dmine_spark.cli.registry import COMMANDS
+from dmine_spark.config import ConfigError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dmine`` parser, with a subcommand per registered command."""
+    p = argparse.ArgumentParser(prog="dmine", description="dmine_spark: mine business text with Spark.")
+    p.add_argument("--version", action="version", version=f"dmine_spark {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = [m.__name__ for m in (pipeline, deploy, catalog, cluster, tools)]
+    for cmd in sorted(COMMANDS.values(), key=lambda c: groups.index(c.run.__module__)):
+        cmd.configure(sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dmine`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return COMMANDS[args.command].run(args)
+    except (ConfigError, LookupError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+        sys.stderr.write(f"dmine: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("dmine: interrupted\n")
+        return 130

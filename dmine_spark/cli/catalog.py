@@ -1,0 +1,94 @@
+"""``dmine sql``, ``dmine tables`` and ``dmine serve-sql``: the result tables, from a shell or a JDBC client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from dmine_spark.cli.common import catalog_args, catalog_work_dir, profile, session
+from dmine_spark.cli.registry import command
+from dmine_spark.config import ConfigError
+
+__all__ = ["sql", "tables", "serve_sql", "format_rows"]
+
+
+def format_rows(cols: list[str], rows: list[tuple], fmt: str) -> str:
+    """Query results as ``table`` (aligned, cells cut at 60 characters), ``tsv`` or ``json`` (a line per row)."""
+    if fmt == "json":
+        return "".join(
+            json.dumps(dict(zip(cols, r, strict=True)), default=str, ensure_ascii=False) + "\n" for r in rows
+        )
+    if fmt == "tsv":
+        lines = ["\t".join(cols)] + ["\t".join("" if v is None else str(v) for v in r) for r in rows]
+        return "\n".join(lines) + "\n"
+    cells = [[("NULL" if v is None else str(v)) for v in r] for r in rows]
+    widths = [min(60, max([len(c)] + [len(row[i]) for row in cells])) for i, c in enumerate(cols)]
+
+    def line(vals: list[str]) -> str:
+        return "  ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
+
+    out = [line(cols), *(line(row) for row in cells), f"({len(rows)} row{'s' if len(rows) != 1 else ''})"]
+    return "\n".join(out) + "\n"
+
+
+def _sql_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("query")
+    sp.add_argument("--format", choices=["table", "tsv", "json"], default="table")
+    sp.add_argument("--max-rows", type=int, default=100)
+    catalog_args(sp)
+
+
+@command("sql", "run a SQL query against the dmine catalog", _sql_args)
+def sql(args: argparse.Namespace) -> int:
+    work_dir = catalog_work_dir(args)
+    spark = session(profile(args.profile, None, required=False), work_dir, "dmine-sql")
+    from pyspark.errors import AnalysisException, ParseException
+
+    # pyspark logs every failed query as a JSON record; the one-line error below says it all
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+    try:
+        df = spark.sql(args.query)
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"sql: {first}") from None
+    rows = [tuple(r.asDict(recursive=True).values()) for r in df.limit(args.max_rows).collect()]
+    sys.stdout.write(format_rows(df.columns, rows, args.format))
+    return 0
+
+
+def _tables_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--database", default="dmine")
+    catalog_args(sp)
+
+
+@command("tables", "list the tables of a dmine database with row counts", _tables_args)
+def tables(args: argparse.Namespace) -> int:
+    work_dir = catalog_work_dir(args)
+    spark = session(profile(args.profile, None, required=False), work_dir, "dmine-tables")
+    from dmine_spark.io.tables import list_tables
+
+    found = list_tables(spark, args.database)
+    if not found:
+        sys.stdout.write(f"no tables in database {args.database}\n")
+    for name, n in found:
+        sys.stdout.write(f"{name:<40} {n:>12,} rows\n")
+    return 0
+
+
+def _serve_args(sp: argparse.ArgumentParser) -> None:
+    from dmine_spark.tools.serve_sql import add_arguments
+
+    add_arguments(sp)
+
+
+@command(
+    "serve-sql",
+    "serve the dmine catalog over JDBC/ODBC (HiveServer2 protocol) until Ctrl-C; holds the catalog meanwhile",
+    _serve_args,
+)
+def serve_sql(args: argparse.Namespace) -> int:
+    from dmine_spark.tools.serve_sql import run
+
+    return run(args)

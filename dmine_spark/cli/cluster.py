@@ -1,0 +1,91 @@
+"""``dmine profiles``, ``dmine databricks-job`` and ``dmine jars``: getting a pipeline onto a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from dmine_spark.cli.common import echo
+from dmine_spark.cli.registry import command
+from dmine_spark.config import ConfigError, load_profile
+
+__all__ = ["profiles", "databricks_job", "jars"]
+
+
+def _profiles_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--conf-dir", help="the conf folder (default: $DMINE_CONF_DIR or ./conf)")
+
+
+@command("profiles", "list and validate the Spark profiles in conf/base/spark (and conf/local)", _profiles_args)
+def profiles(args: argparse.Namespace) -> int:
+    from dmine_spark.spark.profiles import list_profiles
+
+    found = list_profiles(args.conf_dir)
+    if not found:
+        raise ConfigError(f"no profiles under {args.conf_dir or os.environ.get('DMINE_CONF_DIR', 'conf')}/base/spark")
+    width = max(len(name) for name, _ in found)
+    for name, path in found:
+        p = load_profile(name, args.conf_dir)  # the first invalid one stops the listing with its error
+        master = "(set by Databricks)" if p.kind == "databricks" else p.master
+        local = "  (conf/local)" if path.parent.parent.name == "local" else ""
+        echo(f"{name:<{width}}  {p.kind:<10}  {master}{local}")
+    return 0
+
+
+def _job_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("config", help="pipeline config YAML, e.g. conf/base/pipelines/banking77.yaml")
+    sp.add_argument("--profile", default="databricks", help="a kind: databricks profile (default: databricks)")
+    sp.add_argument("--wheel", help="the dmine_spark wheel on the workspace, e.g. /Volumes/main/dmine/wheels/...")
+    sp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key on the cluster run"
+    )
+    sp.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+@command(
+    "databricks-job", "Databricks Jobs API 2.1 JSON that runs a pipeline (`databricks jobs create --json`)", _job_args
+)
+def databricks_job(args: argparse.Namespace) -> int:
+    from dmine_spark.spark.profiles import databricks_job as make_job
+
+    job = make_job(args.config, args.profile, wheel=args.wheel, overrides=args.set)
+    text = json.dumps(job, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        echo(f"wrote {args.out}: job {job['name']!r}; create it with: databricks jobs create --json @{args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _jars_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("action", choices=["fetch", "list"])
+    sp.add_argument("names", nargs="*", help="packages (default: all)")
+    sp.add_argument("--force", action="store_true", help="fetch again even when cached")
+
+
+@command("jars", "JVM packages (Delta Lake, Kafka) in the local jar cache: fetch them once, or list", _jars_args)
+def jars(args: argparse.Namespace) -> int:
+    from dmine_spark.spark import jars as cache
+
+    names = args.names or sorted(cache.PACKAGES)
+    for name in names:
+        if name not in cache.PACKAGES:
+            raise ConfigError(f"jars: unknown package {name!r}; known: {', '.join(sorted(cache.PACKAGES))}")
+    if args.action == "list":
+        for name in names:
+            pkg = cache.PACKAGES[name]
+            state = f"{len(cache.jar_files(name))} jars" if cache.have(name) else "not fetched"
+            echo(f"{name:<8} {pkg.coordinate:<40} {state}  ({pkg.what})")
+        echo(f"jar cache: {cache.jars_dir()}")
+        return 0
+    for name in names:
+        try:
+            files = cache.fetch(name, force=args.force, echo=echo)
+        except cache.MissingJars as exc:
+            raise ConfigError(f"jars fetch {name}: {exc}") from None
+        echo(f"{name}: {len(files)} jars in {files[0].parent if files else cache.jars_dir()}")
+    return 0

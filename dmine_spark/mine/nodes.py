@@ -1,0 +1,372 @@
+"""The mine step's nodes: classify, regress, fine-tune and cluster, each returning a model version to save.
+
+Each node fits its head on DataFrames handed to it, assembles the model
+version (:func:`~dmine_spark.mine.textmodel.text_model`: the cleaner, the
+featurizer, the head) and predicts the eval split through the same stages. It
+reads and writes no table and records nothing; the runner saves the model,
+writes the predictions with the model's version, and the recorder scores them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel, Transformer
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from dmine_spark.config import ClassifyConfig, ClusterConfig, ConfigError, FinetuneConfig, RegressConfig
+from dmine_spark.features.embed import Embedder
+from dmine_spark.mine.classify import ClassifierHead, as_vector, fit_named_classifier
+from dmine_spark.mine.cluster import ClusterModel, cluster_exemplars, cluster_terms, fit_clusters, silhouette
+from dmine_spark.mine.evaluate import cluster_label_agreement
+from dmine_spark.mine.finetune import FineTunedClassifier
+from dmine_spark.mine.regress import ArrayToVector, fit_regressor
+from dmine_spark.mine.textmodel import text_model
+from dmine_spark.prepare.clean import TextCleaner
+
+__all__ = [
+    "check_splits",
+    "ClassifyOutput",
+    "RegressOutput",
+    "FinetuneOutput",
+    "ClusterOutput",
+    "classify",
+    "regress",
+    "finetune",
+    "cluster",
+    "selection_metrics",
+]
+
+NUMERIC_TYPES = ("integer", "long", "short", "byte", "float", "double", "decimal")
+
+
+def check_splits(df: DataFrame, section: str, *splits: tuple[str, str]) -> None:
+    """Fail with one line naming the key when a configured split is not among the rows' splits.
+
+    ``splits`` are (key, value) pairs such as ``("train_split", "train")``.
+
+    Raises
+    ------
+    ConfigError
+        ``<section>.<key>: split '<value>' not among the sources [...]``.
+    """
+    have = {r["split"] for r in df.select("split").distinct().collect()}
+    for key, value in splits:
+        if value not in have:
+            raise ConfigError(f"{section}.{key}: split {value!r} not among the sources {sorted(have)}")
+
+
+@dataclass
+class _Persisted:
+    _cached: list[DataFrame] = field(default_factory=list, repr=False)
+
+    def release(self) -> None:
+        """Unpersist what the node cached; the runner calls it once the outputs are written."""
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
+
+    @contextmanager
+    def on_error(self) -> Iterator[None]:
+        """Release the cache when the block fails (the runner never sees this output then)."""
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
+
+
+@dataclass
+class ClassifyOutput(_Persisted):
+    """The model version, its head, and the eval split's predictions (``id, split, source_file, text, label,
+    prediction, probability``)."""
+
+    model: PipelineModel | None = None
+    head: ClassifierHead | None = None
+    predictions: DataFrame | None = None
+
+
+def classify(
+    rows: DataFrame,
+    section: ClassifyConfig,
+    *,
+    cleaner: TextCleaner,
+    featurizer: Transformer,
+    features_col: str,
+) -> ClassifyOutput:
+    """Train ``section.model`` on the train split of ``rows`` and predict its eval split.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Clean rows (``id, split, source_file, text, label``) with ``features_col``:
+        the cached embedding (``array<float>``) or the feature table's vector.
+    cleaner, featurizer : Transformer
+        The stages before the head in the saved model: the clean step's
+        cleaner, and the :class:`Embedder` (or the fitted feature pipeline).
+
+    Raises
+    ------
+    ConfigError
+        A split that does not exist, or an estimator that refuses its settings.
+    """
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    out = ClassifyOutput(_cached=[rows])
+    with out.on_error():
+        check_splits(rows, "classify", ("train_split", section.train_split), ("eval_split", section.eval_split))
+        train = rows.where((F.col("split") == section.train_split) & F.col("label").isNotNull())
+        try:
+            head = fit_named_classifier(
+                train,
+                section.model,
+                params=section.estimator_params(),
+                grid=section.grid,
+                folds=section.cv_folds,
+                sample_max_rows=section.sample_max_rows,
+                seed=section.seed,
+                features_col=features_col,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    out.head = head
+    out.model = text_model(cleaner, featurizer, head)
+    out.predictions = head.transform(rows.where(F.col("split") == section.eval_split)).select(
+        "id", "split", "source_file", "text", "label", "prediction", "probability"
+    )
+    return out
+
+
+@dataclass
+class RegressOutput(_Persisted):
+    """The model version and the eval split's predictions (``id, split, target, prediction``)."""
+
+    model: PipelineModel | None = None
+    predictions: DataFrame | None = None
+
+
+def regress(
+    clean: DataFrame,
+    raw: DataFrame,
+    section: RegressConfig,
+    *,
+    cleaner: TextCleaner,
+    embedder: Embedder | None,
+) -> RegressOutput:
+    """Fit ``section.model`` for ``section.target`` and predict the eval split.
+
+    ``clean`` has ``id``, ``split`` and, when ``section.embedding``, the
+    cached ``embedding``; the target and tabular columns come from ``raw``.
+
+    Raises
+    ------
+    ConfigError
+        A missing or non-numeric target, a feature column that no source declares, a missing split.
+    """
+    if not section.target:
+        raise ConfigError("regress.target: not set, so there is nothing to predict")
+    cols = [section.target, *section.categorical, *section.numeric]
+    missing = [c for c in cols if c not in raw.columns]
+    if missing:
+        raise ConfigError(f"regress: column {missing[0]!r} is not declared in any source schema")
+    if section.target in section.categorical + section.numeric:
+        raise ConfigError(f"regress: the target {section.target!r} is also listed as a feature")
+    kind = raw.schema[section.target].dataType.typeName()
+    if kind not in NUMERIC_TYPES:
+        raise ConfigError(f"regress.target: column {section.target!r} is {kind}, not numeric")
+    rows = clean.select("id", "split", *(["embedding"] if section.embedding else []))
+    if section.embedding:
+        rows = as_vector(rows)
+    rows = rows.join(raw.select("id", F.col(section.target).cast("double").alias("target"), *cols[1:]), "id").persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    out = RegressOutput(_cached=[rows])
+    with out.on_error():
+        check_splits(rows, "regress", ("train_split", section.train_split), ("eval_split", section.eval_split))
+        train = rows.where((F.col("split") == section.train_split) & F.col("target").isNotNull())
+        try:
+            reg = fit_regressor(
+                train,
+                section.model,
+                target="target",
+                embedding_col="features" if section.embedding else None,
+                categorical=section.categorical,
+                numeric=section.numeric,
+                params=section.params,
+                seed=section.seed,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    if section.embedding and embedder is not None:
+        out.model = text_model(cleaner, embedder, ArrayToVector(inputCol="embedding", outputCol="features"), reg)
+    else:
+        out.model = text_model(cleaner, reg)
+    out.predictions = reg.transform(rows.where(F.col("split") == section.eval_split)).select(
+        "id", "split", "target", F.col("prediction").cast("double").alias("prediction")
+    )
+    return out
+
+
+@dataclass
+class FinetuneOutput(_Persisted):
+    """The fine-tuned model version, its training summary and the eval split's predictions."""
+
+    model: PipelineModel | None = None
+    labels: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    predictions: DataFrame | None = None
+
+
+def finetune(
+    clean: DataFrame,
+    section: FinetuneConfig,
+    *,
+    cleaner: TextCleaner,
+    scratch: Path,
+    batch_size: int = 64,
+    max_tokens: int = 2048,
+    parallelism: int = 2,
+) -> FinetuneOutput:
+    """Fine-tune ``section.base_model`` through TorchDistributor and predict the eval split.
+
+    A seeded ``val_fraction`` of the train split is held out for early
+    stopping; the best checkpoint (safetensors) is written under ``scratch``
+    and becomes the :class:`FineTunedClassifier` of the model version.
+
+    Raises
+    ------
+    ConfigError
+        A missing split, or a train split with fewer than two labels.
+    """
+    from dmine_spark.mine.finetune import finetune as run_finetune
+
+    rows = clean.select("id", "split", "source_file", "text", "label")
+    check_splits(rows, "finetune", ("train_split", section.train_split), ("eval_split", section.eval_split))
+    train_all = rows.where((F.col("split") == section.train_split) & F.col("label").isNotNull())
+    if section.train_sample_rows:
+        n = train_all.count()
+        if n > section.train_sample_rows:
+            keep = int(1_000_000 * section.train_sample_rows / n)
+            train_all = train_all.where((F.abs(F.xxhash64("id", F.lit(section.seed))) % 1_000_000) < keep)
+    held = (F.abs(F.xxhash64("id", F.lit(section.seed + 1))) % 1000) < int(1000 * section.val_fraction)
+    labels = sorted(r["label"] for r in train_all.select("label").distinct().collect())
+    if len(labels) < 2:
+        raise ConfigError(f"finetune: the train split has {len(labels)} label(s); at least 2 are needed")
+    use_gpu = section.device == "cuda" or (section.device == "auto" and _cuda_available())
+    best = scratch / "best"
+    summary = run_finetune(
+        clean.sparkSession,
+        train_all.where(~held),
+        train_all.where(held),
+        labels,
+        best,
+        base_model=section.base_model,
+        max_length=section.max_length,
+        epochs=section.epochs,
+        batch_size=section.batch_size,
+        lr=section.lr,
+        head_lr_scale=section.head_lr_scale,
+        weight_decay=section.weight_decay,
+        warmup_ratio=section.warmup_ratio,
+        eval_every=section.eval_every,
+        patience=section.patience,
+        num_processes=section.num_processes,
+        use_gpu=use_gpu,
+        seed=section.seed,
+    )
+    head = FineTunedClassifier(
+        labels=labels,
+        maxLength=section.max_length,
+        batchSize=batch_size,
+        maxTokens=max_tokens,
+        device="cuda" if use_gpu else "cpu",
+    )
+    head.model_dir = best
+    predictions = head.transform(
+        rows.where(F.col("split") == section.eval_split).repartition(max(2, parallelism))
+    ).select("id", "split", "source_file", "text", "label", "prediction", "probability")
+    return FinetuneOutput(model=text_model(cleaner, head), labels=labels, summary=summary, predictions=predictions)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class ClusterOutput(_Persisted):
+    """The model version, each row's cluster, the named summary of each cluster, and the clustering's figures."""
+
+    model: PipelineModel | None = None
+    clusterer: ClusterModel | None = None
+    assignments: DataFrame | None = None
+    terms: DataFrame | None = None
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def cluster(
+    rows: DataFrame,
+    section: ClusterConfig,
+    *,
+    cleaner: TextCleaner,
+    embedder: Embedder,
+    labelled: bool,
+) -> ClusterOutput:
+    """Cluster ``rows`` (clean rows with the cached ``embedding``), name each cluster, and measure the clustering.
+
+    The summary has, per cluster, its size, a name (its first three terms by
+    class-based TF-IDF), the top terms and the texts closest to its centroid.
+    ``values`` holds the cosine silhouette, ``k`` (and the silhouette of each
+    swept ``k``) and, where rows carry labels, NMI, ARI and Hungarian-matched
+    accuracy.
+
+    Raises
+    ------
+    ConfigError
+        When the algorithm cannot cluster these rows (hdbscan on too few, say).
+    """
+    feats = as_vector(rows).persist(StorageLevel.MEMORY_AND_DISK)
+    out = ClusterOutput(_cached=[feats])
+    with out.on_error():
+        try:
+            fitted = fit_clusters(feats, section, features_col="embedding")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    assigned = fitted.transform(feats).persist(StorageLevel.MEMORY_AND_DISK)
+    out._cached.append(assigned)
+    real = assigned.where(F.col("cluster") >= 0)
+    sil = silhouette(real)
+    terms = cluster_terms(
+        real, top_n=section.top_terms, min_chars=section.min_term_chars, stop_words=section.stop_words
+    )
+    if section.exemplars:
+        terms = terms.join(cluster_exemplars(real, n=section.exemplars), "cluster", "left")
+    else:
+        terms = terms.withColumn("exemplars", F.array().cast("array<string>"))
+    values = {"silhouette_cosine": sil, "k": float(fitted.n_clusters)}
+    values.update({f"silhouette_at_k[{k}]": v for k, v in fitted.sweep.items()})
+    if labelled:
+        values.update(cluster_label_agreement(real))
+    noise = assigned.where(F.col("cluster") < 0).count()
+    if noise:
+        values["noise_rows"] = float(noise)
+    out.clusterer = fitted
+    out.model = text_model(cleaner, embedder, fitted)
+    out.assignments = assigned.select("id", "split", "cluster")
+    out.terms = terms
+    out.values = values
+    return out
+
+
+def selection_metrics(head: ClassifierHead) -> dict[str, float]:
+    """The mean CV score of each grid point, as ``cv_f1[<params as JSON>]``."""
+    return {
+        f"cv_f1[{json.dumps(sel['params'], sort_keys=True)}]": sel["cv_f1"] for sel in head.info.get("selection", [])
+    }

@@ -1,0 +1,180 @@
+"""The prepare step's nodes: sources → raw and quarantine rows; raw → clean, duplicate and quarantined rows.
+
+A node computes and returns DataFrames (lazy, or persisted where the caller
+reads them more than once); it reads no catalog table, writes none and
+records nothing. The runner (:mod:`dmine_spark.runner`) writes what a node
+returns and hands it to the recorder (:mod:`dmine_spark.analyze.record`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import reduce
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from dmine_spark.config import CleanConfig, ConfigError, LanguageConfig, NearDupConfig, PiiConfig
+from dmine_spark.prepare.clean import CleanResult, TextCleaner, apply_near_duplicates, clean_frame, text_rows
+from dmine_spark.prepare.ingest import IngestResult
+
+__all__ = ["IngestOutput", "CleanOutput", "ingest", "clean"]
+
+
+@dataclass
+class IngestOutput:
+    """What ingest made of the sources.
+
+    ``raw`` holds every parsed, complete row (``id``, ``split``, ``source``,
+    ``source_file``, the declared columns, ``pii_counts`` when masking);
+    ``quarantine`` every other row (``id``, ``split`` = the source,
+    ``source_file``, ``rule``, ``reason``, ``raw``); ``totals`` every row read,
+    per source, counted independently of the two outputs so a lost row shows.
+    """
+
+    raw: DataFrame
+    quarantine: DataFrame
+    totals: dict[str, DataFrame]
+    pii_types: list[str] = field(default_factory=list)
+
+
+def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | None, pii: PiiConfig) -> IngestOutput:
+    """Union the sources' rows and mask PII in the text column and in quarantined raw content.
+
+    Raises
+    ------
+    ConfigError
+        When ``label_col`` is not a column of some source.
+    """
+    for name, res in sources.items():
+        if label_col and label_col not in res.rows.columns:
+            raise ConfigError(f"label_col: column {label_col!r} is not declared in sources.{name}.schema")
+    rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), [r.rows for r in sources.values()])
+    quarantine = reduce(lambda a, b: a.unionByName(b), [r.quarantine for r in sources.values()])
+    types = list(pii.types) if pii.enabled else []
+    if types:
+        from dmine_spark.prepare.pii import mask_pii
+
+        rows = rows.withColumn("_pii", mask_pii(F.col(text_col), types)).select(
+            *[F.col("_pii.text").alias(c) if c == text_col else F.col(c) for c in rows.columns],
+            F.col("_pii.counts").alias("pii_counts"),
+        )
+        quarantine = quarantine.withColumn("raw", mask_pii(F.col("raw"), types)["text"])
+    quarantine = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
+    return IngestOutput(
+        raw=rows, quarantine=quarantine, totals={n: r.total for n, r in sources.items()}, pii_types=types
+    )
+
+
+@dataclass
+class CleanOutput:
+    """Every raw row once, decided: clean, duplicate or quarantined.
+
+    ``decided`` is persisted (the accounting reads it several times); call
+    :meth:`release` once the outputs are written.
+    """
+
+    result: CleanResult
+    near_dup: bool
+    pii_types: list[str]
+    language: bool
+    _cached: list[DataFrame] = field(default_factory=list)
+
+    @property
+    def decided(self) -> DataFrame:
+        return self.result.decided
+
+    @property
+    def clean(self) -> DataFrame:
+        """Clean rows: ``id, split, source, source_file, text, label``, language columns, ``text_key``, ``text_hash``, ``truncated``."""
+        return self.result.clean.drop("_dedup")
+
+    @property
+    def duplicates(self) -> DataFrame:
+        """Removed duplicates with the ``kept_id`` they repeat, ``rule`` and ``jaccard``."""
+        return self.result.duplicates.drop("_dedup")
+
+    @property
+    def quarantine(self) -> DataFrame:
+        """Rows a clean rule refused, in the quarantine table's columns (``split`` names the source)."""
+        return self.result.quarantine.select(
+            "id",
+            F.col("source").alias("split"),
+            "source_file",
+            "rule",
+            "reason",
+            F.col("text_raw").alias("raw"),
+        )
+
+    def release(self) -> None:
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
+
+
+def clean(
+    raw: DataFrame,
+    *,
+    text_col: str,
+    label_col: str | None,
+    dedup_sources: list[str],
+    clean: CleanConfig,
+    pii: PiiConfig,
+    language: LanguageConfig,
+    near_dup: NearDupConfig,
+) -> CleanOutput:
+    """Clean ``raw``'s text and decide each row (:func:`~dmine_spark.prepare.clean.clean_frame`).
+
+    PII is masked again after normalisation (full-width digits, entities),
+    the language is tagged (and filtered when configured), empty, over-long
+    or filtered rows are quarantined, and exact then near duplicates are
+    found. Duplicates count within a source: a text repeated in both a train
+    and a test source stays in both, while the seeded splits of one source
+    share one dedup, so no copy of a training row is left in its test split.
+    Only sources in ``dedup_sources`` are deduplicated.
+    """
+    source = F.col("source") if "source" in raw.columns else F.col("split")
+    base = text_rows(raw, text_col=text_col, label_col=label_col, dedup=source.isin(dedup_sources))
+    res = clean_frame(
+        base,
+        clean,
+        text_col="text",
+        dedup_groups=["source"],
+        dedup_col="_dedup",
+        cleaner=TextCleaner.from_config(clean, pii),
+        language=language,
+    )
+    decided = res.decided.persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [decided]
+    res = CleanResult(decided=decided, columns=res.columns)
+    if near_dup.enabled:
+        from dmine_spark.prepare.neardup import near_duplicates
+
+        candidates = decided.where((F.col("outcome") == "clean") & F.col("_dedup")).select("id", "source", "text")
+        sources = sorted(r["source"] for r in candidates.select("source").distinct().collect())
+        found = [
+            near_duplicates(
+                candidates.where(F.col("source") == name),
+                id_col="id",
+                text_col="text",
+                threshold=near_dup.threshold,
+                shingle=near_dup.shingle,
+                num_bands=near_dup.bands,
+                rows_per_band=near_dup.rows_per_band,
+                seed=near_dup.seed,
+            ).dups.select("id", "kept_id", "jaccard")
+            for name in sources
+        ]
+        if found:
+            near = apply_near_duplicates(decided, reduce(lambda a, b: a.unionByName(b), found))
+            near = near.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(near)
+            res = CleanResult(decided=near, columns=res.columns)
+    return CleanOutput(
+        result=res,
+        near_dup=near_dup.enabled,
+        pii_types=list(pii.types) if pii.enabled else [],
+        language=language.enabled,
+        _cached=cached,
+    )

@@ -1,0 +1,308 @@
+"""The stage table: each stage's inputs, node, outputs, saved models and recorder, declared once.
+
+The CLI's stage commands, ``dmine run --stages`` and the Python API all come
+from :data:`STAGES`. A stage's ``run`` only reads its inputs through the
+:class:`~dmine_spark.runner.context.StageContext` and calls its step's node;
+the runner (:mod:`dmine_spark.runner.run`) saves the models, writes the
+outputs and calls the stage's recorder (:mod:`dmine_spark.analyze.record`,
+by stage name). The table itself imports no Spark, so the command line
+lists the stages without starting one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from dmine_spark.config import ConfigError, Layer, PipelineConfig
+
+if TYPE_CHECKING:  # the stage table is read by the CLI's parser: Spark and the nodes load when a stage runs
+    from dmine_spark.analyze.record import Recording, StageReport
+    from dmine_spark.runner.context import StageContext
+
+__all__ = ["Write", "Save", "Stage", "STAGES", "stage_names", "default_stages"]
+
+
+@dataclass(frozen=True)
+class Write:
+    """An output table: the layer, the attribute of the node's output that holds it, and how it is written.
+
+    ``mode``: ``overwrite`` replaces the table; ``append`` adds this run's rows
+    (predictions, in the predictions table's columns); ``quarantine``
+    replaces this stage's rows of the quarantine table; ``view`` is the
+    embedding view over the cache. ``version`` names the saved model whose
+    ``model_version`` the rows carry.
+    """
+
+    layer: Layer
+    attr: str = ""
+    mode: Literal["overwrite", "append", "quarantine", "view"] = "overwrite"
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Save:
+    """A model the stage saves: the attribute holding its ``PipelineModel``, its store name and its metadata."""
+
+    key: str
+    attr: str
+    name: Callable[[PipelineConfig], str]
+    meta: Callable[[PipelineConfig, Any], dict[str, Any]] = lambda cfg, out: {}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline."""
+
+    name: str
+    help: str
+    run: Callable[[StageContext], Any]
+    writes: tuple[Write, ...]
+    saves: tuple[Save, ...] = ()
+    enabled: Callable[[PipelineConfig], bool] = field(default=lambda cfg: True)
+
+    def record(self, rec: Recording) -> StageReport:
+        """What the stage did, in the run's records (the recorder of the same name)."""
+        from dmine_spark.analyze.record import RECORDERS
+
+        return RECORDERS[self.name](rec)
+
+
+def _needs_label(cfg: PipelineConfig, stage: str) -> None:
+    if not cfg.label_col:
+        raise ConfigError(f"{stage}: label_col is not set, so there is nothing to learn from")
+
+
+def _ingest(ctx: StageContext) -> Any:
+    from dmine_spark.prepare import nodes as prepare_nodes
+
+    cfg = ctx.cfg
+    return prepare_nodes.ingest(ctx.sources(), text_col=cfg.text_col, label_col=cfg.label_col, pii=cfg.pii)
+
+
+def _clean(ctx: StageContext) -> Any:
+    from dmine_spark.prepare import nodes as prepare_nodes
+
+    cfg = ctx.cfg
+    return prepare_nodes.clean(
+        ctx.read(Layer.RAW),
+        text_col=cfg.text_col,
+        label_col=cfg.label_col,
+        dedup_sources=[n for n, s in cfg.sources.items() if s.dedup],
+        clean=cfg.clean,
+        pii=cfg.pii,
+        language=cfg.language,
+        near_dup=cfg.near_dup,
+    )
+
+
+def _features(ctx: StageContext) -> Any:
+    from dmine_spark.features import nodes as features_nodes
+
+    cfg = ctx.cfg
+    if cfg.features is None:
+        raise ConfigError("features: the section is not set, so there are no feature tables to build")
+    tabular = [*cfg.features.categorical, *cfg.features.numeric, *cfg.features.time]
+    raw = ctx.read(Layer.RAW) if tabular else None
+    return features_nodes.features(ctx.read(Layer.CLEAN), raw, cfg.features, has_label=bool(cfg.label_col))
+
+
+def _embed(ctx: StageContext) -> Any:
+    from dmine_spark.features import nodes as features_nodes
+
+    if not ctx.cfg.embed.cache and ctx.cache.exists():
+        ctx.spark.sql(f"DROP TABLE {ctx.cache.table}")  # a scratch cache lives for one run
+    return features_nodes.embed(ctx.read(Layer.CLEAN), ctx.cache, progress=ctx.progress("embed"), run_id=ctx.run.run_id)
+
+
+def _latest_features_model(ctx: StageContext) -> Any:
+    model, _ = ctx.store.load(f"{ctx.cfg.task}-features")
+    return model
+
+
+def _classify(ctx: StageContext) -> Any:
+    from dmine_spark.mine import nodes as mine_nodes
+
+    cfg = ctx.cfg
+    _needs_label(cfg, "classify")
+    clean = ctx.read(Layer.CLEAN).select("id", "split", "source_file", "text", "text_key", "label")
+    if cfg.classify.features == "table":
+        rows = clean.join(ctx.read(Layer.FEAT).select("id", "features"), "id")
+        try:
+            featurizer = _latest_features_model(ctx)
+        except FileNotFoundError:
+            raise LookupError("the feature pipeline is not saved yet; run the features stage first") from None
+        features_col = "features"
+    else:
+        rows = ctx.embedded(clean)
+        featurizer = ctx.embedder()
+        features_col = "embedding"
+    return mine_nodes.classify(
+        rows.drop("text_key"), cfg.classify, cleaner=ctx.cleaner(), featurizer=featurizer, features_col=features_col
+    )
+
+
+def _regress(ctx: StageContext) -> Any:
+    from dmine_spark.mine import nodes as mine_nodes
+
+    cfg = ctx.cfg
+    rows = ctx.embedded(ctx.read(Layer.CLEAN)) if cfg.regress.embedding else ctx.read(Layer.CLEAN)
+    return mine_nodes.regress(
+        rows,
+        ctx.read(Layer.RAW),
+        cfg.regress,
+        cleaner=ctx.cleaner(),
+        embedder=ctx.embedder() if cfg.regress.embedding else None,
+    )
+
+
+def _finetune(ctx: StageContext) -> Any:
+    from dmine_spark.mine import nodes as mine_nodes
+
+    cfg = ctx.cfg
+    _needs_label(cfg, "finetune")
+    return mine_nodes.finetune(
+        ctx.read(Layer.CLEAN),
+        cfg.finetune,
+        cleaner=ctx.cleaner(),
+        scratch=cfg.paths.finetune(ctx.run.run_id),
+        batch_size=cfg.embed.batch_size,
+        max_tokens=cfg.embed.max_tokens,
+        parallelism=ctx.spark.sparkContext.defaultParallelism,
+    )
+
+
+def _cluster(ctx: StageContext) -> Any:
+    from dmine_spark.mine import nodes as mine_nodes
+
+    cfg = ctx.cfg
+    rows = ctx.embedded(ctx.read(Layer.CLEAN)).select("id", "split", "text", "label", "embedding")
+    return mine_nodes.cluster(
+        rows, cfg.cluster, cleaner=ctx.cleaner(), embedder=ctx.embedder(), labelled=bool(cfg.label_col)
+    )
+
+
+def _trained_by(cfg: PipelineConfig, **extra: Any) -> dict[str, Any]:
+    return {"pipeline": cfg.name, "task": cfg.task, **extra}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "ingest",
+        "read every source with its schema into raw_<task>; rows breaking a rule to quarantine_<task>",
+        _ingest,
+        (Write(Layer.RAW, "raw"), Write(Layer.QUARANTINE, "quarantine", "quarantine")),
+    ),
+    Stage(
+        "clean",
+        "clean, mask PII, tag languages and remove duplicates: clean_<task>, dup_<task>",
+        _clean,
+        (
+            Write(Layer.CLEAN, "clean"),
+            Write(Layer.DUP, "duplicates"),
+            Write(Layer.QUARANTINE, "quarantine", "quarantine"),
+        ),
+    ),
+    Stage(
+        "features",
+        "fit the feature pipeline (TF-IDF, categorical, numeric, time) into feat_<task>",
+        _features,
+        (Write(Layer.FEAT, "table"),),
+        saves=(Save("features", "model", lambda cfg: f"{cfg.task}-features", lambda cfg, out: _trained_by(cfg)),),
+        enabled=lambda cfg: cfg.features is not None,
+    ),
+    Stage(
+        "embed",
+        "embed the clean texts the embedding cache lacks; emb_<task> is a view over the cache",
+        _embed,
+        (Write(Layer.EMB, mode="view"),),
+        enabled=lambda cfg: cfg.embed.enabled,
+    ),
+    Stage(
+        "classify",
+        "train the classifier on the train split and predict the eval split into pred_<task>",
+        _classify,
+        (Write(Layer.PRED, "predictions", "append", version="classifier"),),
+        saves=(
+            Save(
+                "classifier",
+                "model",
+                lambda cfg: f"{cfg.task}-{cfg.classify.model}",
+                lambda cfg, out: _trained_by(
+                    cfg,
+                    features=cfg.classify.features,
+                    embed_model=cfg.embed.model if cfg.classify.features == "embedding" else None,
+                    train_split=cfg.classify.train_split,
+                    params=out.head.info.get("params"),
+                    selection=out.head.info.get("selection"),
+                    train_rows=out.head.info.get("train_rows"),
+                    sampled=out.head.info.get("sampled"),
+                    labels=out.head.getOrDefault("labels"),
+                ),
+            ),
+        ),
+        enabled=lambda cfg: cfg.classify.enabled,
+    ),
+    Stage(
+        "regress",
+        "fit the regressor of regress.target and predict the eval split into reg_<task>",
+        _regress,
+        (Write(Layer.REG, "predictions", version="regressor"),),
+        saves=(
+            Save(
+                "regressor",
+                "model",
+                lambda cfg: f"{cfg.task}-regress-{cfg.regress.model}",
+                lambda cfg, out: _trained_by(cfg, target=cfg.regress.target),
+            ),
+        ),
+        enabled=lambda cfg: cfg.regress.enabled,
+    ),
+    Stage(
+        "finetune",
+        "fine-tune a BERT classifier (TorchDistributor) and predict the eval split into pred_<task>",
+        _finetune,
+        (Write(Layer.PRED, "predictions", "append", version="finetuned"),),
+        saves=(
+            Save(
+                "finetuned",
+                "model",
+                lambda cfg: f"{cfg.task}-finetune",
+                lambda cfg, out: _trained_by(
+                    cfg, base_model=cfg.finetune.base_model, summary=out.summary, labels=out.labels
+                ),
+            ),
+        ),
+        enabled=lambda cfg: cfg.finetune.enabled,
+    ),
+    Stage(
+        "cluster",
+        "cluster the embeddings into cluster_<task>; names, sizes and exemplars into cluster_terms_<task>",
+        _cluster,
+        (
+            Write(Layer.CLUSTER, "assignments", version="clusterer"),
+            Write(Layer.CLUSTER_TERMS, "terms", version="clusterer"),
+        ),
+        saves=(
+            Save(
+                "clusterer",
+                "model",
+                lambda cfg: f"{cfg.task}-cluster-{cfg.cluster.algorithm}",
+                lambda cfg, out: _trained_by(cfg, k=out.clusterer.n_clusters, values=out.values),
+            ),
+        ),
+        enabled=lambda cfg: cfg.cluster.enabled,
+    ),
+)
+"""Every stage, in the order ``dmine run`` runs them."""
+
+
+def stage_names() -> list[str]:
+    """The stage names, in order."""
+    return [s.name for s in STAGES]
+
+
+def default_stages(cfg: PipelineConfig) -> list[str]:
+    """The stages ``dmine run`` runs for ``cfg``: the enabled ones, in order."""
+    return [s.name for s in STAGES if s.enabled(cfg)]
