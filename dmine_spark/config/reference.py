@@ -79,7 +79,8 @@ def _default(field: Any) -> str:
 
 
 def _one_line_doc(text: str | None) -> str:
-    return " ".join((text or "").split()).replace("|", "\\|")
+    """A docstring as one Markdown table cell: one line, reST literals as Markdown code, pipes escaped."""
+    return " ".join((text or "").split()).replace("``", "`").replace("|", "\\|")
 
 
 def _rows(model: type[BaseModel], prefix: str, out: list[tuple[str, str, str, str]], sections: list) -> None:

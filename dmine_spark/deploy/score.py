@@ -38,7 +38,7 @@ from dmine_spark.mine.classify import ClassifierHead
 from dmine_spark.mine.finetune import FineTunedClassifier
 from dmine_spark.mine.store import ModelStore
 from dmine_spark.mine.textmodel import cleaner_of, embedder_of, head_of, predict_clean, with_cache
-from dmine_spark.prepare.clean import clean_frame, text_rows
+from dmine_spark.prepare.clean import CleanResult, clean_frame, text_rows
 from dmine_spark.prepare.ingest import read_source
 
 __all__ = [
@@ -200,14 +200,7 @@ def score_rows(
             batch_key=batch_key,
             extra=("embedding",) if with_embedding else (),
         )
-        refused = decided.where(F.col("outcome") == "quarantine").select(
-            "id",
-            F.col("source").alias("split"),
-            "source_file",
-            "rule",
-            "reason",
-            F.col("text_raw").alias("raw"),
-        )
+        refused = CleanResult(decided=decided, columns=res.columns).refused
         q_in = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
         q_all = quarantine_rows(q_in.unionByName(refused), run_id=run_id, stage=stage, batch_key=batch_key)
         predictions = predictions.persist(StorageLevel.MEMORY_AND_DISK)

@@ -15,7 +15,18 @@ from typing import Any
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import SparkSession
 
-__all__ = ["Persisted"]
+__all__ = ["Persisted", "class_path", "load_class"]
+
+
+def class_path(obj: object) -> str:
+    """``module.Class`` of ``obj``'s class, as saved in a stage's metadata."""
+    return f"{type(obj).__module__}.{type(obj).__name__}"
+
+
+def load_class(path: str) -> type:
+    """The class named ``module.Class`` (what :func:`class_path` saved)."""
+    module, _, name = path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
 
 
 class _StateWriter(MLWriter):
@@ -37,9 +48,7 @@ class _StateReader(MLReader):
 
     def load(self, path: str) -> Persisted:
         metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        module, _, name = metadata["class"].rpartition(".")
-        cls = getattr(__import__(module, fromlist=[name]), name)
-        instance = cls()
+        instance = load_class(metadata["class"])()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)
         instance._load_state(path, metadata.get("dmine", {}), self.sparkSession)

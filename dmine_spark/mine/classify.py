@@ -54,13 +54,14 @@ from dmine_spark.config import CLASSIFIERS
 from dmine_spark.config import Estimator as EstimatorSpec
 from dmine_spark.config.estimators import check_params
 from dmine_spark.io.files import read_bytes, write_bytes
-from dmine_spark.io.persist import Persisted
+from dmine_spark.io.persist import Persisted, class_path, load_class
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 
 __all__ = [
     "MLLIB_CLASSIFIERS",
     "SKLEARN_CLASSIFIERS",
     "as_vector",
+    "vector_column",
     "ClassifierHead",
     "Classifier",
     "fit_named_classifier",
@@ -79,7 +80,7 @@ def as_vector(df: DataFrame, array_col: str = "embedding", out_col: str = "featu
     return df.withColumn(out_col, array_to_vector(F.col(array_col)))
 
 
-def _vector(df: DataFrame, col: str) -> Column:
+def vector_column(df: DataFrame, col: str) -> Column:
     """``col`` as an MLlib vector, whether it is one or an ``array<float>``."""
     return array_to_vector(F.col(col)) if isinstance(df.schema[col].dataType, ArrayType) else F.col(col)
 
@@ -207,7 +208,7 @@ class ClassifierHead(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredict
     def _state_metadata(self) -> dict[str, Any]:
         state = {"num_features": self._num_features, "info": self.info}
         if self._mllib is not None:
-            state["mllib_class"] = f"{type(self._mllib).__module__}.{type(self._mllib).__name__}"
+            state["mllib_class"] = class_path(self._mllib)
         return state
 
     def _save_state(self, path: str, spark: SparkSession) -> None:
@@ -222,8 +223,7 @@ class ClassifierHead(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredict
         self._num_features = int(state.get("num_features", 0))
         self.info = dict(state.get("info", {}))
         if "mllib_class" in state:
-            module, _, name = state["mllib_class"].rpartition(".")
-            self._mllib = getattr(__import__(module, fromlist=[name]), name).load(f"{path}/mllib")
+            self._mllib = load_class(state["mllib_class"]).load(f"{path}/mllib")
             if hasattr(self._mllib, "models"):  # OneVsRest: its loader resets rawPredictionCol, its sub-models' is kept
                 self._mllib.setRawPredictionCol(self._mllib.models[0].getRawPredictionCol())
         else:
@@ -261,7 +261,7 @@ class ClassifierHead(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredict
         present = F.col(col).isNotNull()
         # nulls are scored as zeros (MLlib refuses nulls) and their outputs nulled again below
         zeros = array_to_vector(F.array_repeat(F.lit(0.0), self._num_features))
-        staged = df.withColumn(_X, F.when(present, _vector(df, col)).otherwise(zeros))
+        staged = df.withColumn(_X, F.when(present, vector_column(df, col)).otherwise(zeros))
         scored = self._mllib.transform(staged)
         names = F.array(*[F.lit(lab) for lab in labels])
         pred = names[F.col(_PRED).cast("int")]
@@ -430,7 +430,7 @@ def _fit_mllib(
     from pyspark.ml.feature import StringIndexer
     from pyspark.ml.tuning import CrossValidator
 
-    rows = rows.select("label", _vector(rows, "x").alias(_X))
+    rows = rows.select("label", vector_column(rows, "x").alias(_X))
     indexer = StringIndexer(inputCol="label", outputCol=_Y, handleInvalid="error").fit(rows)
     labels = list(indexer.labels)
     first = rows.select(F.size(vector_to_array(F.col(_X))).alias("n")).first()

@@ -34,16 +34,17 @@ from pyspark.ml import Model
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import StopWordsRemover
-from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.param.shared import HasFeaturesCol, HasPredictionCol, Param, Params, TypeConverters
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, IntegerType
 
 from dmine_spark.config import ClusterConfig
-from dmine_spark.io.persist import Persisted
+from dmine_spark.io.persist import Persisted, class_path, load_class
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
+from dmine_spark.mine.classify import vector_column
 
 __all__ = [
     "fit_clusters",
@@ -101,7 +102,7 @@ class ClusterModel(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictio
     def _state_metadata(self) -> dict[str, Any]:
         state: dict[str, Any] = {"sweep": {str(k): v for k, v in self.sweep.items()}}
         if self._mllib is not None:
-            state["mllib_class"] = f"{type(self._mllib).__module__}.{type(self._mllib).__name__}"
+            state["mllib_class"] = class_path(self._mllib)
         else:
             state["centers"] = np.asarray(self._centers, dtype=float).tolist()
             state["center_ids"] = list(self._center_ids)
@@ -114,8 +115,7 @@ class ClusterModel(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictio
     def _load_state(self, path: str, state: dict[str, Any], spark: SparkSession) -> None:
         self.sweep = {int(k): float(v) for k, v in state.get("sweep", {}).items()}
         if "mllib_class" in state:
-            module, _, name = state["mllib_class"].rpartition(".")
-            self._mllib = getattr(__import__(module, fromlist=[name]), name).load(f"{path}/mllib")
+            self._mllib = load_class(state["mllib_class"]).load(f"{path}/mllib")
         else:
             self._centers = np.asarray(state["centers"], dtype=np.float32)
             self._center_ids = [int(i) for i in state["center_ids"]]
@@ -131,13 +131,9 @@ class ClusterModel(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictio
         col, out = self.getFeaturesCol(), self.getPredictionCol()
         if self._mllib is None:
             return _nearest_center(dataset, self._centers, self._center_ids, col, out)
-        staged = dataset.withColumn(_X, _vector(dataset, col))
+        staged = dataset.withColumn(_X, vector_column(dataset, col))
         scored = self._mllib.transform(staged).withColumn(out, F.col(_C).cast("int"))
         return scored.drop(*[c for c in (_X, _C, "_gmm_probability", "_gmm_pca") if c in scored.columns])
-
-
-def _vector(df: DataFrame, col: str) -> Column:
-    return array_to_vector(F.col(col)) if isinstance(df.schema[col].dataType, ArrayType) else F.col(col)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -190,7 +186,7 @@ def _sample(df: DataFrame, rows: int, seed: int) -> DataFrame:
 def sweep_k(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> dict[int, float]:
     """Cosine silhouette of each ``k`` in ``cfg.k_range``, each fitted on the same seeded sample."""
     first, last, step = cfg.k_range
-    sample = _sample(df.select(_vector(df, features_col).alias(_X)), cfg.sweep_sample_rows, cfg.seed).cache()
+    sample = _sample(df.select(vector_column(df, features_col).alias(_X)), cfg.sweep_sample_rows, cfg.seed).cache()
     try:
         out = {}
         for k in range(first, last + 1, step):
@@ -219,7 +215,7 @@ def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "feat
     if cfg.algorithm == "hdbscan":
         return _fit_hdbscan(df, cfg, features_col)
     model = ClusterModel(featuresCol=features_col, algorithm=cfg.algorithm, k=int(k))
-    model._mllib = _mllib(cfg.algorithm, int(k), cfg).fit(df.select(_vector(df, features_col).alias(_X)))
+    model._mllib = _mllib(cfg.algorithm, int(k), cfg).fit(df.select(vector_column(df, features_col).alias(_X)))
     model.sweep = sweep
     return model
 
@@ -227,7 +223,7 @@ def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "feat
 def _fit_hdbscan(df: DataFrame, cfg: ClusterConfig, features_col: str) -> ClusterModel:
     from sklearn.cluster import HDBSCAN
 
-    x_col = vector_to_array(_vector(df, features_col), "float32").alias("x")
+    x_col = vector_to_array(vector_column(df, features_col), "float32").alias("x")
     pdf = _sample(df.select(x_col), cfg.sample_max_rows, cfg.seed)
     x = np.stack(pdf.toPandas()["x"].to_numpy()).astype(np.float32)
     if len(x) < cfg.min_cluster_size:

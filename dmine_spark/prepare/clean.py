@@ -329,6 +329,18 @@ class CleanResult:
         return self.decided.where(F.col("outcome") == "quarantine").select(*self.columns, "text_raw", "rule", "reason")
 
     @property
+    def refused(self) -> DataFrame:
+        """The quarantined rows in the quarantine table's columns: ``split`` names the source, ``raw`` the original text."""
+        return self.quarantine.select(
+            "id",
+            F.col("source").alias("split"),
+            "source_file",
+            "rule",
+            "reason",
+            F.col("text_raw").alias("raw"),
+        )
+
+    @property
     def duplicates(self) -> DataFrame:
         return self.decided.where(F.col("outcome") == "duplicate").select(
             *self.columns, "text_hash", "kept_id", F.col("dup_rule").alias("rule"), "jaccard"

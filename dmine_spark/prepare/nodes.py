@@ -98,14 +98,7 @@ class CleanOutput:
     @property
     def quarantine(self) -> DataFrame:
         """Rows a clean rule refused, in the quarantine table's columns (``split`` names the source)."""
-        return self.result.quarantine.select(
-            "id",
-            F.col("source").alias("split"),
-            "source_file",
-            "rule",
-            "reason",
-            F.col("text_raw").alias("raw"),
-        )
+        return self.result.refused
 
     def release(self) -> None:
         for df in self._cached:

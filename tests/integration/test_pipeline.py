@@ -114,9 +114,16 @@ def test_the_runs_table_records_the_run(spark, pipeline_run) -> None:
     assert r["ended_at"] >= r["started_at"]
 
 
-def test_a_stage_alone_reads_from_the_catalog(spark, pipeline_run) -> None:
+@pytest.fixture(scope="module")
+def classify_again(spark, pipeline_run):
+    """The classify stage alone, run once more after the pipeline, from the tables the pipeline left."""
+    cfg, _, _, _ = pipeline_run
+    return run_stages(spark, cfg, ["classify"], command="classify", progress=False)
+
+
+def test_a_stage_alone_reads_from_the_catalog(spark, pipeline_run, classify_again) -> None:
     cfg, first, _, _ = pipeline_run
-    run, reports = run_stages(spark, cfg, ["classify"], command="classify", progress=False)
+    run, reports = classify_again
     assert reports[0].values["accuracy"] == pytest.approx(first.measures["classify.accuracy"], abs=0.02)
     assert _this_run(spark, cfg, run, Layer.RUNS).first()["command"] == "classify"
 
@@ -168,7 +175,7 @@ def test_a_saved_model_version_loads_with_pipeline_model_in_a_fresh_session(spar
     assert [g["probability"] for g in got] == pytest.approx([r["probability"] for r in pred], abs=1e-4)
 
 
-def test_delta_run_results_can_be_read_back_by_version(spark, pipeline_run) -> None:
+def test_delta_run_results_can_be_read_back_by_version(spark, pipeline_run, classify_again) -> None:
     """With Delta (the default when its jars are cached) every table a run wrote is named with its version
     in ``runs.table_versions``, and that version still reads back the run's rows after later runs."""
     import os
@@ -185,7 +192,7 @@ def test_delta_run_results_can_be_read_back_by_version(spark, pipeline_run) -> N
         assert table_provider(spark, cfg.table(layer)) == "delta", layer
     assert table_provider(spark, cfg.table(Layer.EMB_CACHE)) == "delta"
     pred_v = versions[cfg.table(Layer.PRED)]
-    again, _ = run_stages(spark, cfg, ["classify"], command="classify", progress=False)
+    again, _ = classify_again
     later = spark.table(cfg.table(Layer.RUNS)).where(f"run_id = '{again.run_id}'").first()["table_versions"]
     assert later[cfg.table(Layer.PRED)] > pred_v
     old = spark.sql(f"SELECT DISTINCT run_id FROM {cfg.table(Layer.PRED)} VERSION AS OF {pred_v}").collect()

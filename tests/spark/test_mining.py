@@ -193,10 +193,18 @@ def test_the_model_store_numbers_versions_and_keeps_each_one(heads, tmp_path: Pa
         store.load("intents@v7")
 
 
-@pytest.mark.parametrize("algorithm", ["kmeans", "bisecting_kmeans", "gmm", "hdbscan"])
-def test_clusterings_recover_the_intents(intents, algorithm: str) -> None:
-    fitted = fit_clusters(intents, ClusterConfig(algorithm=algorithm, k=5, min_cluster_size=10, seed=3))
-    assigned = fitted.transform(intents)
+ALGORITHMS = ["kmeans", "bisecting_kmeans", "gmm", "hdbscan"]
+
+
+@pytest.fixture(scope="module")
+def clusterings(intents) -> dict[str, ClusterModel]:
+    """Each clustering algorithm, fitted once with k=5 on the intents' embeddings."""
+    return {a: fit_clusters(intents, ClusterConfig(algorithm=a, k=5, min_cluster_size=10, seed=3)) for a in ALGORITHMS}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_clusterings_recover_the_intents(intents, clusterings, algorithm: str) -> None:
+    assigned = clusterings[algorithm].transform(intents)
     rows = assigned.groupBy("label", "cluster").count().collect()
     agree = cluster_agreement((r[0], r[1], int(r[2])) for r in rows)
     # well above chance (0.2); the hierarchical, mixture and density methods split less cleanly than k-means
@@ -205,8 +213,10 @@ def test_clusterings_recover_the_intents(intents, algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["kmeans", "gmm", "hdbscan"])
-def test_a_saved_clustering_assigns_the_same_clusters_after_loading(intents, tmp_path: Path, algorithm: str) -> None:
-    fitted = fit_clusters(intents, ClusterConfig(algorithm=algorithm, k=5, min_cluster_size=10, seed=3))
+def test_a_saved_clustering_assigns_the_same_clusters_after_loading(
+    intents, clusterings, tmp_path: Path, algorithm: str
+) -> None:
+    fitted = clusterings[algorithm]
     fitted.write().save(str(tmp_path / "clusters"))
     loaded = ClusterModel.load(str(tmp_path / "clusters"))
     assertDataFrameEqual(
@@ -214,8 +224,8 @@ def test_a_saved_clustering_assigns_the_same_clusters_after_loading(intents, tmp
     )
 
 
-def test_clusters_get_names_and_exemplars_from_their_own_texts(intents) -> None:
-    assigned = fit_clusters(intents, ClusterConfig(k=5, seed=3)).transform(intents).cache()
+def test_clusters_get_names_and_exemplars_from_their_own_texts(intents, clusterings) -> None:
+    assigned = clusterings["kmeans"].transform(intents).cache()
     ex = {r.cluster: r.exemplars for r in cluster_exemplars(assigned, n=3).collect()}
     texts = {(r.cluster, r.text) for r in assigned.select("cluster", "text").collect()}
     assert len(ex) == 5
