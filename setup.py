@@ -16,7 +16,8 @@ setup(
     package_data={"dmine_spark.spark": ["log4j2.properties"]},
     python_requires=">=3.10",
     install_requires=[
-        "pyspark==4.2.1",
+        # no exact pin: a runtime's own pyspark (Databricks, EMR, Dataproc) is kept when it is a supported line
+        "pyspark>=3.5.0,<4.3",
         "pyarrow>=15",
         "pandas>=2.2,<3",
         "numpy>=1.26",
@@ -40,6 +41,8 @@ setup(
         "onnx>=1.16",
     ],
     extras_require={
+        # the Spark 3.5 line (Scala 2.12) with Spark NLP's Python API: `bash dev.sh setup --spark 3.5`
+        "spark35": ["pyspark>=3.5.3,<3.6", "spark-nlp==5.5.3"],
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],
         "dev": [
             "pytest>=8",

@@ -17,6 +17,13 @@ BANKING77 = DATASETS / "banking77"
 PIPELINE_CONF = REPO / "conf" / "base" / "pipelines" / "banking77.yaml"
 POSTGRES_DRIVER = "org.postgresql:postgresql:42.7.14"
 
+# pyspark 3.5's pyspark.testing imports pyspark.pandas, which still names np.NaN (gone in numpy 2, which
+# dmine_spark's language detector needs); the tests' assertDataFrameEqual does not depend on it otherwise
+import numpy as _np  # noqa: E402
+
+if not hasattr(_np, "NaN"):
+    _np.NaN = _np.nan
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # exported ONNX models of this test session stay out of the user's cache
 os.environ.setdefault("DMINE_ONNX_CACHE", tempfile.mkdtemp(prefix="dmine_onnx_"))
@@ -26,6 +33,14 @@ os.environ.setdefault("DMINE_WORK_DIR", tempfile.mkdtemp(prefix="dmine_test_work
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from dmine_spark.compat import current_line
+
+    line = current_line()
+    for item in items:
+        if "sparknlp" in item.keywords and not line.sparknlp:
+            item.add_marker(pytest.mark.skip(reason=f"Spark NLP has no build for the {line.name} line"))
+        if "spark4" in item.keywords and line.name != "4.x":
+            item.add_marker(pytest.mark.skip(reason=f"checks the 4.x line; this is {line.name}"))
     gpu = [item for item in items if "gpu" in item.keywords]
     if not gpu:
         return  # torch is imported by the tests that need it, not at collection
@@ -54,12 +69,15 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def spark(work_dir: Path):
     """The test session's SparkSession: the `local` profile with its own catalog."""
+    from dmine_spark.compat import current_line
     from dmine_spark.config import load_profile
     from dmine_spark.spark.session import build_session
 
     profile = load_profile("local", REPO / "conf")
+    # on the 3.5 line the Spark NLP tests share this session, so its jars must be cached (bash dev.sh setup)
+    extra = ["sparknlp"] if current_line().sparknlp else None
     # the JDBC source tests read from PostgreSQL through its driver from Maven Central
-    session = build_session(profile, work_dir, app_name="dmine-tests", packages=[POSTGRES_DRIVER])
+    session = build_session(profile, work_dir, app_name="dmine-tests", packages=[POSTGRES_DRIVER], extra_jars=extra)
     yield session
     session.stop()
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -67,19 +67,28 @@ def _jars_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--force", action="store_true", help="fetch again even when cached")
 
 
-@command("jars", "JVM packages (Delta Lake, Kafka) in the local jar cache: fetch them once, or list", _jars_args)
+@command(
+    "jars",
+    "JVM packages (Delta Lake, Kafka, Spark NLP) for this Spark line in the local jar cache: fetch them once, or list",
+    _jars_args,
+)
 def jars(args: argparse.Namespace) -> int:
     from dmine_spark.spark import jars as cache
 
-    names = args.names or sorted(cache.PACKAGES)
+    known = cache.packages()
+    names = args.names or sorted(known)
     for name in names:
-        if name not in cache.PACKAGES:
-            raise ConfigError(f"jars: unknown package {name!r}; known: {', '.join(sorted(cache.PACKAGES))}")
+        try:
+            cache.package(name)
+        except cache.MissingJars as exc:
+            raise ConfigError(f"jars: {exc}") from None
+        except ValueError:
+            raise ConfigError(f"jars: unknown package {name!r}; known: {', '.join(sorted(known))}") from None
     if args.action == "list":
         for name in names:
-            pkg = cache.PACKAGES[name]
+            pkg = known[name]
             state = f"{len(cache.jar_files(name))} jars" if cache.have(name) else "not fetched"
-            echo(f"{name:<8} {pkg.coordinate:<40} {state}  ({pkg.what})")
+            echo(f"{name:<8} {pkg.coordinate:<52} {state}  ({pkg.what})")
         echo(f"jar cache: {cache.jars_dir()}")
         return 0
     for name in names:

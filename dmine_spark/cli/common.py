@@ -108,7 +108,8 @@ def pipeline_session(
 ) -> tuple[PipelineConfig, SparkSession]:
     """The config of ``args`` (with ``--set`` and ``--work-dir``) and a session for its profile.
 
-    ``extra_jars`` says which packages of the jar cache the config needs besides Delta Lake.
+    ``extra_jars`` says which packages of the jar cache the command needs besides Delta Lake and the
+    config's own (:meth:`~dmine_spark.config.PipelineConfig.jvm_packages`).
     """
     cfg = load_config(args.config, args.set)
     if args.work_dir:
@@ -120,7 +121,7 @@ def pipeline_session(
         f"dmine-{args.command}-{cfg.name}",
         packages=cfg.spark_packages(),
         table_format=cfg.tables.format,
-        extra_jars=extra_jars(cfg) if extra_jars else None,
+        extra_jars=[*cfg.jvm_packages(), *((extra_jars(cfg) or []) if extra_jars else [])],
     )
     return cfg, spark
 

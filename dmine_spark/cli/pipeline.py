@@ -24,7 +24,14 @@ def run_pipeline(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     work_dir = cfg.resolved_work_dir()
     echo(f"dmine {args.command}: {cfg.name} (task {cfg.task}) -> database {cfg.database}, work dir {work_dir}")
-    spark = session(prof, work_dir, f"dmine-{cfg.name}", packages=cfg.spark_packages(), table_format=cfg.tables.format)
+    spark = session(
+        prof,
+        work_dir,
+        f"dmine-{cfg.name}",
+        packages=cfg.spark_packages(),
+        table_format=cfg.tables.format,
+        extra_jars=cfg.jvm_packages(),
+    )
     from dmine_spark.runner.run import run_stages
 
     run, reports = run_stages(

@@ -21,7 +21,10 @@ _BENCH_KEYS = (
     "mfu_fp32",
     "gemm_efficiency",
     "int8_accuracy_loss_pt",
+    "ratio_vs_sparknlp",
+    "ratio_vs_sparknlp_bert",
 )
+_VARIANTS = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp")
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
@@ -35,6 +38,8 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 vectors")
     sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
     sp.add_argument("--model", help="local model directory for --gpu")
+    sp.add_argument("--only", help=f"embed: a comma list of variants to run, of {','.join(_VARIANTS)} (default: all)")
+    sp.add_argument("--sparknlp-rows", type=int, default=2000, help="embed: texts for the Spark NLP rows (3.5 line)")
 
 
 @command(
@@ -54,7 +59,11 @@ def bench(args: argparse.Namespace) -> int:
         from dmine_spark.tools.bench import bench_embed, bench_int8_accuracy
 
         datasets = datasets_dir(args.datasets)
-        res = bench_embed(datasets, args.rows or 20_000, echo=echo)
+        variants = tuple(v.strip() for v in args.only.split(",")) if args.only else _VARIANTS
+        unknown = [v for v in variants if v not in _VARIANTS]
+        if unknown:
+            raise ConfigError(f"bench --only: unknown variant {unknown[0]!r}; known: {', '.join(_VARIANTS)}")
+        res = bench_embed(datasets, args.rows or 20_000, variants=variants, sparknlp_rows=args.sparknlp_rows, echo=echo)
         if args.accuracy:
             res.update(bench_int8_accuracy(datasets, echo=echo))
         for key in _BENCH_KEYS:

@@ -152,6 +152,9 @@ class CleanConfig(Strict):
     """Longer texts are truncated, or quarantined (``on_too_long``)."""
     on_too_long: Literal["truncate", "quarantine"] = "truncate"
     """What happens to a text longer than ``max_chars``."""
+    backend: Literal["builtin", "sparknlp"] = "builtin"
+    """``builtin``: Spark SQL built-ins; ``sparknlp`` (Spark 3.5 line): Spark NLP's DocumentNormalizer,
+    Tokenizer, Normalizer and StopWordsCleaner, the tokens joined with spaces."""
 
 
 PII_TYPES = ("email", "phone", "card", "iban", "cn_id")
@@ -217,8 +220,10 @@ class EmbedConfig(Strict):
     """``auto``: the GPU Spark gives a task, else the CPU."""
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     """``auto``: bf16 on a GPU, fp32 on a CPU; ``int8`` is an optional, faster CPU path."""
-    backend: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
-    """The engine: ``auto`` runs fp32 on a CPU with OpenVINO, int8 with ONNX Runtime, the rest with torch."""
+    backend: Literal["auto", "torch", "openvino", "onnxruntime", "sparknlp", "sparknlp-bert"] = "auto"
+    """The engine: ``auto`` runs fp32 on a CPU with OpenVINO, int8 with ONNX Runtime, the rest with torch.
+    ``sparknlp`` (Spark 3.5 line) runs the same model in Spark NLP's E5Embeddings (same pooling, same
+    vectors); ``sparknlp-bert`` in BertEmbeddings + SentenceEmbeddings(AVERAGE) (Spark NLP's classic pooling)."""
     records_per_partition: int = Field(default=2000, gt=0)
     """Most texts per embedding task."""
     cache: bool = True
@@ -582,6 +587,12 @@ class PipelineConfig(Strict):
                 if pkg not in out:
                     out.append(pkg)
         return out
+
+    def jvm_packages(self) -> list[str]:
+        """Packages of the jar cache (besides Delta Lake) that this config's stages run on: ``sparknlp``."""
+        if self.clean.backend == "sparknlp" or self.embed.backend.startswith("sparknlp"):
+            return ["sparknlp"]
+        return []
 
     def config_hash(self) -> str:
         """A short hash of every setting, recorded with each run."""

@@ -64,7 +64,7 @@ def stream_reader(spark: SparkSession, cfg: PipelineConfig, landing: str | None 
     schema = parse_schema(src.schema_ddl, f"sources.{name}.schema")
     raw_schema = StructType([StructField(f.name, StringType() if _atomic(f) else f.dataType, True) for f in schema])
     if sc.kafka is not None and landing is None:
-        from dmine_spark.spark.jars import PACKAGES
+        from dmine_spark.spark.jars import package
 
         k = sc.kafka
         try:
@@ -81,7 +81,7 @@ def stream_reader(spark: SparkSession, cfg: PipelineConfig, landing: str | None 
         except Exception as exc:  # the connector is missing: one line that says how to get it
             if "kafka" in str(exc).lower() and ("not find" in str(exc) or "DATA_SOURCE_NOT_FOUND" in str(exc)):
                 raise ConfigError(
-                    f"stream.kafka: the Kafka connector ({PACKAGES['kafka'].coordinate}) is not on the classpath; "
+                    f"stream.kafka: the Kafka connector ({package('kafka').coordinate}) is not on the classpath; "
                     "run `dmine jars fetch kafka` once, then start the stream again"
                 ) from None
             raise

@@ -34,7 +34,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, FloatType, StringType
 
 from dmine_spark.config import ConfigError, EmbedConfig, Layer, PipelineConfig
-from dmine_spark.features.encoder import DEFAULT_MODEL, ModelSpec, model_archive_name, resolve_model_dir
+from dmine_spark.features.encoder import (
+    DEFAULT_MODEL,
+    SPARKNLP_BACKENDS,
+    ModelSpec,
+    model_archive_name,
+    resolve_model_dir,
+)
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.io.tables import merge_new_keys
 from dmine_spark.prepare.clean import text_key
@@ -167,6 +173,8 @@ def resolve_spec(spark: SparkSession, spec: ModelSpec) -> ModelSpec:
     A GPU is used when Spark schedules GPUs to tasks, or in local mode when
     this machine has one; ``auto`` precision is then bf16, else fp32.
     """
+    if spec.backend in SPARKNLP_BACKENDS:  # Spark NLP's ONNX engine: fp32 on the executors' CPUs
+        return replace(spec, device="cpu", precision="fp32")
     if spec.device == "auto":
         conf = spark.sparkContext.getConf()
         gpu = float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0
@@ -204,7 +212,7 @@ def cache_filter(spec: ModelSpec) -> Column:
         (F.col("model") == spec.model)
         & (F.col("precision") == spec.precision)
         & (F.col("max_length") == spec.max_length)
-        & (F.col("pooling") == spec.pooling)
+        & (F.col("pooling") == spec.pooling_key)
         & (F.col("normalized") == spec.normalize)
     )
 
@@ -308,7 +316,7 @@ class EmbeddingCache:
     def filter_sql(self) -> str:
         """The SQL condition for this spec's rows (the same test as :func:`cache_filter`)."""
         s = self.spec
-        values = (s.model, s.precision, s.max_length, s.pooling, s.normalize)
+        values = (s.model, s.precision, s.max_length, s.pooling_key, s.normalize)
         return " AND ".join(f"{c} = {_sql_literal(v)}" for c, v in zip(CACHE_KEY_COLUMNS, values, strict=True))
 
     def vectors(self) -> DataFrame:
@@ -365,13 +373,22 @@ class EmbeddingCache:
                 spark.conf.set(
                     "spark.sql.execution.arrow.maxRecordsPerBatch", str(min(self.records_per_partition, 10000))
                 )
-                out = missing.repartition(parts).select(
+                spread = missing.repartition(parts)
+                if spec.backend in SPARKNLP_BACKENDS:
+                    from dmine_spark.features.sparknlp import sparknlp_embed
+
+                    vectors = sparknlp_embed(spread, "text", spec, "embedding", batch_size=self.batch_size)
+                else:
+                    vectors = spread.withColumn(
+                        "embedding", embed_column("text", spec, self.batch_size, self.max_tokens, acc)
+                    )
+                out = vectors.select(
                     "text_key",
-                    embed_column("text", spec, self.batch_size, self.max_tokens, acc).alias("embedding"),
+                    "embedding",
                     F.lit(spec.model).alias("model"),
                     F.lit(spec.precision).alias("precision"),
                     F.lit(spec.max_length).alias("max_length"),
-                    F.lit(spec.pooling).alias("pooling"),
+                    F.lit(spec.pooling_key).alias("pooling"),
                     F.lit(spec.normalize).alias("normalized"),
                     F.lit(run_id).alias("run_id"),
                     F.current_timestamp().alias("created_at"),
@@ -433,7 +450,12 @@ class Embedder(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultPar
     device = Param(Params._dummy(), "device", "'auto', 'cpu' or 'cuda'", TypeConverters.toString)
     precision = Param(Params._dummy(), "precision", "'auto', 'fp32', 'bf16', 'fp16' or 'int8'", TypeConverters.toString)
     maxTokens = Param(Params._dummy(), "maxTokens", "padded tokens per model call", TypeConverters.toInt)
-    backend = Param(Params._dummy(), "backend", "'auto', 'torch', 'openvino' or 'onnxruntime'", TypeConverters.toString)
+    backend = Param(
+        Params._dummy(),
+        "backend",
+        "'auto', 'torch', 'openvino', 'onnxruntime', 'sparknlp' or 'sparknlp-bert'",
+        TypeConverters.toString,
+    )
     cacheTable = Param(
         Params._dummy(),
         "cacheTable",
@@ -565,6 +587,10 @@ class Embedder(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultPar
             report = cache.fill(dataset.select(in_col), in_col, run_id=run_id)
             return cache.lookup(dataset, in_col, out_col), report
         spec = resolve_spec(dataset.sparkSession, self.spec())
+        if spec.backend in SPARKNLP_BACKENDS:
+            from dmine_spark.features.sparknlp import sparknlp_embed
+
+            return sparknlp_embed(dataset, in_col, spec, out_col, batch_size=self.getOrDefault("batchSize")), None
         col = embed_column(in_col, spec, self.getOrDefault("batchSize"), self.getOrDefault("maxTokens"))
         return dataset.withColumn(out_col, col), None
 

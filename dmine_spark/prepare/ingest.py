@@ -38,6 +38,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from dmine_spark.compat import schema_from_ddl
 from dmine_spark.config import ConfigError, PipelineConfig, SourceConfig
 
 __all__ = [
@@ -76,7 +77,7 @@ class IngestResult:
 def parse_schema(ddl: str, where: str) -> StructType:
     """Parse a DDL schema string (``"text STRING, category STRING"``); needs a running Spark."""
     try:
-        schema = StructType.fromDDL(ddl)
+        schema = schema_from_ddl(ddl)
     except Exception:
         schema = None
     if not isinstance(schema, StructType) or not schema.fields:

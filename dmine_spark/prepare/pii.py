@@ -33,6 +33,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, IntegerType, MapType, StringType
 
+from dmine_spark.compat import arrow_udf
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.prepare.pii_rules import (
     ALL_TYPES,
@@ -288,7 +289,7 @@ def _arrow_masker(selected: tuple[str, ...]) -> Callable[[Column], Column]:
     """An Arrow UDF running :func:`pii_rules.mask_text` on whole batches (one per type selection)."""
     keys = list(selected)
 
-    @F.arrow_udf(PII_SCHEMA)
+    @arrow_udf(PII_SCHEMA)
     def mask(texts: pa.Array) -> pa.Array:
         out, flat = [], []
         for t in texts.to_pylist():

@@ -6,7 +6,12 @@ Variants, on the same N real texts:
 - ``naive``: a pandas UDF with a lazily loaded global SentenceTransformer, ``encode``
   per Arrow batch, default Spark settings;
 - ``dmine_fp32`` / ``dmine_int8``: dmine's embed stage end to end on an empty cache;
-- ``dmine_rerun``: the fp32 embed stage again on unchanged input (the cache).
+- ``dmine_rerun``: the fp32 embed stage again on unchanged input (the cache);
+- on the Spark 3.5 line, ``sparknlp`` and ``sparknlp_bert``: the embed stage with
+  ``embed.backend: sparknlp`` (E5Embeddings, dmine's pooling) and ``sparknlp-bert``
+  (BertEmbeddings + SentenceEmbeddings AVERAGE) on the same model, each on an empty
+  cache, against ``dmine_fp32_snlp``: dmine's fp32 stage on the same first
+  ``sparknlp_rows`` texts (Spark NLP runs too slowly here for all of them).
 
 fp32 model-FLOP utilisation compares the fp32 variant's token rate, at about
 21.2 MFLOP per token for all-MiniLM-L6-v2, with a matmul peak measured in the
@@ -188,11 +193,17 @@ def bench_embed(
     rows: int = 20_000,
     *,
     max_length: int = 256,  # sentence-transformers' own limit for this model, so all variants do the same work
-    variants: tuple[str, ...] = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun"),
+    variants: tuple[str, ...] = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp"),
     work_dir: Path | None = None,
+    sparknlp_rows: int = 2_000,
     echo: Any = print,
 ) -> dict[str, Any]:
-    """Run the CPU benchmark and return its figures (see the module docstring)."""
+    """Run the CPU benchmark and return its figures (see the module docstring).
+
+    The ``sparknlp`` variant runs only on the Spark 3.5 line (where Spark NLP
+    exists); on 4.x it is left out and the result says so.
+    """
+    from dmine_spark.compat import current_line
     from dmine_spark.config import ConfigError, Layer, SparkProfile, load_config, load_profile
     from dmine_spark.features.encoder import resolve_model_dir
     from dmine_spark.runner.run import run_stages
@@ -228,7 +239,10 @@ def bench_embed(
     except ConfigError:
         profile = SparkProfile()
     profile = profile.model_copy(update={"master": f"local[{cores}]"})
-    spark = build_session(profile, work)
+    with_snlp = "sparknlp" in variants and current_line().sparknlp
+    if "sparknlp" in variants and not with_snlp:
+        res["sparknlp"] = f"not run: Spark NLP has no build for the {current_line().name} line"
+    spark = build_session(profile, work, extra_jars=["sparknlp"] if with_snlp else None)
 
     if "naive" in variants:
         from pyspark.sql.functions import pandas_udf
@@ -303,6 +317,8 @@ def bench_embed(
         secs, tel = embed_stage("fp32")
         record("dmine_rerun", secs)
         res["rerun_embedded"] = tel.get("embed.embedded", 0)
+    if with_snlp:
+        res.update(_bench_sparknlp(spark, cfg_path, texts[:sparknlp_rows], work, echo=echo))
     spark.stop()
 
     r = res["rows_per_s"]
@@ -315,6 +331,44 @@ def bench_embed(
     if "dmine_rerun" in res["seconds"]:
         res["rerun_ratio"] = res["seconds"]["dmine_rerun"] / res["seconds"]["dmine_fp32"]
     return res
+
+
+def _bench_sparknlp(spark: Any, cfg_path: Path, texts: list[str], work: Path, *, echo: Any) -> dict[str, Any]:
+    """dmine fp32 against Spark NLP's two poolings on the same ``texts``, each on an empty cache."""
+    from dmine_spark.config import Layer, load_config
+    from dmine_spark.runner.run import run_stages
+
+    data = work / "texts_snlp.parquet"
+    pd.DataFrame({"text": texts}).to_parquet(data, index=False)
+    conf = json.loads(cfg_path.read_text())
+    conf["sources"] = {"bench": {**conf["sources"]["bench"], "path": str(data)}}
+    conf["database"] = "dmine_bench_snlp"
+    path = work / "bench_snlp.yaml"
+    path.write_text(json.dumps(conf))
+    cfg = load_config(path)
+    run_stages(spark, cfg, ["ingest", "clean"], command="bench", progress=False)
+    rows, out = len(texts), {"sparknlp_rows": len(texts), "sparknlp_rows_per_s": {}}
+    for name, backend in (("dmine_fp32_snlp", "auto"), ("sparknlp", "sparknlp"), ("sparknlp_bert", "sparknlp-bert")):
+        spark.sql(f"DROP TABLE IF EXISTS {cfg.table(Layer.EMB_CACHE)}")  # every variant embeds every text
+        c = load_config(path, ["embed.precision=fp32", f"embed.backend={backend}"])
+        if backend != "auto":  # the ONNX export for Spark NLP is made once per machine; timed apart
+            from dmine_spark.features.encoder import sparknlp_model_folder
+
+            t0 = time.perf_counter()
+            sparknlp_model_folder(c.embed.model)
+            out["sparknlp_export_seconds"] = round(time.perf_counter() - t0, 1)
+        run, _ = run_stages(spark, c, ["embed"], command="bench", progress=False)
+        secs = run.stage_seconds["embed"]
+        out["sparknlp_rows_per_s"][name] = rows / secs
+        echo(f"{name:<16} {secs:8.1f}s  {rows / secs:8.1f} rows/s  ({rows:,} texts)")
+    r = out["sparknlp_rows_per_s"]
+    out["ratio_vs_sparknlp"] = r["dmine_fp32_snlp"] / r["sparknlp"]
+    out["ratio_vs_sparknlp_bert"] = r["dmine_fp32_snlp"] / r["sparknlp_bert"]
+    echo(
+        f"dmine fp32 / Spark NLP: {out['ratio_vs_sparknlp']:.2f}x (E5 pooling), "
+        f"{out['ratio_vs_sparknlp_bert']:.2f}x (BERT + SentenceEmbeddings AVERAGE), target >= 2.0"
+    )
+    return out
 
 
 def bench_int8_accuracy(datasets: Path, *, echo: Any = print) -> dict[str, float]:

@@ -59,8 +59,9 @@ def test_missing_jars_name_the_fetch_command(tmp_path: Path, monkeypatch: pytest
         build_session(SparkProfile(), tmp_path / "work", table_format="delta")
     assert not jars.have("delta")  # so `auto` means Parquet
     # a cache holding another version is refused, not used
-    (tmp_path / "empty" / "delta").mkdir(parents=True)
-    (tmp_path / "empty" / "delta" / "manifest.json").write_text(json.dumps({"coordinate": "io.delta:x:0", "jars": []}))
+    folder = tmp_path / "empty" / "delta" / jars.package("delta").folder
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"coordinate": "io.delta:x:0", "jars": []}))
     with pytest.raises(jars.MissingJars, match=r"holds io\.delta:x:0"):
         jars.jar_files("delta")
 

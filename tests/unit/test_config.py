@@ -196,3 +196,20 @@ def test_the_configuration_reference_in_the_docs_is_current() -> None:
     text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     block = text[text.index(BEGIN) : text.index(END) + len(END)] + "\n"
     assert block == config_reference(), "stale: run `python -m dmine_spark.config.reference docs/configuration.md`"
+
+
+@pytest.mark.spark4
+@pytest.mark.parametrize("key", ["embed.backend=sparknlp", "clean.backend=sparknlp"])
+def test_a_spark_nlp_backend_on_the_4x_line_is_one_line_naming_35(tmp_path: Path, key: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dmine_spark.cli", "run", str(PIPELINE_CONF), "--set", key, "--work-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dmine: error: ")
+    assert "Spark NLP has no build for Spark 4" in lines[0] and "--spark 3.5" in lines[0]
+    assert not (tmp_path / "metastore_db").exists()  # refused before a JVM started
