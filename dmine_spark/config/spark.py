@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from dmine_spark.compat import UnsupportedSpark, databricks_line
 from dmine_spark.config.errors import Strict, spark_strings
 
 __all__ = ["SparkProfile", "SubmitConfig", "DatabricksCluster", "DatabricksAutoscale", "DEFAULT_MASTER", "SUBMIT_OWNED"]
@@ -129,6 +130,8 @@ class DatabricksCluster(Strict):
     """dmine_spark's wheel on the workspace (``dmine databricks-job --wheel`` overrides it)."""
     extra_wheels: list[str] = Field(default_factory=list)
     """Wheels dmine_spark depends on that PyPI lacks."""
+    jars: list[str] = Field(default_factory=list)
+    """Jars the cluster loads (``libraries: jar``): Spark NLP's, for its backends on a Spark 3.5 runtime."""
     workspace_dir: str = "/Workspace/Shared/dmine"
     """Where the repository's ``conf/`` is synced to, read by the job's driver."""
     work_dir: str | None = None
@@ -149,6 +152,18 @@ class DatabricksCluster(Strict):
     def _runtime_key(cls, v: str) -> str:
         if not re.match(r"^\d+\.\d+\.x-[a-z0-9-]*scala\d+\.\d+$", v):
             raise _bad("expected a runtime key like 17.3.x-cpu-ml-scala2.13 (`databricks clusters spark-versions`)")
+        try:
+            databricks_line(v)  # a runtime of a Spark line dmine_spark supports, with that line's Scala
+        except UnsupportedSpark as exc:
+            raise _bad(str(exc)) from None
+        return v
+
+    @field_validator("jars")
+    @classmethod
+    def _jar_paths(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if not path.endswith(".jar") or not path.startswith(_WHEEL_PREFIXES):
+                raise _bad(f"{path!r} is not a .jar under {', '.join(_WHEEL_PREFIXES)}")
         return v
 
     @field_validator("wheel", "extra_wheels")

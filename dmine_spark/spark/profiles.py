@@ -194,6 +194,7 @@ def databricks_job(
             f"profile {profile_name!r}: databricks.wheel: no wheel to install; "
             "give --wheel /Volumes/<catalog>/<schema>/<volume>/dmine_spark-<version>-py3-none-any.whl"
         )
+    _check_job_jars(cfg, dbx)
     conf_root = _conf_dir_for(path)
     if conf_root is None:
         raise ConfigError(f"{path}: a Databricks job runs configs from conf/ as synced to {dbx.workspace_dir}/conf")
@@ -226,7 +227,7 @@ def databricks_job(
         "description": f"dmine run {cfg.name} (task {cfg.task})",
         "python_wheel_task": {"package_name": "dmine_spark", "entry_point": "dmine", "parameters": parameters},
         "new_cluster": cluster,
-        "libraries": [{"whl": w} for w in [dbx.wheel, *dbx.extra_wheels]],
+        "libraries": [{"whl": w} for w in [dbx.wheel, *dbx.extra_wheels]] + [{"jar": j} for j in dbx.jars],
         "max_retries": dbx.max_retries,
         "min_retry_interval_millis": dbx.min_retry_interval_millis,
         "retry_on_timeout": False,
@@ -240,6 +241,31 @@ def databricks_job(
         # two runs of one pipeline would write the same tables
         "max_concurrent_runs": dbx.max_concurrent_runs,
     }
+
+
+def _check_job_jars(cfg: Any, dbx: Any) -> None:
+    """A pipeline with a Spark NLP backend needs a Spark 3.5 runtime and Spark NLP's jars in ``databricks.jars``."""
+    if "sparknlp" not in cfg.jvm_packages():
+        return
+    from dmine_spark.compat import databricks_line
+    from dmine_spark.spark.jars import SPARKNLP_JARS
+
+    key = "clean.backend" if cfg.clean.backend == "sparknlp" else "embed.backend"
+    line = databricks_line(dbx.spark_version)
+    if not line.sparknlp:
+        raise ConfigError(
+            f"{key}: sparknlp: runtime {dbx.spark_version} runs Spark {line.name}, for which Spark NLP has no build; "
+            "use a Spark 3.5 runtime (14.3 LTS to 16.4 LTS, scala2.12), e.g. the databricks-lts35 profile"
+        )
+    have = {j.rsplit("/", 1)[-1] for j in dbx.jars}
+    missing = [j.file_name for j in SPARKNLP_JARS if j.file_name not in have]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"databricks.jars: {key} sparknlp needs Spark NLP's jars on the cluster; {missing[0]}{more} missing. "
+            "`dmine jars fetch sparknlp` (on the 3.5 line) puts them in the jar cache: upload them to a volume "
+            "and list them"
+        )
 
 
 def list_profiles(conf_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:

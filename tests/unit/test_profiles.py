@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def test_every_profile_in_conf_base_validates() -> None:
         "yarn": "yarn",
         "kubernetes": "kubernetes",
         "databricks": "databricks",
+        "databricks-lts35": "databricks",
     }
 
 
@@ -280,6 +282,44 @@ def test_databricks_job_wheel_override_and_fixed_size(tmp_path: Path) -> None:
         databricks_job(pipeline, "dbx", conf_dir=conf)
     with pytest.raises(ConfigError, match=r"--wheel: 'dist/x.whl' is not a .whl under"):
         databricks_job(pipeline, "dbx", wheel="dist/x.whl", conf_dir=conf)
+
+
+def test_a_spark_35_lts_runtime_runs_the_spark_nlp_backends() -> None:
+    over = ["embed.backend=sparknlp", "clean.backend=sparknlp"]
+    job = databricks_job(PIPELINE_CONF, "databricks-lts35", overrides=over, conf_dir=CONF)
+    [task] = job["tasks"]
+    assert task["new_cluster"]["spark_version"] == "16.4.x-cpu-ml-scala2.12"
+    jars = [lib["jar"].rsplit("/", 1)[-1] for lib in task["libraries"] if "jar" in lib]
+    from dmine_spark.spark.jars import SPARKNLP_JARS
+
+    assert jars == [j.file_name for j in SPARKNLP_JARS]  # the explicit list, every jar of it
+    # the 3.5 runtime's job without a Spark NLP backend is the plain one
+    assert databricks_job(PIPELINE_CONF, "databricks-lts35", conf_dir=CONF)["tasks"][0]["new_cluster"]
+
+
+def test_spark_nlp_backends_need_a_35_runtime_and_their_jars(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^embed.backend: sparknlp: runtime 17\.3\.x.* Spark 4\.x.*16\.4 LTS"):
+        databricks_job(PIPELINE_CONF, "databricks", overrides=["embed.backend=sparknlp"], conf_dir=CONF)
+    conf = _profile_file(
+        tmp_path, {"kind": "databricks", "databricks": {**DBX, "spark_version": "15.4.x-scala2.12"}}, name="lts"
+    )
+    pipeline = tmp_path / "conf" / "base" / "pipelines" / "b.yaml"
+    pipeline.parent.mkdir(parents=True)
+    pipeline.write_text(PIPELINE_CONF.read_text())
+    wheel = "dbfs:/FileStore/wheels/dmine_spark-0.2.0-py3-none-any.whl"
+    with pytest.raises(
+        ConfigError, match=r"^databricks.jars: clean.backend sparknlp .*spark-nlp_2.12-5.5.3.jar and 8 more"
+    ):
+        databricks_job(pipeline, "lts", wheel=wheel, overrides=["clean.backend=sparknlp"], conf_dir=conf)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "error"),
+    [("13.3.x-scala2.12", r"Spark 3\.4 or older"), ("16.4.x-scala2.13", r"built for Scala 2\.12, not 2\.13")],
+)
+def test_databricks_runtimes_off_the_supported_lines_are_refused(tmp_path: Path, runtime: str, error: str) -> None:
+    msg = _reject(tmp_path, {"kind": "databricks", "databricks": {**DBX, "spark_version": runtime}})
+    assert re.search(rf"databricks.spark_version: .*{error}", msg), msg
 
 
 def test_databricks_job_validates_overrides_and_profile_kind() -> None:
