@@ -12,6 +12,7 @@ so that no batch straddles two lengths. docs/embedding.md records what this prin
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from dmine_spark.features.encoder import ModelSpec, get_encoder, resolve_model_d
 from dmine_spark.spark.session import build_session
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 400
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+DATASETS = Path(os.environ.get("DMINE_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
 texts = pd.read_csv(DATASETS / "banking77" / "test.csv")["text"].head(N).tolist()
 ref = np.asarray(get_encoder(ModelSpec(device="cpu", precision="fp32")).encode(pd.Series(texts)))
 

@@ -91,3 +91,25 @@ def test_submit_args_add_the_kafka_jars_for_a_kafka_stream(tmp_path: Path, monke
     args = jars.submit_args(str(cfg))
     assert args[:2] == ["--jars", str(d / "ivy" / "jars" / "spark-sql-kafka.jar")]
     assert jars.submit_args(str(PIPELINE_CONF)) == []  # no Delta cached here, no Kafka in the config
+
+
+@pytest.mark.sparknlp
+def test_submit_args_add_spark_nlp_jars_for_its_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    monkeypatch.setenv("DMINE_JARS_DIR", str(tmp_path))
+    pkg = jars.package("sparknlp")
+    d = tmp_path / "sparknlp" / pkg.folder
+    d.mkdir(parents=True)
+    for j in pkg.pinned:
+        (d / j.file_name).write_bytes(b"PK")
+    (d / "manifest.json").write_text(
+        json.dumps({"coordinate": pkg.coordinate, "jars": [j.file_name for j in pkg.pinned]})
+    )
+    conf = yaml.safe_load(PIPELINE_CONF.read_text())
+    conf["embed"]["backend"] = "sparknlp"
+    cfg = tmp_path / "snlp.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    args = jars.submit_args(str(cfg))
+    assert args[:2] == ["--jars", ",".join(str(d / j.file_name) for j in pkg.pinned)]
+    assert jars.submit_args(str(PIPELINE_CONF)) == []  # the built-in backends need none of them
