@@ -14,11 +14,12 @@ Two poolings:
     (cosine ≥ 0.999, tested) and share the embedding cache with the other
     fp32 engines. Spark NLP 5.5.3 pools every row of a batch with the first
     row's attention mask, which corrupts every shorter or longer row of a
-    padded batch (mean cosine 0.958, min 0.52, on 400 BANKING77 texts at
-    batch size 8 or 32). dmine runs it with batch size 1, which is exact.
-    Batches of rows with one mask length are exact too, but were no faster
-    here once the padding rows that keep batches apart are counted (see
-    docs/embedding.md).
+    padded batch (mean cosine 0.960, min 0.52, on 400 BANKING77 texts at
+    batch size 8). dmine runs it with batch size 1, which is exact.
+    Batches of rows with one mask length are exact too, but they need padding
+    rows to keep lengths apart, and with those counted they ran at 30.7 to
+    40.6 rows/s against 37.9 at batch size 1 (docs/embedding.md, with the
+    command).
 ``sparknlp-bert``
     ``Tokenizer`` → ``BertEmbeddings`` → ``SentenceEmbeddings(AVERAGE)``,
     Spark NLP's classic sentence pooling: the mean of each token's first
@@ -52,7 +53,7 @@ _LOCK = threading.Lock()
 _LOADED: dict[tuple[str, ModelSpec, int], Any] = {}
 
 
-def annotator(spark: SparkSession, spec: ModelSpec, batch_size: int = 8) -> Any:
+def annotator(spark: SparkSession, spec: ModelSpec, batch_size: int = 64) -> Any:
     """The Spark NLP embeddings annotator for ``spec``, loaded once per session and settings.
 
     ``E5Embeddings`` (``sparknlp``) or ``BertEmbeddings`` (``sparknlp-bert``),
@@ -115,7 +116,7 @@ def l2_normalize(col: str) -> Any:
     return F.when(norm > 0, F.transform(v, lambda x: (x / norm).cast("float"))).otherwise(v)
 
 
-def sparknlp_embed(df: DataFrame, text_col: str, spec: ModelSpec, out_col: str, *, batch_size: int = 8) -> DataFrame:
+def sparknlp_embed(df: DataFrame, text_col: str, spec: ModelSpec, out_col: str, *, batch_size: int = 64) -> DataFrame:
     """``df`` with ``out_col``: the ``array<float>`` vector of ``text_col`` from Spark NLP's annotators.
 
     The vector is L2-normalised when ``spec.normalize``. Null and empty texts
