@@ -323,6 +323,9 @@ def cluster(rec: Recording) -> StageReport:
     top = rec.table(Layer.CLUSTER_TERMS).orderBy(F.desc("size")).limit(3).collect()
     names = "; ".join(f"{r['name']} ({r['size']})" for r in top)
     extra = f", Hungarian accuracy {values['hungarian_accuracy']:.3f}" if "hungarian_accuracy" in values else ""
+    if "k_requested" in values:  # more clusters were asked for than there are distinct texts
+        run.count("cluster.k_requested", int(values["k_requested"]))
+        extra += f" (k capped from {int(values['k_requested'])}: {int(values['k'])} distinct vectors)"
     return StageReport(
         "cluster",
         f"{c.algorithm} k={int(values['k'])}, cosine silhouette {values['silhouette_cosine']:.3f}{extra}; "

@@ -361,6 +361,8 @@ class ClusterConfig(Strict):
     """Clusters; null: chosen by a cosine-silhouette sweep over ``k_range``."""
     k_range: tuple[int, int, int] = (2, 30, 4)
     """First, last and step of the sweep."""
+    too_few_points: Literal["cap", "error"] = "cap"
+    """When ``k`` exceeds the distinct vectors to cluster: ``cap`` it there (recorded as ``k_requested``), or ``error``."""
     sweep_sample_rows: int = Field(default=20_000, gt=0)
     """The sweep fits and scores on a seeded sample this size."""
     max_iter: int = Field(default=50, gt=0)

@@ -50,6 +50,7 @@ __all__ = [
     "fit_clusters",
     "ClusterModel",
     "sweep_k",
+    "distinct_vectors",
     "silhouette",
     "centroids",
     "cluster_terms",
@@ -83,6 +84,7 @@ class ClusterModel(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictio
         self._centers: np.ndarray | None = None
         self._center_ids: list[int] = []
         self.sweep: dict[int, float] = {}
+        self.k_requested: int | None = None  # the k asked for, when more than the distinct vectors (not saved)
 
     @property
     def n_clusters(self) -> int:
@@ -183,13 +185,30 @@ def _sample(df: DataFrame, rows: int, seed: int) -> DataFrame:
     return df if n <= rows else df.sample(fraction=min(1.0, 1.05 * rows / n), seed=seed).limit(rows)
 
 
-def sweep_k(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> dict[int, float]:
-    """Cosine silhouette of each ``k`` in ``cfg.k_range``, each fitted on the same seeded sample."""
+def distinct_vectors(df: DataFrame, *, features_col: str = "features", at_most: int) -> int:
+    """How many distinct vectors ``df``'s ``features_col`` holds, counted up to ``at_most`` (no more is needed).
+
+    Vectors are compared by a 64-bit hash of their values (``xxhash64``), so only 8 bytes a row are shuffled.
+    """
+    col = F.col(features_col)
+    values = col if isinstance(df.schema[features_col].dataType, ArrayType) else vector_to_array(col, "float32")
+    return df.select(F.xxhash64(values).alias("_h")).distinct().limit(at_most).count()
+
+
+def sweep_k(
+    df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features", max_k: int | None = None
+) -> dict[int, float]:
+    """Cosine silhouette of each ``k`` in ``cfg.k_range`` (up to ``max_k``), each fitted on the same seeded sample.
+
+    A ``k`` above ``max_k`` (the distinct vectors there are) cannot be fitted and is skipped; when the
+    whole range lies above it, ``max_k`` itself is the one ``k`` tried.
+    """
     first, last, step = cfg.k_range
+    ks = [k for k in range(first, last + 1, step) if max_k is None or k <= max_k] or [max_k]
     sample = _sample(df.select(vector_column(df, features_col).alias(_X)), cfg.sweep_sample_rows, cfg.seed).cache()
     try:
         out = {}
-        for k in range(first, last + 1, step):
+        for k in ks:
             algo = "kmeans" if cfg.algorithm == "hdbscan" else cfg.algorithm
             model = _mllib(algo, k, cfg).fit(sample)
             assigned = model.transform(sample).withColumn("cluster", F.col(_C).cast("int"))
@@ -202,19 +221,41 @@ def sweep_k(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features"
 def fit_clusters(df: DataFrame, cfg: ClusterConfig, *, features_col: str = "features") -> ClusterModel:
     """Fit ``cfg.algorithm`` on ``df``'s ``features_col``; ``k`` comes from :func:`sweep_k` when ``cfg.k`` is null.
 
+    MLlib cannot fit more clusters than there are distinct vectors, so ``k``
+    (given, or the sweep's range) is checked against them first: with
+    ``cfg.too_few_points: cap`` a larger ``k`` becomes that number and the
+    model's ``k_requested`` keeps the one asked for; with ``error`` it is a
+    one-line error.
+
     Raises
     ------
     ValueError
+        Fewer than two distinct vectors; ``k`` above them with ``too_few_points: error``;
         hdbscan with too few rows, or finding only noise.
     """
     sweep: dict[int, float] = {}
     k = cfg.k
-    if k is None and cfg.algorithm != "hdbscan":
-        sweep = sweep_k(df, cfg, features_col=features_col)
-        k = max(sweep, key=lambda kk: (sweep[kk], -kk))
     if cfg.algorithm == "hdbscan":
         return _fit_hdbscan(df, cfg, features_col)
+    wanted = k if k is not None else cfg.k_range[1]
+    distinct = distinct_vectors(df, features_col=features_col, at_most=wanted + 1)
+    if distinct < 2:
+        raise ValueError(
+            f"cluster: the rows hold {distinct} distinct vector(s); clustering needs at least 2 distinct texts"
+        )
+    requested = None
+    if k is not None and k > distinct:
+        if cfg.too_few_points == "error":
+            raise ValueError(
+                f"cluster.k: {k} clusters asked of {distinct} distinct vectors; lower cluster.k, "
+                "or set cluster.too_few_points: cap"
+            )
+        requested, k = k, distinct
+    if k is None:
+        sweep = sweep_k(df, cfg, features_col=features_col, max_k=distinct)
+        k = max(sweep, key=lambda kk: (sweep[kk], -kk))
     model = ClusterModel(featuresCol=features_col, algorithm=cfg.algorithm, k=int(k))
+    model.k_requested = requested
     model._mllib = _mllib(cfg.algorithm, int(k), cfg).fit(df.select(vector_column(df, features_col).alias(_X)))
     model.sweep = sweep
     return model

@@ -352,6 +352,8 @@ def cluster(
         terms = terms.withColumn("exemplars", F.array().cast("array<string>"))
     values = {"silhouette_cosine": sil, "k": float(fitted.n_clusters)}
     values.update({f"silhouette_at_k[{k}]": v for k, v in fitted.sweep.items()})
+    if fitted.k_requested is not None:
+        values["k_requested"] = float(fitted.k_requested)
     if labelled:
         values.update(cluster_label_agreement(real))
     noise = assigned.where(F.col("cluster") < 0).count()

@@ -334,3 +334,42 @@ def test_tracking_logs_to_a_configured_uri_and_the_heads_load_back(reviews, tmp_
     assert runs[0].data.metrics["classify.accuracy"] == 0.9 and "nan" not in runs[0].data.metrics
     assert runs[0].data.params["classify.model"] == "sk_logreg" and runs[0].data.tags["dmine.run_id"] == "run-1"
     assert not (tmp_path / "mlflow.db").exists()  # the default store was not used
+
+
+@pytest.fixture(scope="module")
+def two_texts(spark, encoder):
+    """Six rows holding only two distinct texts, embedded."""
+    texts = ["my card was lost", "how do I top up"] * 3
+    vecs = encoder.encode(texts)
+    return spark.createDataFrame(
+        [(i, t, [float(x) for x in v]) for i, (t, v) in enumerate(zip(texts, vecs, strict=True))],
+        "id LONG, text STRING, embedding ARRAY<FLOAT>",
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "bisecting_kmeans", "gmm"])
+@pytest.mark.parametrize("k", [4, 12])
+def test_k_above_the_distinct_vectors_is_capped_and_noted(two_texts, algorithm: str, k: int) -> None:
+    cfg = ClusterConfig(algorithm=algorithm, k=k, gmm_dims=2)
+    model = fit_clusters(two_texts, cfg, features_col="embedding")
+    assert (model.getOrDefault("k"), model.k_requested) == (2, k)
+    clusters = {r["text"]: r["cluster"] for r in model.transform(two_texts).collect()}
+    assert len(set(clusters.values())) == 2  # each distinct text its own cluster
+
+
+def test_k_above_the_distinct_vectors_can_be_an_error(two_texts) -> None:
+    cfg = ClusterConfig(k=4, too_few_points="error")
+    with pytest.raises(ValueError, match=r"^cluster.k: 4 clusters asked of 2 distinct vectors; lower cluster.k"):
+        fit_clusters(two_texts, cfg, features_col="embedding")
+
+
+def test_the_sweep_skips_impossible_k(two_texts) -> None:
+    model = fit_clusters(two_texts, ClusterConfig(k=None, k_range=(2, 30, 4)), features_col="embedding")
+    assert set(model.sweep) == {2} and model.getOrDefault("k") == 2 and model.k_requested is None
+
+
+def test_one_distinct_text_cannot_be_clustered(spark, encoder) -> None:
+    v = [float(x) for x in encoder.encode(["same"])[0]]
+    df = spark.createDataFrame([(i, "same", v) for i in range(3)], "id LONG, text STRING, embedding ARRAY<FLOAT>")
+    with pytest.raises(ValueError, match=r"1 distinct vector\(s\); clustering needs at least 2 distinct texts"):
+        fit_clusters(df, ClusterConfig(k=2), features_col="embedding")
