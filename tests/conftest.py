@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import os
@@ -25,10 +26,20 @@ if not hasattr(_np, "NaN"):
     _np.NaN = _np.nan
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _session_dir(variable: str, prefix: str) -> None:
+    """Point ``variable`` at a fresh temporary folder removed when the test session ends, unless it is set."""
+    if variable not in os.environ:
+        folder = tempfile.mkdtemp(prefix=prefix)
+        os.environ[variable] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 # exported ONNX models of this test session stay out of the user's cache
-os.environ.setdefault("DMINE_ONNX_CACHE", tempfile.mkdtemp(prefix="dmine_onnx_"))
+_session_dir("DMINE_ONNX_CACHE", "dmine_onnx_")
 # models, reports and the MLflow store of configs without a work_dir stay out of the checkout
-os.environ.setdefault("DMINE_WORK_DIR", tempfile.mkdtemp(prefix="dmine_test_work_"))
+_session_dir("DMINE_WORK_DIR", "dmine_test_work_")
 
 
 @pytest.hookimpl(trylast=True)
