@@ -9,6 +9,7 @@ checks that its rows add up, and fails the run when they do not.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -18,9 +19,10 @@ from pyspark.sql import functions as F
 
 from dmine_spark.analyze.quality import column_profile, group_counts, length_quantiles
 from dmine_spark.analyze.runs import RunRecorder
-from dmine_spark.config import Layer, PipelineConfig
+from dmine_spark.config import ConfigError, Layer, PipelineConfig
 from dmine_spark.io.tables import append_table, read_table, write_table
 from dmine_spark.mine.evaluate import classification_metrics
+from dmine_spark.mine.metrics import unseen_labels
 from dmine_spark.mine.nodes import selection_metrics
 from dmine_spark.mine.regress import regression_scores
 from dmine_spark.mine.store import ModelStore
@@ -37,6 +39,8 @@ METRICS_SCHEMA = (
     "run_id STRING, pipeline STRING, task STRING, stage STRING, split STRING, metric STRING, value DOUBLE, "
     "created_at TIMESTAMP, model_version STRING"
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,9 +129,72 @@ def ingest(rec: Recording) -> StageReport:
     run.count("ingest.rows_quarantined", n_q)
     if n_in != n_out + n_q:
         raise RuntimeError(f"ingest lost rows: {n_in} read, {n_out} kept + {n_q} quarantined")
+    check_rows_left(
+        cfg,
+        {
+            name: {"clean": raw_counts.get(name, 0), **{f"quarantine:{k}": v for k, v in q_rules.get(name, {}).items()}}
+            for name in cfg.sources
+        },
+    )
     split_counts = {r["split"]: r["count"] for r in raw.groupBy("split").count().collect()}
     per_split = ", ".join(f"{k} {v:,}" for k, v in sorted(split_counts.items()))
     return StageReport("ingest", f"{n_in:,} rows read ({per_split}), {n_q:,} quarantined", values={"rows_in": n_in})
+
+
+def rows_left_error(task: str, steps_by_source: dict[str, dict[str, float]], views: dict[str, str]) -> str | None:
+    """The one-line error when a source has rows but none of them came through cleaning, else ``None``.
+
+    Parameters
+    ----------
+    task : str
+        The pipeline's task.
+    steps_by_source : dict
+        Per source, rows per outcome step (``clean``, ``quarantine:<rule>``,
+        ``duplicate:<rule>``), as the clean stage counts them.
+    views : dict
+        Per source, the quarantine view a user reads next.
+
+    Returns
+    -------
+    str or None
+        e.g. ``no clean rows for task t: source test: 12 of 12 quarantined
+        (invalid_encoding 12); see dmine.quarantine_t_test``.
+    """
+    parts, where = [], []
+    for source, steps in steps_by_source.items():
+        total = sum(steps.values())
+        if total == 0 or steps.get("clean", 0) > 0:
+            continue
+        rules: dict[str, float] = {}
+        for key, n in steps.items():
+            if key.startswith("quarantine"):
+                rule = key.split(":")[-1]
+                rules[rule] = rules.get(rule, 0) + n
+        quarantined = sum(rules.values())
+        why = ", ".join(f"{r} {int(n):,}" for r, n in sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])))
+        dups = int(total - quarantined)
+        text = f"source {source}: {int(quarantined):,} of {int(total):,} quarantined" + (f" ({why})" if why else "")
+        parts.append(text + (f", {dups:,} duplicates" if dups else ""))
+        if quarantined and source in views:
+            where.append(views[source])
+    if not parts:
+        return None
+    tail = f"; see {', '.join(where)}" if where else ""
+    return f"no clean rows for task {task}: " + "; ".join(parts) + tail
+
+
+def check_rows_left(cfg: PipelineConfig, steps_by_source: dict[str, dict[str, float]]) -> None:
+    """Stop the run in one line when a source has no clean rows left (see :func:`rows_left_error`).
+
+    Raises
+    ------
+    ConfigError
+        When a source with rows kept none; the tables of the stages that ran are written.
+    """
+    counts = {name: steps_by_source.get(name, {}) for name in cfg.sources}
+    message = rows_left_error(cfg.task, counts, {name: cfg.quarantine_view(name) for name in cfg.sources})
+    if message:
+        raise ConfigError(message)
 
 
 def clean(rec: Recording) -> StageReport:
@@ -180,6 +247,17 @@ def clean(rec: Recording) -> StageReport:
     run.count("clean.rows_duplicate", n_dup)
     run.count("clean.rows_near_duplicate", n_near)
     masked = sum(run.counts.get(f"pii.{t}", 0) for t in out.pii_types)
+    # rows quarantined at ingest count against the source as well: "12 of 12" means all it had
+    ingest_rules: dict[str, dict[str, float]] = {}
+    for source, step, metric, key, value in run.quality.rows:
+        if step == "ingest" and metric == "quarantined":
+            rules = ingest_rules.setdefault(source, {})
+            rules[f"quarantine:{key}"] = rules.get(f"quarantine:{key}", 0) + value
+    steps_in = {name: dict(by_split.get(name, {})) for name in cfg.sources}
+    for name, rules in ingest_rules.items():
+        for key, value in rules.items():
+            steps_in.setdefault(name, {})[key] = steps_in.get(name, {}).get(key, 0) + value
+    check_rows_left(cfg, steps_in)
     return StageReport(
         "clean",
         f"{n_clean:,} clean, {n_q:,} quarantined, {n_dup - n_near:,} exact and {n_near:,} near duplicates removed,"
@@ -252,13 +330,39 @@ def classify(rec: Recording) -> StageReport:
     run.measure("classify.macro_f1", scores["macro_f1"])
     rec.store.update_meta(version, metrics={k: scores[k] for k in ("accuracy", "macro_f1", "rows")})
     auc = f", AUC {scores['auc']:.4f}" if "auc" in scores else ""
+    notes = [*head.info.get("notes", []), *_unseen_note(run, "classify", c.eval_split, cells, head)]
+    for note in head.info.get("notes", []):
+        run.label("classify.note", note)
     return StageReport(
         "classify",
         f"{version}: {c.eval_split} accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}{auc} "
-        f"on {int(scores['rows']):,} rows",
+        f"on {int(scores['rows']):,} rows" + "".join(f"; {n}" for n in notes),
         values={k: v for k, v in scores.items() if "." not in k and "[" not in k},
         models={"classifier": head},
     )
+
+
+def _unseen_note(run: RunRecorder, stage: str, split: str, cells: list[tuple[str, str, int]], known: Any) -> list[str]:
+    """Record the eval rows whose label training never saw (counts, labels, quality rows) and say so in one line.
+
+    ``known`` is the head (its ``labels`` Param) or the list of labels it knows.
+    """
+    labels = known.getOrDefault("labels") if hasattr(known, "getOrDefault") else list(known)
+    unseen = unseen_labels(cells, labels)
+    run.count(f"{stage}.unseen_label_rows", sum(unseen.values()))
+    if not unseen:
+        return []
+    for label, n in unseen.items():
+        run.quality.add(split, stage, "unseen_label", label, n)
+    names = sorted(unseen, key=lambda lab: (-unseen[lab], lab))
+    shown = ", ".join(f"{lab} ({unseen[lab]:,})" for lab in names[:5]) + (" ..." if len(names) > 5 else "")
+    run.label(f"{stage}.unseen_labels", ", ".join(names))
+    note = (
+        f"{len(unseen)} {split} label(s) never seen in training, {sum(unseen.values()):,} rows counted as errors: "
+        f"{shown}"
+    )
+    log.warning("%s: %s", stage, note)
+    return [note]
 
 
 def regress(rec: Recording) -> StageReport:
@@ -287,13 +391,14 @@ def finetune(rec: Recording) -> StageReport:
     f = cfg.finetune
     version = rec.versions["finetuned"]
     summary = out.summary
-    scores, _ = classification_metrics(_scored(rec, "finetune"), out.labels)
+    scores, cells = classification_metrics(_scored(rec, "finetune"), out.labels)
     scores["best_val_accuracy"] = summary["best_val_accuracy"]
     scores["train_seconds"] = summary["seconds"]
     scores["train_steps"] = float(summary["steps"])
     write_metrics(rec.spark, cfg, run, "finetune", f.eval_split, scores, model_version=version)
     run.label("finetune.model_version", version)
     run.count("finetune.train_rows", summary["train_rows"])
+    notes = _unseen_note(run, "finetune", f.eval_split, cells, out.labels)
     run.measure("finetune.accuracy", scores["accuracy"])
     run.measure("finetune.macro_f1", scores["macro_f1"])
     run.measure("finetune.train_seconds", summary["seconds"])
@@ -304,7 +409,7 @@ def finetune(rec: Recording) -> StageReport:
         f"{version}: {summary['train_rows']:,} training rows, {summary['steps']} steps on "
         f"{summary['processes']} process(es) in {summary['seconds']:.0f}s{stop}; best validation accuracy "
         f"{summary['best_val_accuracy']:.4f}; {f.eval_split} accuracy {scores['accuracy']:.4f}, "
-        f"macro-F1 {scores['macro_f1']:.4f}",
+        f"macro-F1 {scores['macro_f1']:.4f}" + "".join(f"; {n}" for n in notes),
         values={k: v for k, v in scores.items() if "." not in k},
     )
 

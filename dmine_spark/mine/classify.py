@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +58,7 @@ from dmine_spark.config.estimators import check_params
 from dmine_spark.io.files import read_bytes, write_bytes
 from dmine_spark.io.persist import Persisted, class_path, load_class
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
+from dmine_spark.mine.metrics import cv_folds_for, training_classes_error
 
 __all__ = [
     "MLLIB_CLASSIFIERS",
@@ -67,6 +70,8 @@ __all__ = [
     "fit_named_classifier",
     "sk_scores",
 ]
+
+log = logging.getLogger(__name__)
 
 MLLIB_CLASSIFIERS = tuple(n for n, e in CLASSIFIERS.items() if e.family == "mllib")
 SKLEARN_CLASSIFIERS = tuple(n for n, e in CLASSIFIERS.items() if e.family == "sklearn")
@@ -368,6 +373,8 @@ def fit_named_classifier(
     seed: int = 42,
     label_col: str = "label",
     features_col: str = "features",
+    where: str = "classify",
+    split: str = "train",
 ) -> ClassifierHead:
     """Fit classifier ``name`` (see :data:`dmine_spark.config.CLASSIFIERS`) on ``train``.
 
@@ -383,19 +390,27 @@ def fit_named_classifier(
     grid : dict, optional
         Values to try per parameter; the setting with the best mean macro-F1
         over ``folds`` cross-validation folds is refitted on all of ``train``.
+    folds : int
+        Cross-validation folds of ``grid``; reduced (with a note in
+        ``info["notes"]``) when a class has fewer rows, see
+        :func:`~dmine_spark.mine.metrics.cv_folds_for`.
     sample_max_rows : int
         scikit-learn trains on the driver from at most this many rows.
+    where, split : str
+        What trains and on which split, for the messages (``classify (task t)``, ``train``).
 
     Returns
     -------
     ClassifierHead
         Reading ``features_col``; ``info`` holds the parameters, the CV scores,
-        the training rows and whether they were sampled.
+        the training rows, whether they were sampled, the rows per class and
+        ``notes``.
 
     Raises
     ------
     ValueError
-        An unknown classifier or parameter, or an empty training split.
+        An unknown classifier or parameter, or a training split with fewer
+        than two classes (the same one line for every backend).
     """
     params = dict(params or {})
     grid = dict(grid or {})
@@ -409,11 +424,23 @@ def fit_named_classifier(
     rows = train.select(F.col(label_col).cast("string").alias("label"), F.col(features_col).alias("x")).where(
         F.col("label").isNotNull()
     )
+    counts = {str(r["label"]): int(r["count"]) for r in rows.groupBy("label").count().collect()}
+    error = training_classes_error(where, split, counts)
+    if error:
+        raise ValueError(error)
+    notes = []
+    if grid:
+        folds, note = cv_folds_for(counts, folds)
+        if note:
+            notes.append(note)
+            log.warning("%s: %s", where, note)
     head = ClassifierHead(featuresCol=features_col, estimator=name)
     if spec.family == "mllib":
         _fit_mllib(head, rows, spec, params, grid, folds, seed)
     else:
         _fit_sklearn(head, rows, spec, params, grid, folds, sample_max_rows, seed)
+    head.info["class_rows"] = counts
+    head.info["notes"] = notes
     return head
 
 
@@ -491,7 +518,10 @@ def _fit_sklearn(
         search = GridSearchCV(
             est, grid, scoring="f1_macro", cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1
         )
-        search.fit(x, y)
+        with warnings.catch_warnings():
+            # a class smaller than the folds is reported once, in fit_named_classifier's note
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            search.fit(x, y)
         selection = [
             {"params": p, "cv_f1": float(s)}
             for p, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"], strict=True)

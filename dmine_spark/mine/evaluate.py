@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from dmine_spark.mine.metrics import classification_scores, cluster_agreement
+from dmine_spark.mine.metrics import classification_scores, cluster_agreement, unseen_labels
 
 __all__ = ["classification_metrics", "cluster_label_agreement"]
 
@@ -21,16 +21,20 @@ def classification_metrics(
         Rows with ``label_col``, ``prediction_col`` and ``probability`` (the
         predicted label's score); rows without a label are left out.
     labels : list of str
-        The classes the model knows; with two of them, ROC AUC is added
-        (``labels[1]`` is the positive class).
+        The classes the model knows. ROC AUC is added only for a genuinely
+        binary task: two known classes (``labels[1]`` is the positive
+        class), both present among the rows, and no other true label.
 
     Returns
     -------
     (dict, list)
         ``accuracy``, ``macro_f1``, ``weighted_f1``, ``macro_precision``,
         ``macro_recall``, ``rows``, per-class ``precision.<label>``,
-        ``recall.<label>``, ``f1.<label>`` (and ``auc``); the confusion cells as
-        (truth, prediction, count).
+        ``recall.<label>``, ``f1.<label>`` (and ``auc``); ``unseen_label_rows``
+        and ``unseen_labels`` (rows whose true label the model never saw in
+        training: they count as errors in ``accuracy`` and the macro
+        averages) and ``accuracy_known`` (accuracy over the other rows); the
+        confusion cells as (truth, prediction, count).
     """
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
@@ -43,7 +47,16 @@ def classification_metrics(
     for lab, pc in s["per_class"].items():
         for k in ("precision", "recall", "f1"):
             values[f"{k}.{lab}"] = pc[k]
-    if len(labels) == 2:
+    cells = s["confusion"].as_rows()
+    unseen = unseen_labels(cells, labels)
+    n_unseen = sum(unseen.values())
+    values["unseen_label_rows"] = float(n_unseen)
+    values["unseen_labels"] = float(len(unseen))
+    known_rows = values["rows"] - n_unseen
+    correct = sum(n for t, p, n in cells if t == p)
+    values["accuracy_known"] = correct / known_rows if known_rows else 0.0
+    truths = {t for t, _, _ in cells}
+    if len(labels) == 2 and truths == {str(lab) for lab in labels}:
         pos = labels[1]
         scored = pred.select(
             F.when(F.col(prediction_col) == pos, F.col("probability"))
@@ -52,7 +65,7 @@ def classification_metrics(
             (F.col(label_col) == pos).cast("double").alias("y"),
         )
         values["auc"] = BinaryClassificationEvaluator(rawPredictionCol="score", labelCol="y").evaluate(scored)
-    return values, s["confusion"].as_rows()
+    return values, cells
 
 
 def cluster_label_agreement(assigned: DataFrame, *, label_col: str = "label") -> dict[str, float]:

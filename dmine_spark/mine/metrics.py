@@ -21,6 +21,9 @@ import numpy as np
 
 __all__ = [
     "Confusion",
+    "cv_folds_for",
+    "training_classes_error",
+    "unseen_labels",
     "confusion",
     "classification_scores",
     "cluster_agreement",
@@ -163,3 +166,62 @@ def cluster_agreement(pairs: Iterable[Triple]) -> dict[str, float]:
     top = (sa + sb) / 2
     ari = 1.0 if top == expected else (index - expected) / (top - expected)
     return {"nmi": max(0.0, nmi), "ari": ari, "hungarian_accuracy": hungarian_accuracy(pairs), "rows": float(n)}
+
+
+def training_classes_error(where: str, split: str, counts: dict[str, int]) -> str | None:
+    """The one-line error for a training split a classifier cannot learn from, else ``None``.
+
+    Parameters
+    ----------
+    where : str
+        What trains, e.g. ``classify (task banking77)``.
+    split : str
+        The training split's name.
+    counts : dict
+        Rows per label in the training split.
+
+    Returns
+    -------
+    str or None
+        Set when the split has fewer than two labels.
+    """
+    if len(counts) >= 2:
+        return None
+    have = ", ".join(f"{lab}: {n:,} rows" for lab, n in sorted(counts.items())) or "no labelled rows"
+    return (
+        f"{where}: training split {split!r} has {len(counts)} class(es) ({have}); a classifier needs at least 2: "
+        "add rows of other labels, or check the sources' label column and splits"
+    )
+
+
+def cv_folds_for(counts: dict[str, int], folds: int) -> tuple[int, str | None]:
+    """Cross-validation folds that every class can fill, and a note when that is fewer than asked.
+
+    Stratified k-fold needs each class in each fold: with a class of ``m <
+    folds`` rows the folds drop to ``max(2, m)`` (scikit-learn's
+    ``StratifiedKFold`` otherwise warns and leaves the class out of some folds).
+
+    Returns
+    -------
+    (int, str or None)
+        The folds to use, and the note saying why they were reduced.
+    """
+    if not counts:
+        return folds, None
+    label, smallest = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    if smallest >= folds:
+        return folds, None
+    used = max(2, smallest)
+    if used >= folds:
+        return folds, None
+    return used, f"cross-validation folds reduced from {folds} to {used}: class {label!r} has {smallest} training rows"
+
+
+def unseen_labels(pairs: Iterable[Triple], known: Iterable[str]) -> dict[str, int]:
+    """Rows per true label that the model never saw in training (open-set rows), from (truth, prediction, count)."""
+    known = {str(k) for k in known}
+    out: dict[str, int] = {}
+    for t, _, n in pairs:
+        if t is not None and str(t) not in known:
+            out[str(t)] = out.get(str(t), 0) + int(n)
+    return out

@@ -27,6 +27,7 @@ from dmine_spark.mine.classify import ClassifierHead, as_vector, fit_named_class
 from dmine_spark.mine.cluster import ClusterModel, cluster_exemplars, cluster_terms, fit_clusters, silhouette
 from dmine_spark.mine.evaluate import cluster_label_agreement
 from dmine_spark.mine.finetune import FineTunedClassifier
+from dmine_spark.mine.metrics import training_classes_error
 from dmine_spark.mine.regress import ArrayToVector, fit_regressor
 from dmine_spark.mine.textmodel import text_model
 from dmine_spark.prepare.clean import TextCleaner
@@ -100,6 +101,7 @@ def classify(
     cleaner: TextCleaner,
     featurizer: Transformer,
     features_col: str,
+    task: str | None = None,
 ) -> ClassifyOutput:
     """Train ``section.model`` on the train split of ``rows`` and predict its eval split.
 
@@ -132,6 +134,8 @@ def classify(
                 sample_max_rows=section.sample_max_rows,
                 seed=section.seed,
                 features_col=features_col,
+                where=f"classify (task {task})" if task else "classify",
+                split=section.train_split,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
@@ -232,6 +236,7 @@ def finetune(
     batch_size: int = 64,
     max_tokens: int = 2048,
     parallelism: int = 2,
+    task: str | None = None,
 ) -> FinetuneOutput:
     """Fine-tune ``section.base_model`` through TorchDistributor and predict the eval split.
 
@@ -255,9 +260,11 @@ def finetune(
             keep = int(1_000_000 * section.train_sample_rows / n)
             train_all = train_all.where((F.abs(F.xxhash64("id", F.lit(section.seed))) % 1_000_000) < keep)
     held = (F.abs(F.xxhash64("id", F.lit(section.seed + 1))) % 1000) < int(1000 * section.val_fraction)
-    labels = sorted(r["label"] for r in train_all.select("label").distinct().collect())
-    if len(labels) < 2:
-        raise ConfigError(f"finetune: the train split has {len(labels)} label(s); at least 2 are needed")
+    counts = {str(r["label"]): int(r["count"]) for r in train_all.groupBy("label").count().collect()}
+    error = training_classes_error(f"finetune (task {task})" if task else "finetune", section.train_split, counts)
+    if error:
+        raise ConfigError(error)
+    labels = sorted(counts)
     use_gpu = section.device == "cuda" or (section.device == "auto" and _cuda_available())
     best = scratch / "best"
     summary = run_finetune(

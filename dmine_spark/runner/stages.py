@@ -139,7 +139,12 @@ def _classify(ctx: StageContext) -> Any:
         featurizer = ctx.embedder()
         features_col = "embedding"
     return mine_nodes.classify(
-        rows.drop("text_key"), cfg.classify, cleaner=ctx.cleaner(), featurizer=featurizer, features_col=features_col
+        rows.drop("text_key"),
+        cfg.classify,
+        cleaner=ctx.cleaner(),
+        featurizer=featurizer,
+        features_col=features_col,
+        task=cfg.task,
     )
 
 
@@ -170,6 +175,7 @@ def _finetune(ctx: StageContext) -> Any:
         batch_size=cfg.embed.batch_size,
         max_tokens=cfg.embed.max_tokens,
         parallelism=ctx.spark.sparkContext.defaultParallelism,
+        task=cfg.task,
     )
 
 

@@ -373,3 +373,62 @@ def test_one_distinct_text_cannot_be_clustered(spark, encoder) -> None:
     df = spark.createDataFrame([(i, "same", v) for i in range(3)], "id LONG, text STRING, embedding ARRAY<FLOAT>")
     with pytest.raises(ValueError, match=r"1 distinct vector\(s\); clustering needs at least 2 distinct texts"):
         fit_clusters(df, ClusterConfig(k=2), features_col="embedding")
+
+
+# ---- labels the training split lacks, and training splits a classifier cannot learn from (issue 16, items 3-4)
+
+
+@pytest.mark.parametrize("name", ["logreg", "sk_logreg"])
+def test_labels_only_in_the_test_split_are_errors_reported_apart_and_no_auc(intents, name: str) -> None:
+    two = ["card_arrival", "pin_blocked"]
+    train = intents.where(F.col("split") == "train").where(F.col("label").isin(two))
+    test = intents.where(F.col("split") == "test").where(F.col("label").isin([*two, "exchange_rate"]))
+    head = fit_named_classifier(train, name, features_col="embedding")
+    values, cells = classification_metrics(head.transform(test), head.getOrDefault("labels"))
+    assert "auc" not in values  # two known classes, but three true labels: not a binary task
+    assert values["unseen_labels"] == 1 and values["unseen_label_rows"] == 20
+    assert values["rows"] == 60
+    # the unseen rows are errors in the accuracy over all rows; accuracy_known leaves them out
+    assert values["accuracy"] == pytest.approx(values["accuracy_known"] * 40 / 60)
+    assert values["accuracy_known"] > 0.9
+    assert values["recall.exchange_rate"] == 0.0
+    assert sum(n for t, _, n in cells if t == "exchange_rate") == 20
+
+
+def test_auc_is_reported_for_a_genuinely_binary_task(intents) -> None:
+    two = ["card_arrival", "pin_blocked"]
+    rows = intents.where(F.col("label").isin(two))
+    head = fit_named_classifier(rows.where("split = 'train'"), "logreg", features_col="embedding")
+    values, _ = classification_metrics(head.transform(rows.where("split = 'test'")), head.getOrDefault("labels"))
+    assert values["auc"] > 0.9 and values["unseen_label_rows"] == 0
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "sk_logreg", "sk_linear_svc"])
+def test_a_single_class_training_split_is_the_same_one_line_error_for_every_backend(intents, name: str) -> None:
+    train = intents.where("split = 'train' AND label = 'pin_blocked'")
+    with pytest.raises(ValueError) as err:
+        fit_named_classifier(train, name, features_col="embedding", where="classify (task t)", split="train")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("classify (task t): training split 'train' has 1 class(es) (pin_blocked: 50 rows)")
+
+
+@pytest.mark.parametrize("name", ["logreg", "sk_logreg"])
+def test_a_class_smaller_than_the_folds_reduces_them_with_a_note(intents, name: str) -> None:
+    import warnings
+
+    small = intents.where("split = 'train'").where(
+        (F.col("label") != "pin_blocked") | (F.col("id").isin([r.id for r in _two_pin_blocked(intents)]))
+    )
+    grid = {"C": [1.0, 10.0]} if name.startswith("sk_") else {"regParam": [0.001, 0.01]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        head = fit_named_classifier(small, name, grid=grid, folds=5, features_col="embedding")
+    assert head.info["class_rows"]["pin_blocked"] == 2
+    assert head.info["notes"] == ["cross-validation folds reduced from 5 to 2: class 'pin_blocked' has 2 training rows"]
+    assert len(head.info["selection"]) == 2
+    assert not [w for w in caught if "least populated class" in str(w.message)]
+
+
+def _two_pin_blocked(intents):
+    return intents.where("split = 'train' AND label = 'pin_blocked'").orderBy("id").limit(2).collect()

@@ -92,3 +92,53 @@ def test_classification_scores_edge_cases() -> None:
     assert classification_scores([("a", "a", 5), ("b", "b", 2)])["macro_f1"] == 1.0
     assert classification_scores([("a", "b", 3)])["macro_f1"] == 0.0
     assert classification_scores([("a", "a", 3), (None, "a", 9)])["rows"] == 3  # rows without a truth are skipped
+
+
+def test_a_training_split_needs_two_classes() -> None:
+    from dmine_spark.mine.metrics import training_classes_error
+
+    assert training_classes_error("classify", "train", {"a": 3, "b": 1}) is None
+    one = training_classes_error("classify (task t)", "train", {"a": 12})
+    assert one.startswith("classify (task t): training split 'train' has 1 class(es) (a: 12 rows)")
+    none = training_classes_error("finetune", "train", {})
+    assert "0 class(es) (no labelled rows)" in none
+
+
+def test_folds_drop_to_the_smallest_class_but_not_below_two() -> None:
+    from dmine_spark.mine.metrics import cv_folds_for
+
+    assert cv_folds_for({"a": 10, "b": 5}, 5) == (5, None)
+    assert cv_folds_for({"a": 10, "b": 3}, 5) == (
+        3,
+        "cross-validation folds reduced from 5 to 3: class 'b' has 3 training rows",
+    )
+    assert cv_folds_for({"a": 10, "b": 1}, 3)[0] == 2
+    assert cv_folds_for({"a": 10, "b": 1}, 2) == (2, None)
+
+
+def test_unseen_labels_are_counted_per_label() -> None:
+    from dmine_spark.mine.metrics import unseen_labels
+
+    cells = [("a", "a", 5), ("c", "a", 2), ("c", "b", 1), ("d", "b", 4), (None, "a", 9)]
+    assert unseen_labels(cells, ["a", "b"]) == {"c": 3, "d": 4}
+
+
+def test_the_rows_left_error_names_each_empty_source_and_its_rules() -> None:
+    from dmine_spark.analyze.record import rows_left_error
+
+    views = {"train": "db.quarantine_t_train", "test": "db.quarantine_t_test"}
+    ok = {"train": {"clean": 5, "quarantine:wrong_type": 2}}
+    assert rows_left_error("t", ok, views) is None
+    empty = {
+        "train": {"clean": 5},
+        "test": {"quarantine:invalid_encoding": 10, "quarantine:malformed_record": 2},
+        "none": {},
+    }
+    assert rows_left_error("t", empty, views) == (
+        "no clean rows for task t: source test: 12 of 12 quarantined (invalid_encoding 10, malformed_record 2); "
+        "see db.quarantine_t_test"
+    )
+    dups = {"train": {"clean": 0, "duplicate:exact_duplicate": 3}}
+    assert (
+        rows_left_error("t", dups, views) == "no clean rows for task t: source train: 0 of 3 quarantined, 3 duplicates"
+    )

@@ -1,0 +1,102 @@
+"""Whole runs on inputs that leave a stage little or nothing to work with (issue 16): real Spark, real model."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from dmine_spark.config import ConfigError, Layer, load_config
+from dmine_spark.runner.run import run_stages
+from tests.conftest import PIPELINE_CONF, read_csv_rows
+
+pytestmark = pytest.mark.slow
+
+
+def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "category"])
+        w.writerows(rows)
+    return path
+
+
+def _config(tmp_path: Path, train: Path, test: Path, database: str, *extra: str):
+    return load_config(
+        PIPELINE_CONF,
+        [
+            f"sources.train.path={train}",
+            f"sources.test.path={test}",
+            f"database={database}",
+            f"work_dir={tmp_path / 'work'}",
+            "report.enabled=false",
+            "tracking.enabled=false",
+            *extra,
+        ],
+    )
+
+
+def _last_run(spark, cfg):
+    return spark.table(cfg.table(Layer.RUNS)).orderBy(F.col("started_at").desc()).first()
+
+
+def test_a_source_with_every_row_quarantined_stops_the_run_in_one_line(spark, banking77: Path, tmp_path: Path) -> None:
+    rows = read_csv_rows(banking77 / "train.csv")
+    train = _write(tmp_path / "train.csv", [(r["text"], r["category"]) for r in rows[:30]])
+    test = _write(tmp_path / "test.csv", [("", r["category"]) for r in rows[30:42]])  # every text blank
+    cfg = _config(tmp_path, train, test, "dmine_edge_empty")
+    with pytest.raises(ConfigError) as err:
+        run_stages(spark, cfg, progress=False)
+    assert str(err.value) == (
+        "no clean rows for task banking77: source test: 12 of 12 quarantined (missing_required_field 12); "
+        "see dmine_edge_empty.quarantine_banking77_test"
+    )
+    # the stage that ran wrote its tables, and the run is on record as failed
+    assert spark.table(cfg.quarantine_view("test")).count() == 12
+    assert spark.table(cfg.table(Layer.RAW)).where("source = 'train'").count() == 30
+    last = _last_run(spark, cfg)
+    assert last["status"] == "failed" and "no clean rows" in last["error"]
+
+
+def test_a_source_emptied_by_the_clean_rules_stops_the_run_too(spark, banking77: Path, tmp_path: Path) -> None:
+    rows = read_csv_rows(banking77 / "train.csv")
+    train = _write(tmp_path / "train.csv", [(r["text"] + " " + "x" * 300, r["category"]) for r in rows[:20]])
+    test = _write(tmp_path / "test.csv", [(r["text"], r["category"]) for r in rows[20:30]])
+    cfg = _config(tmp_path, train, test, "dmine_edge_short", "clean.max_chars=200", "clean.on_too_long=quarantine")
+    with pytest.raises(ConfigError, match=r"^no clean rows for task banking77: source train: 20 of 20 quarantined \("):
+        run_stages(spark, cfg, progress=False)
+
+
+def test_labels_seen_only_in_the_test_split_are_said_and_recorded(spark, banking77: Path, tmp_path: Path) -> None:
+    keep = {"card_arrival": 25, "pin_blocked": 25}
+    train_rows, test_rows = [], []
+    for r in read_csv_rows(banking77 / "train.csv"):
+        if keep.get(r["category"], 0) > 0:
+            keep[r["category"]] -= 1
+            train_rows.append((r["text"], r["category"]))
+    for r in read_csv_rows(banking77 / "test.csv"):
+        if r["category"] in ("card_arrival", "pin_blocked", "exchange_rate"):
+            test_rows.append((r["text"], r["category"]))
+    test_rows = [t for t in test_rows if t[1] != "exchange_rate"][:20] + [
+        t for t in test_rows if t[1] == "exchange_rate"
+    ][:7]
+    cfg = _config(
+        tmp_path,
+        _write(tmp_path / "train.csv", train_rows),
+        _write(tmp_path / "test.csv", test_rows),
+        "dmine_edge_open",
+    )
+    run, reports = run_stages(spark, cfg, ["ingest", "clean", "embed", "classify"], progress=False)
+    line = reports[-1].summary
+    assert "1 test label(s) never seen in training, 7 rows counted as errors: exchange_rate (7)" in line
+    assert "AUC" not in line
+    last = _last_run(spark, cfg)
+    assert last["counts"]["classify.unseen_label_rows"] == 7
+    assert last["labels"]["classify.unseen_labels"] == "exchange_rate"
+    q = spark.table(cfg.table(Layer.QUALITY)).where(f"run_id = '{run.run_id}' AND metric = 'unseen_label'").collect()
+    assert [(r.source, r.step, r.key, r.value) for r in q] == [("test", "classify", "exchange_rate", 7.0)]
+    m = {r.metric: r.value for r in spark.table(cfg.table(Layer.METRICS)).where(f"run_id = '{run.run_id}'").collect()}
+    assert m["unseen_label_rows"] == 7 and "auc" not in m
+    assert m["accuracy"] <= 20 / 27
