@@ -13,7 +13,8 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["dmine_spark", "dmine_spark.*"]),
-    package_data={"dmine_spark.spark": ["log4j2.properties"]},
+    # the built-in Spark profiles and the driver's logging config
+    package_data={"dmine_spark.config": ["profiles/*.yaml"], "dmine_spark.spark": ["log4j2.properties"]},
     python_requires=">=3.10",
     install_requires=[
         # no exact pin: a runtime's own pyspark (Databricks, EMR, Dataproc) is kept when it is a supported line

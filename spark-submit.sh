@@ -4,7 +4,7 @@
 #   ./spark-submit.sh [--profile NAME] [spark-submit options...] COMMAND [dmine arguments...]
 #   ./spark-submit.sh --master 'local[2]' run conf/base/pipelines/banking77.yaml
 #   ./spark-submit.sh --master spark://host:7077 --executor-memory 4g run conf/... --set embed.batch_size=32
-#   ./spark-submit.sh --profile yarn run conf/...   (conf/base/spark/yarn.yaml: master, archives, conf)
+#   ./spark-submit.sh --profile yarn run conf/...   (the yarn profile: master, archives, conf; `dmine profiles`)
 #
 # Everything before the first dmine command (run, a stage, score, stream, monitor, sql,
 # tables, serve-sql) goes to spark-submit unchanged; the rest goes to dmine.
@@ -82,7 +82,7 @@ print(",".join(load_config(sys.argv[1], check_paths=False).spark_packages()))' "
   if [[ -n "$pkgs" ]]; then packages=(--packages "$pkgs"); fi
 fi
 
-# A profile's spark-submit options and environment (conf/base/spark/<name>.yaml); options given here win
+# A profile's spark-submit options and environment (`dmine profiles` lists them); options given here win
 if [[ -n "$profile" ]]; then
   pp="PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}"
   conf_dir="${DMINE_CONF_DIR:-$here/conf}"

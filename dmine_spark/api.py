@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmine_spark.config import Layer, PipelineConfig, WorkDir, load_config, load_profile
+from dmine_spark.config import Layer, PipelineConfig, SparkProfile, WorkDir, load_config, load_profile
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -67,13 +67,23 @@ class Pipeline:
     config : PipelineConfig
         A validated config (:meth:`from_yaml` reads one).
     conf_dir : path, optional
-        The ``conf`` folder holding the Spark profiles (default: the one the
-        config file lives in, else ``$DMINE_CONF_DIR`` or ``./conf``).
+        A ``conf`` folder searched first for the Spark profile (default: ``$DMINE_CONF_DIR``).
+    config_path : path, optional
+        The config's file (:meth:`from_yaml` sets it): the ``conf`` folder it
+        lives under is searched for the profile, and a profile given as a
+        relative path is read from its folder.
     """
 
-    def __init__(self, config: PipelineConfig, *, conf_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        conf_dir: str | os.PathLike[str] | None = None,
+        config_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.config = config
         self.conf_dir = Path(conf_dir) if conf_dir else None
+        self.config_path = Path(config_path) if config_path else None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], overrides: list[str] | None = None) -> Pipeline:
@@ -84,13 +94,21 @@ class Pipeline:
         ConfigError
             One line naming the file, the key and what is expected.
         """
-        cfg = load_config(path, overrides)
-        conf_dir = next((p for p in Path(path).resolve().parents if p.name == "conf"), None)
-        return cls(cfg, conf_dir=conf_dir)
+        return cls(load_config(path, overrides), config_path=path)
+
+    def spark_profile(self) -> SparkProfile:
+        """The config's Spark profile, found as :func:`dmine_spark.config.profile_path` says.
+
+        Raises
+        ------
+        ConfigError
+            One line naming where the profile was looked for and the names available.
+        """
+        return load_profile(self.config.profile, self.conf_dir, config_path=self.config_path)
 
     def session(self) -> SparkSession:
         """A SparkSession from the config's profile, with its catalog in the work dir (or the active one)."""
-        return session(self.config.profile, work_dir=self.config.resolved_work_dir(), conf_dir=self.conf_dir)
+        return session(self.spark_profile(), work_dir=self.config.resolved_work_dir())
 
     def stages(self) -> list[str]:
         """The stages :meth:`run` runs by default: the enabled ones, in order."""
@@ -191,15 +209,17 @@ def embed(
 
 
 def session(
-    profile: str = "local",
+    profile: str | SparkProfile = "local",
     *,
     work_dir: str | os.PathLike[str] | None = None,
     conf_dir: str | os.PathLike[str] | None = None,
 ) -> SparkSession:
     """A SparkSession for the Spark profile ``profile`` with a persistent catalog under ``work_dir``.
 
-    In a notebook whose platform already started Spark (Databricks), the
-    active session is returned as it is.
+    ``profile`` is a profile, a profile name or the path of a profile file
+    (see :func:`dmine_spark.config.profile_path`; ``conf_dir`` is searched
+    first). In a notebook whose platform already started Spark (Databricks),
+    the active session is returned as it is.
     """
     from pyspark.sql import SparkSession
 
@@ -208,4 +228,6 @@ def session(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    return build_session(load_profile(profile, conf_dir), WorkDir.of(work_dir).root)
+    if isinstance(profile, str):
+        profile = load_profile(profile, conf_dir)
+    return build_session(profile, WorkDir.of(work_dir).root)

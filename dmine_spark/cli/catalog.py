@@ -43,7 +43,7 @@ def _sql_args(sp: argparse.ArgumentParser) -> None:
 @command("sql", "run a SQL query against the dmine catalog", _sql_args)
 def sql(args: argparse.Namespace) -> int:
     work_dir = catalog_work_dir(args)
-    spark = session(profile(args.profile, None, required=False), work_dir, "dmine-sql")
+    spark = session(profile(args.profile, args.conf_dir, required=False), work_dir, "dmine-sql")
     from pyspark.errors import AnalysisException, ParseException
 
     # pyspark logs every failed query as a JSON record; the one-line error below says it all
@@ -66,7 +66,7 @@ def _tables_args(sp: argparse.ArgumentParser) -> None:
 @command("tables", "list the tables of a dmine database with row counts", _tables_args)
 def tables(args: argparse.Namespace) -> int:
     work_dir = catalog_work_dir(args)
-    spark = session(profile(args.profile, None, required=False), work_dir, "dmine-tables")
+    spark = session(profile(args.profile, args.conf_dir, required=False), work_dir, "dmine-tables")
     from dmine_spark.io.tables import list_tables
 
     found = list_tables(spark, args.database)

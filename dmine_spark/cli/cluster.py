@@ -4,34 +4,62 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from dmine_spark.cli.common import echo
 from dmine_spark.cli.registry import command
-from dmine_spark.config import ConfigError, load_profile
+from dmine_spark.config import (
+    BUILTIN_PROFILES,
+    ConfigError,
+    is_profile_file,
+    load_config,
+    load_profile,
+    profile_path,
+)
 
 __all__ = ["profiles", "databricks_job", "jars"]
 
 
 def _profiles_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--conf-dir", help="the conf folder (default: $DMINE_CONF_DIR or ./conf)")
+    sp.add_argument("config", nargs="?", help="a pipeline config: list what it can name and mark the profile it uses")
+    sp.add_argument("--conf-dir", help="a conf folder searched first (default: $DMINE_CONF_DIR)")
 
 
-@command("profiles", "list and validate the Spark profiles in conf/base/spark (and conf/local)", _profiles_args)
+@command(
+    "profiles",
+    "list and validate the Spark profiles: the built-in ones and those in conf/local/spark and conf/base/spark",
+    _profiles_args,
+)
 def profiles(args: argparse.Namespace) -> int:
     from dmine_spark.spark.profiles import list_profiles
 
-    found = list_profiles(args.conf_dir)
-    if not found:
-        raise ConfigError(f"no profiles under {args.conf_dir or os.environ.get('DMINE_CONF_DIR', 'conf')}/base/spark")
-    width = max(len(name) for name, _ in found)
-    for name, path in found:
-        p = load_profile(name, args.conf_dir)  # the first invalid one stops the listing with its error
-        master = "(set by Databricks)" if p.kind == "databricks" else p.master
-        local = "  (conf/local)" if path.parent.parent.name == "local" else ""
-        echo(f"{name:<{width}}  {p.kind:<10}  {master}{local}")
+    found = list_profiles(args.conf_dir, config_path=args.config)
+    used = None
+    if args.config:
+        cfg = load_config(args.config, check_paths=False)
+        used = profile_path(cfg.profile, args.conf_dir, config_path=args.config)
+        if is_profile_file(cfg.profile):
+            found.append((cfg.profile, used))
+    rows: list[tuple[str, ...]] = []
+    try:
+        for name, path in found:
+            p = load_profile(str(path))  # the first invalid one stops the listing with its error
+            rows.append(
+                (
+                    "*" if used is not None and path.resolve() == used.resolve() else " ",
+                    name,
+                    p.kind,
+                    "(set by Databricks)" if p.kind == "databricks" else p.master,
+                    "built-in" if path.parent == BUILTIN_PROFILES else str(path),
+                )
+            )
+    finally:
+        if used is None:  # no config: no mark column
+            rows = [row[1:] for row in rows]
+        widths = [max(len(v) for v in col) for col in zip(*rows, strict=True)]
+        for row in rows:
+            echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -51,7 +79,8 @@ def _job_args(sp: argparse.ArgumentParser) -> None:
 def databricks_job(args: argparse.Namespace) -> int:
     from dmine_spark.spark.profiles import databricks_job as make_job
 
-    job = make_job(args.config, args.profile, wheel=args.wheel, overrides=args.set)
+    name = str(Path(args.profile).absolute()) if is_profile_file(args.profile) else args.profile  # as typed
+    job = make_job(args.config, name, wheel=args.wheel, overrides=args.set)
     text = json.dumps(job, indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

@@ -9,7 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dmine_spark.config import ConfigError, PipelineConfig, SparkProfile, WorkDir, load_config, load_profile
+from dmine_spark.config import (
+    ConfigError,
+    PipelineConfig,
+    SparkProfile,
+    WorkDir,
+    is_profile_file,
+    load_config,
+    load_profile,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -18,8 +26,8 @@ __all__ = [
     "pipeline_args",
     "input_args",
     "catalog_args",
-    "conf_dir_for",
     "profile",
+    "pipeline_profile",
     "session",
     "pipeline_session",
     "catalog_work_dir",
@@ -28,6 +36,7 @@ __all__ = [
 ]
 
 DATASETS_ENV = "DMINE_DATASETS"
+_CONF_DIR_HELP = "a conf folder whose local/spark and base/spark are searched first for profiles ($DMINE_CONF_DIR)"
 
 
 def echo(message: str) -> None:
@@ -46,7 +55,8 @@ def pipeline_args(sp: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. embed.batch_size=32",
     )
-    sp.add_argument("--profile", help="Spark profile in conf/base/spark (default: the config's)")
+    sp.add_argument("--profile", help="Spark profile: a name or a YAML file (default: the config's)")
+    sp.add_argument("--conf-dir", help=_CONF_DIR_HELP)
     sp.add_argument(
         "--work-dir", help="catalog and warehouse folder (default: the config's, $DMINE_WORK_DIR or ./dmine_work)"
     )
@@ -65,25 +75,33 @@ def input_args(sp: argparse.ArgumentParser) -> None:
 def catalog_args(sp: argparse.ArgumentParser) -> None:
     """The arguments of the commands that only open the catalog (sql, tables)."""
     sp.add_argument("--work-dir", help="catalog folder (default: $DMINE_WORK_DIR or ./dmine_work)")
-    sp.add_argument("--profile", default="local", help="Spark profile (default: local)")
+    sp.add_argument("--profile", default="local", help="Spark profile: a name or a YAML file (default: local)")
+    sp.add_argument("--conf-dir", help=_CONF_DIR_HELP)
 
 
-def conf_dir_for(config_path: Path) -> Path | None:
-    """The ``conf`` folder a pipeline config lives in, so profiles are found from any working directory."""
-    for parent in config_path.resolve().parents:
-        if parent.name == "conf":
-            return parent
-    return None
+def profile(name: str, conf_dir: str | None, *, required: bool) -> SparkProfile:
+    """The Spark profile ``name`` (a file path is read from the working directory).
 
-
-def profile(name: str, conf_dir: Path | None, *, required: bool) -> SparkProfile:
-    """The Spark profile ``name``; when not ``required``, Spark's defaults if there is no such file."""
+    When not ``required``, Spark's defaults if there is no such profile.
+    """
     try:
-        return load_profile(name, conf_dir)
+        return load_profile(str(Path(name).absolute()) if is_profile_file(name) else name, conf_dir)
     except ConfigError:
         if required:
             raise
         return SparkProfile()
+
+
+def pipeline_profile(args: argparse.Namespace, cfg: PipelineConfig) -> SparkProfile:
+    """The profile of a pipeline command: ``--profile`` if given, else the config's own ``profile``.
+
+    A file given with ``--profile`` is read from the working directory, one
+    named in the config from the config's folder; a name is looked up as
+    :func:`dmine_spark.config.profile_path` says.
+    """
+    if args.profile:
+        return profile(args.profile, args.conf_dir, required=True)
+    return load_profile(cfg.profile, args.conf_dir, config_path=args.config)
 
 
 def session(
@@ -114,7 +132,7 @@ def pipeline_session(
     cfg = load_config(args.config, args.set)
     if args.work_dir:
         cfg.work_dir = args.work_dir
-    prof = profile(args.profile or cfg.profile, conf_dir_for(Path(args.config)), required=True)
+    prof = pipeline_profile(args, cfg)
     spark = session(
         prof,
         cfg.resolved_work_dir(),

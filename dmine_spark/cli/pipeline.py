@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from dmine_spark.cli.common import conf_dir_for, echo, pipeline_args, profile, session
+from dmine_spark.cli.common import echo, pipeline_args, pipeline_profile, session
 from dmine_spark.cli.registry import command
 from dmine_spark.config import Layer, load_config
 from dmine_spark.runner.stages import STAGES
@@ -18,7 +17,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     if args.work_dir:
         cfg.work_dir = args.work_dir
-    prof = profile(args.profile or cfg.profile, conf_dir_for(Path(args.config)), required=True)
+    prof = pipeline_profile(args, cfg)
     stages = None if args.command == "run" else [args.command]
     if args.command == "run" and args.stages:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]

@@ -15,7 +15,17 @@ from dmine_spark.config.features import (
     parse_reference_time,
 )
 from dmine_spark.config.layout import WORK_DIR_ENV, Layer, WorkDir, default_work_dir
-from dmine_spark.config.load import apply_overrides, load_config, load_profile, parse_override, profile_path
+from dmine_spark.config.load import (
+    BUILTIN_PROFILES,
+    apply_overrides,
+    config_conf_dir,
+    find_profiles,
+    is_profile_file,
+    load_config,
+    load_profile,
+    parse_override,
+    profile_path,
+)
 from dmine_spark.config.pipeline import (
     FILE_FORMATS,
     PII_TYPES,
@@ -60,6 +70,10 @@ __all__ = [
     "load_profile",
     "parse_override",
     "profile_path",
+    "find_profiles",
+    "config_conf_dir",
+    "is_profile_file",
+    "BUILTIN_PROFILES",
     "FILE_FORMATS",
     "PII_TYPES",
     "ClassifyConfig",

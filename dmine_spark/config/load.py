@@ -18,7 +18,19 @@ from dmine_spark.config.errors import ConfigError
 from dmine_spark.config.pipeline import PipelineConfig
 from dmine_spark.config.spark import SparkProfile
 
-__all__ = ["parse_override", "apply_overrides", "load_config", "profile_path", "load_profile", "one_line"]
+__all__ = [
+    "BUILTIN_PROFILES",
+    "parse_override",
+    "apply_overrides",
+    "load_config",
+    "config_conf_dir",
+    "find_profiles",
+    "is_profile_file",
+    "profile_dirs",
+    "profile_path",
+    "load_profile",
+    "one_line",
+]
 
 REFERENCE = "docs/configuration.md"
 
@@ -153,24 +165,109 @@ def load_config(
     return cfg
 
 
-def profile_path(name: str, conf_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``conf/local/spark/<name>.yaml`` if present (machine-specific), else ``conf/base/spark/<name>.yaml``."""
-    root = Path(conf_dir) if conf_dir else Path(os.environ.get("DMINE_CONF_DIR", "conf"))
-    local = root / "local" / "spark" / f"{name}.yaml"
-    return local if local.is_file() else root / "base" / "spark" / f"{name}.yaml"
+BUILTIN_PROFILES = Path(__file__).with_name("profiles")
+"""The profiles that ship with dmine_spark (``local``, ``standalone``, ``yarn``, ``kubernetes``, ``databricks``...)."""
+
+CONF_DIR_ENV = "DMINE_CONF_DIR"
 
 
-def load_profile(name: str, conf_dir: str | os.PathLike[str] | None = None) -> SparkProfile:
-    """Read and validate the Spark profile called ``name``.
+def is_profile_file(name: str) -> bool:
+    """True when ``name`` names a YAML file (``my.yaml``, ``./spark/x.yml``) rather than a profile."""
+    return name.endswith((".yaml", ".yml")) or "/" in name or os.sep in name
+
+
+def config_conf_dir(config_path: str | os.PathLike[str]) -> Path | None:
+    """The ``conf`` folder a config file lives under (``conf/base/pipelines/x.yaml`` → ``conf``), if any."""
+    return next((p for p in Path(config_path).resolve().parents if p.name == "conf"), None)
+
+
+def profile_dirs(
+    conf_dir: str | os.PathLike[str] | None = None, *, config_path: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """The folders a profile name is looked up in, first match wins.
+
+    For each ``conf`` folder (``conf_dir``, else ``$DMINE_CONF_DIR``; the one
+    ``config_path`` lives under; ``./conf``), its ``local/spark`` then its
+    ``base/spark``; last the profiles built into dmine_spark.
+    """
+    roots = [conf_dir or os.environ.get(CONF_DIR_ENV), config_conf_dir(config_path) if config_path else None, "conf"]
+    out: list[Path] = []
+    for root in filter(None, roots):
+        for sub in ("local", "base"):
+            d = Path(root) / sub / "spark"
+            if all(d.resolve() != o.resolve() for o in out):
+                out.append(d)
+    return [*out, BUILTIN_PROFILES]
+
+
+def find_profiles(
+    conf_dir: str | os.PathLike[str] | None = None, *, config_path: str | os.PathLike[str] | None = None
+) -> dict[str, Path]:
+    """Every profile name that can be given, with the file that wins for it, by name."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs(conf_dir, config_path=config_path):
+        for f in sorted(d.glob("*.yaml")):
+            found.setdefault(f.stem, f)
+    return dict(sorted(found.items()))
+
+
+def profile_path(
+    name: str, conf_dir: str | os.PathLike[str] | None = None, *, config_path: str | os.PathLike[str] | None = None
+) -> Path:
+    """The file of the Spark profile ``name``.
+
+    A name ending in ``.yaml`` or holding a ``/`` is a file, relative to the
+    folder of ``config_path`` (else to the working directory). Any other name
+    is looked up in :func:`profile_dirs`: ``conf/local/spark`` then
+    ``conf/base/spark`` of ``conf_dir`` (else ``$DMINE_CONF_DIR``), of the
+    ``conf`` folder ``config_path`` lives under, and of ``./conf``; then the
+    built-in profiles.
 
     Raises
     ------
     ConfigError
-        When the file is missing or a key is wrong, in one line.
+        When there is no such file, naming where it looked and the profiles there are.
     """
-    p = profile_path(name, conf_dir)
-    if not p.is_file():
-        raise ConfigError(f"profile {name!r}: file not found: {p}")
+    if is_profile_file(name):
+        p = Path(name).expanduser()
+        if not p.is_absolute() and config_path is not None:
+            p = Path(config_path).resolve().parent / p
+        if not p.is_file():
+            where = "the config file's folder" if config_path is not None else "the working directory"
+            raise ConfigError(f"profile {name!r}: file not found: {p} (a relative path is read from {where})")
+        return p
+    dirs = profile_dirs(conf_dir, config_path=config_path)
+    for d in dirs:
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    looked = ", ".join("built-in" if d == BUILTIN_PROFILES else str(d) for d in dirs)
+    names = ", ".join(find_profiles(conf_dir, config_path=config_path))
+    raise ConfigError(
+        f"profile {name!r}: no such profile (looked in {looked}); available: {names}; or give a path to a YAML file"
+    )
+
+
+def load_profile(
+    name: str, conf_dir: str | os.PathLike[str] | None = None, *, config_path: str | os.PathLike[str] | None = None
+) -> SparkProfile:
+    """Read and validate the Spark profile ``name``, found as :func:`profile_path` says.
+
+    Parameters
+    ----------
+    name : str
+        A profile name (``local``, ``yarn``...) or the path of a profile YAML file.
+    conf_dir : path-like, optional
+        A ``conf`` folder searched first (default: ``$DMINE_CONF_DIR``).
+    config_path : path-like, optional
+        The pipeline config naming the profile: the ``conf`` folder it lives
+        under is searched, and a relative file path is read from its folder.
+
+    Raises
+    ------
+    ConfigError
+        When there is no such profile or a key is wrong, in one line.
+    """
+    p = profile_path(name, conf_dir, config_path=config_path)
     try:
         return SparkProfile.model_validate(_read_yaml(p, "profile"))
     except ValidationError as exc:

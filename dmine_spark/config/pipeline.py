@@ -502,7 +502,8 @@ class PipelineConfig(Strict):
     task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     """The task: the suffix of its tables (``pred_<task>``) and the prefix of its models."""
     profile: str = "local"
-    """The Spark profile, ``conf/base/spark/<profile>.yaml`` (``conf/local`` first)."""
+    """The Spark profile: a name (``local``, ``yarn``...: ``conf/local/spark``, ``conf/base/spark``, then the built-in
+    ones) or a YAML file, relative to this config's folder (``./spark/my.yaml``)."""
     database: str = Field(default="dmine", pattern=r"^[a-z][a-z0-9_]*$")
     """The catalog database of the result tables."""
     work_dir: str | None = None

@@ -1,4 +1,4 @@
-"""Spark profiles (``conf/base/spark/<name>.yaml``): where and how a dmine session runs.
+"""Spark profiles (built in, or ``conf/base/spark/<name>.yaml``): where and how a dmine session runs.
 
 One schema validates the five kinds of place a pipeline runs (local,
 standalone, YARN, Kubernetes, Databricks) and the spark-submit options or

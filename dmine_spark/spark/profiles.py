@@ -8,7 +8,7 @@ Pure functions over a validated :class:`~dmine_spark.config.SparkProfile`:
 - :func:`databricks_job`: the Jobs API 2.1 settings that run a pipeline on a
   Databricks job cluster (``dmine databricks-job``, then
   ``databricks jobs create --json @job.json``);
-- :func:`list_profiles`: every profile under ``conf``, validated (``dmine profiles``).
+- :func:`list_profiles`: every profile a name can reach, built-in or under ``conf`` (``dmine profiles``).
 
 Nothing here starts Spark or reaches a cluster.
 """
@@ -24,7 +24,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dmine_spark.config import ConfigError, SparkProfile, load_config, load_profile, profile_path
+from dmine_spark.config import (
+    ConfigError,
+    SparkProfile,
+    config_conf_dir,
+    find_profiles,
+    is_profile_file,
+    load_config,
+    load_profile,
+    profile_path,
+)
 
 __all__ = [
     "databricks_job",
@@ -131,13 +140,6 @@ def merge_submit_args(first: Sequence[str], then: Sequence[str]) -> list[str]:
     return out
 
 
-def _conf_dir_for(config_path: Path) -> Path | None:
-    for parent in config_path.resolve().parents:
-        if parent.name == "conf":
-            return parent
-    return None
-
-
 def databricks_job(
     pipeline_cfg_path: str | os.PathLike[str],
     profile: SparkProfile | str = "databricks",
@@ -160,7 +162,7 @@ def databricks_job(
     pipeline_cfg_path
         A pipeline config under a ``conf/`` folder, e.g. ``conf/base/pipelines/banking77.yaml``.
     profile
-        A kind ``databricks`` profile, or its name in ``conf/base/spark``.
+        A kind ``databricks`` profile, or its name or file (found as :func:`~dmine_spark.config.profile_path` says).
     wheel
         The dmine_spark wheel the cluster installs (default: ``databricks.wheel``).
     overrides
@@ -168,7 +170,7 @@ def databricks_job(
     profile_name
         The profile's name on the cluster (default: ``profile`` when it is a name, else ``databricks``).
     conf_dir
-        Where to find a profile given by name (default: the config's ``conf`` folder).
+        A ``conf`` folder searched first for a profile given by name (default: ``$DMINE_CONF_DIR``).
 
     Raises
     ------
@@ -179,7 +181,7 @@ def databricks_job(
     cfg = load_config(path, list(overrides or []), check_paths=False)
     if isinstance(profile, str):
         profile_name = profile_name or profile
-        profile = load_profile(profile, conf_dir or _conf_dir_for(path))
+        profile = load_profile(profile, conf_dir, config_path=path)
     profile_name = profile_name or "databricks"
     if profile.kind != "databricks" or profile.databricks is None:
         raise ConfigError(f"profile {profile_name!r} is kind {profile.kind}; a Databricks job needs kind: databricks")
@@ -195,10 +197,18 @@ def databricks_job(
             "give --wheel /Volumes/<catalog>/<schema>/<volume>/dmine_spark-<version>-py3-none-any.whl"
         )
     _check_job_jars(cfg, dbx)
-    conf_root = _conf_dir_for(path)
+    conf_root = config_conf_dir(path)
     if conf_root is None:
         raise ConfigError(f"{path}: a Databricks job runs configs from conf/ as synced to {dbx.workspace_dir}/conf")
     remote_cfg = f"{dbx.workspace_dir}/{path.resolve().relative_to(conf_root.parent).as_posix()}"
+    if is_profile_file(profile_name):  # a profile file is read on the workspace, where conf/ is synced
+        local = profile_path(profile_name, conf_dir, config_path=path).resolve()
+        if not local.is_relative_to(conf_root):
+            raise ConfigError(
+                f"profile {profile_name!r}: a Databricks job reads its profile from {dbx.workspace_dir}/conf; "
+                f"move the file under {conf_root} or give the profile's name"
+            )
+        profile_name = f"{dbx.workspace_dir}/{local.relative_to(conf_root.parent).as_posix()}"
 
     parameters = ["run", remote_cfg, "--profile", profile_name]
     for override in overrides or []:
@@ -268,11 +278,14 @@ def _check_job_jars(cfg: Any, dbx: Any) -> None:
         )
 
 
-def list_profiles(conf_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
-    """Every profile name under ``conf/base/spark`` and ``conf/local/spark``, with the file that wins."""
-    root = Path(conf_dir) if conf_dir else Path(os.environ.get("DMINE_CONF_DIR", "conf"))
-    names = sorted({p.stem for sub in ("base", "local") for p in (root / sub / "spark").glob("*.yaml")})
-    return [(name, profile_path(name, root)) for name in names]
+def list_profiles(
+    conf_dir: str | os.PathLike[str] | None = None, *, config_path: str | os.PathLike[str] | None = None
+) -> list[tuple[str, Path]]:
+    """Every profile name, built-in or under a ``conf`` folder, with the file that wins for it.
+
+    The folders are those :func:`~dmine_spark.config.load.profile_dirs` searches.
+    """
+    return list(find_profiles(conf_dir, config_path=config_path).items())
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

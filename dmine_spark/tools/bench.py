@@ -233,7 +233,7 @@ def bench_embed(
     work = Path(work_dir or tempfile.mkdtemp(prefix="dmine_bench_"))
     data = work / "texts.parquet"
     pd.DataFrame({"text": texts}).to_parquet(data, index=False)
-    # the product's own local profile (conf/base/spark/local.yaml), on every core of this machine
+    # the product's own local profile (built in, unless conf/ has one), on every core of this machine
     try:
         profile = load_profile("local")
     except ConfigError:

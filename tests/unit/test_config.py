@@ -92,7 +92,7 @@ def test_profiles_validate() -> None:
     local = load_profile("local", REPO / "conf")
     assert local.master.startswith("local")
     assert local.catalog == "hive"
-    with pytest.raises(ConfigError, match="profile 'nope': file not found"):
+    with pytest.raises(ConfigError, match="profile 'nope': no such profile"):
         load_profile("nope", REPO / "conf")
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from dmine_spark.config import ConfigError, SparkProfile, load_profile
+from dmine_spark.config import BUILTIN_PROFILES, ConfigError, SparkProfile, load_config, load_profile, profile_path
 from dmine_spark.spark import profiles
 from dmine_spark.spark.profiles import databricks_job, merge_submit_args, submit_args, submit_env
 from tests.conftest import PIPELINE_CONF, REPO
 
 CONF = REPO / "conf"
-PROFILE_FILES = sorted((CONF / "base" / "spark").glob("*.yaml"))
+PROFILE_FILES = sorted(BUILTIN_PROFILES.glob("*.yaml"))
 
 K8S_IMAGE = {"spark.kubernetes.container.image": "registry.example.com/dmine:1"}
 K8S = {"kind": "kubernetes", "master": "k8s://https://api.example.com:6443"}
@@ -40,7 +40,7 @@ def _reject(tmp_path: Path, data: dict[str, Any]) -> str:
     return msg
 
 
-def test_every_profile_in_conf_base_validates() -> None:
+def test_every_built_in_profile_validates() -> None:
     kinds = {p.stem: load_profile(p.stem, CONF).kind for p in PROFILE_FILES}
     assert kinds == {
         "local": "local",
@@ -284,6 +284,24 @@ def test_databricks_job_wheel_override_and_fixed_size(tmp_path: Path) -> None:
         databricks_job(pipeline, "dbx", wheel="dist/x.whl", conf_dir=conf)
 
 
+def test_a_databricks_job_reads_a_profile_file_from_the_synced_conf(tmp_path: Path) -> None:
+    """A profile given as a file runs on the workspace's copy of conf/; one outside conf/ would not be there."""
+    conf = _profile_file(tmp_path, {"kind": "databricks", "databricks": DBX}, name="dbx")
+    pipeline = conf / "base" / "pipelines" / "b.yaml"
+    pipeline.parent.mkdir(parents=True)
+    pipeline.write_text(PIPELINE_CONF.read_text())
+    wheel = "dbfs:/FileStore/wheels/dmine_spark-0.2.0-py3-none-any.whl"
+    job = databricks_job(pipeline, "../spark/dbx.yaml", wheel=wheel)  # relative to the config's folder
+    assert job["tasks"][0]["python_wheel_task"]["parameters"][2:4] == [
+        "--profile",
+        "/Workspace/Shared/dmine/conf/base/spark/dbx.yaml",
+    ]
+    outside = tmp_path / "dbx.yaml"
+    outside.write_text((conf / "base" / "spark" / "dbx.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"reads its profile from /Workspace/Shared/dmine/conf; move the file under"):
+        databricks_job(pipeline, str(outside), wheel=wheel)
+
+
 def test_a_spark_35_lts_runtime_runs_the_spark_nlp_backends() -> None:
     over = ["embed.backend=sparknlp", "clean.backend=sparknlp"]
     job = databricks_job(PIPELINE_CONF, "databricks-lts35", overrides=over, conf_dir=CONF)
@@ -341,8 +359,8 @@ def test_profiles_command_lists_kind_and_master(capsys: pytest.CaptureFixture[st
     assert _cli(["profiles", "--conf-dir", str(CONF)]) == 0
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
     assert set(lines) == {p.stem for p in PROFILE_FILES}
-    assert lines["yarn"] == ["yarn", "yarn"]
-    assert lines["local"] == ["local", "local[2]"]
+    assert lines["yarn"] == ["yarn", "yarn", "built-in"]
+    assert lines["local"] == ["local", "local[2]", "built-in"]
     assert lines["databricks"][0] == "databricks"
 
 
@@ -375,3 +393,156 @@ def test_spark_submit_helper_prints_merged_args(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out == "PYSPARK_PYTHON=./environment/bin/python\n"
     assert profiles._main(["submit-args", "databricks", "--conf-dir", str(CONF)]) == 2
     assert "Databricks runs jobs, not spark-submit" in capsys.readouterr().err
+
+
+# --- where a profile is found: a config file copied anywhere still finds its profile ---------------------
+
+BUILT_IN_NAMES = ["databricks", "databricks-lts35", "kubernetes", "local", "standalone", "yarn"]
+
+
+def _copied_config(folder: Path, **changes: Any) -> Path:
+    """banking77.yaml copied into ``folder`` with absolute data paths, as a user copies it for their own data."""
+    data = yaml.safe_load(PIPELINE_CONF.read_text(encoding="utf-8"))
+    for src in data["sources"].values():
+        src["path"] = str(REPO / src["path"])
+    data.update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "my_pipeline.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with no conf/ folder, and no $DMINE_CONF_DIR."""
+    monkeypatch.delenv("DMINE_CONF_DIR", raising=False)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def test_a_config_copied_out_of_the_repository_finds_the_built_in_profile(tmp_path: Path, elsewhere: Path) -> None:
+    import dmine_spark as dm
+
+    path = _copied_config(tmp_path / "mine")
+    cfg = load_config(path)
+    assert cfg.profile == "local"
+    assert profile_path(cfg.profile, config_path=path) == BUILTIN_PROFILES / "local.yaml"
+    assert load_profile(cfg.profile, config_path=path).master == "local[2]"
+    assert dm.Pipeline.from_yaml(path).spark_profile().master == "local[2]"  # the notebook's way in
+
+
+def test_the_built_in_profiles_ship_in_the_wheel(tmp_path: Path) -> None:
+    """A non-editable install has the profiles: they are package data of the wheel."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "dmine_spark", src / "dmine_spark", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=src,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("dmine_spark-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"dmine_spark/config/profiles/{n}.yaml" for n in BUILT_IN_NAMES} <= names
+    assert "dmine_spark/spark/log4j2.properties" in names
+
+
+def test_a_profile_file_is_read_next_to_the_config(tmp_path: Path, elsewhere: Path) -> None:
+    folder = tmp_path / "mine"
+    (folder / "spark").mkdir(parents=True)
+    (folder / "spark" / "four.yaml").write_text("master: local[4]\n")
+    (folder / "one.yaml").write_text("master: local[1]\n")
+    for profile, master in (
+        ("./spark/four.yaml", "local[4]"),
+        ("spark/four.yaml", "local[4]"),
+        ("one.yaml", "local[1]"),
+    ):
+        path = _copied_config(folder, profile=profile)
+        assert load_profile(load_config(path).profile, config_path=path).master == master
+    with pytest.raises(ConfigError) as err:
+        load_profile("./spark/missing.yaml", config_path=path)
+    assert str(err.value) == (
+        f"profile './spark/missing.yaml': file not found: {folder / 'spark' / 'missing.yaml'} "
+        "(a relative path is read from the config file's folder)"
+    )
+
+
+def test_profile_lookup_order(tmp_path: Path, elsewhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explicit conf dir or $DMINE_CONF_DIR, then the config's conf/ tree, then ./conf, then the built-ins."""
+
+    def conf_with(root: Path, sub: str, master: str) -> Path:
+        (root / sub / "spark").mkdir(parents=True, exist_ok=True)
+        (root / sub / "spark" / "local.yaml").write_text(f"master: {master}\n")
+        return root
+
+    project = tmp_path / "project" / "conf"
+    path = _copied_config(project / "base" / "pipelines")
+    assert load_profile("local", config_path=path).master == "local[2]"  # the built-in one
+    conf_with(elsewhere / "conf", "base", "local[5]")
+    assert load_profile("local", config_path=path).master == "local[5]"  # ./conf
+    conf_with(project, "base", "local[6]")
+    assert load_profile("local", config_path=path).master == "local[6]"  # the config's conf/ beats ./conf
+    conf_with(project, "local", "local[7]")
+    assert load_profile("local", config_path=path).master == "local[7]"  # conf/local beats conf/base
+    monkeypatch.setenv("DMINE_CONF_DIR", str(conf_with(tmp_path / "env_conf", "base", "local[8]")))
+    assert load_profile("local", config_path=path).master == "local[8]"  # $DMINE_CONF_DIR first
+    explicit = conf_with(tmp_path / "cli_conf", "base", "local[9]")
+    assert load_profile("local", explicit, config_path=path).master == "local[9]"  # --conf-dir beats the variable
+    assert load_profile("yarn", explicit, config_path=path).kind == "yarn"  # what a folder lacks comes from later
+
+
+def test_an_unknown_profile_is_one_line_naming_where_it_looked(tmp_path: Path, elsewhere: Path) -> None:
+    path = _copied_config(tmp_path / "mine", profile="locla")
+    with pytest.raises(ConfigError) as err:
+        load_profile(load_config(path).profile, config_path=path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("profile 'locla': no such profile (looked in conf/local/spark, conf/base/spark, built-in)")
+    assert f"available: {', '.join(BUILT_IN_NAMES)}; or give a path to a YAML file" in msg
+
+
+def test_the_cli_finds_a_copied_configs_profile_and_fails_in_one_line(
+    tmp_path: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dmine_spark.cli import main
+
+    path = _copied_config(tmp_path / "mine")
+    assert main(["profiles", str(path)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.lstrip("* ").split()[0] for line in listed] == BUILT_IN_NAMES
+    assert [line.split()[:2] for line in listed if line.startswith("*")] == [["*", "local"]]  # the one it uses
+    assert all(line.rstrip().endswith("built-in") for line in listed)
+
+    work = tmp_path / "work"
+    assert main(["run", str(path), "--set", "profile=nope", "--work-dir", str(work)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dmine: error: profile 'nope': no such profile (looked in ")
+    assert not work.exists()  # failed before any Spark session
+
+
+def test_dmine_profiles_shows_where_each_profile_comes_from(
+    tmp_path: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dmine_spark.cli import main
+
+    conf = tmp_path / "conf"
+    (conf / "local" / "spark").mkdir(parents=True)
+    (conf / "local" / "spark" / "yarn.yaml").write_text("kind: yarn\nmaster: yarn\n")
+    (conf / "local" / "spark" / "mine.yaml").write_text("master: local[3]\n")
+    assert main(["profiles", "--conf-dir", str(conf)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert sorted(rows) == sorted([*BUILT_IN_NAMES, "mine"])
+    assert rows["yarn"][-1] == str(conf / "local" / "spark" / "yarn.yaml")
+    assert rows["mine"][1:] == ["local", "local[3]", str(conf / "local" / "spark" / "mine.yaml")]
+    assert rows["local"][-1] == "built-in"
