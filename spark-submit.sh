@@ -136,13 +136,17 @@ print(":".join(driver_class_path()))' 2>/dev/null || true)"
   if [[ -n "$dcp" ]]; then submit_args+=(--driver-class-path "$dcp"); fi
 fi
 
+# the JVM options that keep library chatter off the console (netlib's native BLAS probe, say)
+quiet="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'from dmine_spark.spark.session import quiet_java_options
+print(quiet_java_options())' 2>/dev/null || true)"
+
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$py}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$py}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec "$spark_home/bin/spark-submit" \
   --name "dmine-$1" \
   --py-files "$code_zip" \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$here/dmine_spark/spark/log4j2.properties -Dderby.system.home=$work_dir" \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$here/dmine_spark/spark/log4j2.properties -Dderby.system.home=$work_dir${quiet:+ $quiet}" \
   --conf spark.executorEnv.HF_HUB_OFFLINE=1 \
   "${packages[@]}" "${delta[@]}" "${submit_args[@]}" \
   "$build/dmine_main.py" "$@"

@@ -4,7 +4,8 @@ Groups: ``pipeline`` (``run`` and one command per stage), ``deploy``
 (``score``, ``stream``, ``monitor``), ``catalog`` (``sql``, ``tables``,
 ``serve-sql``), ``cluster`` (``profiles``, ``databricks-job``, ``jars``) and
 ``tools`` (``bench``, ``datagen``). A user mistake prints one line,
-``dmine: error: ...``, and exits with status 2; tracebacks are for bugs.
+``dmine: error: ...``, and exits with status 2; anything else prints one line
+with a hint and exits with status 1. ``--verbose`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from dmine_spark import __version__
@@ -22,17 +24,27 @@ from dmine_spark.config import ConfigError
 
 __all__ = ["main", "build_parser"]
 
+_VERBOSE_HELP = "more logging (-vv for debug), and the traceback of an error"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dmine`` parser, with a subcommand per registered command."""
     p = argparse.ArgumentParser(prog="dmine", description="dmine_spark: mine business text with Spark.")
     p.add_argument("--version", action="version", version=f"dmine_spark {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups = [m.__name__ for m in (pipeline, deploy, catalog, cluster, tools)]
     for cmd in sorted(COMMANDS.values(), key=lambda c: groups.index(c.run.__module__)):
-        cmd.configure(sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help))
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
+        # also after the command (`dmine run x.yaml -v`); SUPPRESS keeps a -v given before it
+        sp.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+        cmd.configure(sp)
     return p
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc`` (a Spark error's message runs on with the JVM's stack)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,9 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args)
     except (ConfigError, LookupError, FileNotFoundError) as exc:
+        if args.verbose:
+            traceback.print_exc()
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
         sys.stderr.write(f"dmine: error: {msg}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("dmine: interrupted\n")
         return 130
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else "; rerun with --verbose for the traceback"
+        sys.stderr.write(f"dmine: error: {args.command} failed: {type(exc).__name__}: {_first_line(exc)}{hint}\n")
+        return 1

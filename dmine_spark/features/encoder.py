@@ -372,6 +372,7 @@ class Encoder:
         return f"{self.spec.model}@{self.precision}"
 
     def tokenize(self, items: list[str]) -> list[list[int]]:
+        """Token ids of each text in full; :meth:`encode` cuts the long ones to ``max_length`` and counts them."""
         return self.tokenizer(
             items,
             add_special_tokens=True,
@@ -379,6 +380,9 @@ class Encoder:
             padding=False,
             return_attention_mask=False,
             return_token_type_ids=False,
+            # transformers would log "Token indices sequence length is longer than the specified maximum"
+            # for the first long text; encode() truncates it and records the count (embed.truncated)
+            verbose=False,
         )["input_ids"]
 
     def encode(self, texts: Iterable[str] | Any, batch_size: int = 64, max_tokens: int = 2048) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""SparkSession construction driven by a profile in ``conf/base/spark``.
+"""SparkSession construction driven by a Spark profile (:func:`dmine_spark.config.load_profile`).
 
 The default profile runs local mode with a persistent catalog: Spark's
 embedded (Derby) metastore and a warehouse folder, both under the work
@@ -25,6 +25,7 @@ __all__ = [
     "build_session",
     "driver_java_options",
     "merged_packages",
+    "quiet_java_options",
     "session_conf",
     "under_spark_submit",
 ]
@@ -50,12 +51,32 @@ def under_spark_submit() -> bool:
 
 LOG4J_CONF = Path(__file__).with_name("log4j2.properties")
 
+# MLlib asks netlib for a native BLAS on its first fit; netlib 3.2 (Spark 4.x) then prints a
+# `netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed` line straight to the JVM's stderr, past log4j,
+# when the machine has none. MLlib runs its Java BLAS either way, so without a system BLAS the
+# native attempt is skipped (netlib 3.0, on Spark 3.5, ignores the property and prints nothing).
+NETLIB_JAVA_ONLY = "-Ddev.ludovic.netlib.blas.allowNative=false"
+
+
+def system_blas() -> bool:
+    """True when this machine has a BLAS library netlib's native binding could open."""
+    import ctypes.util
+
+    return ctypes.util.find_library("blas") is not None
+
+
+def quiet_java_options(extra: str = "") -> str:
+    """JVM options that keep library chatter off the console, given the options ``extra`` already set."""
+    if "dev.ludovic.netlib.blas" in extra or system_blas():
+        return ""
+    return NETLIB_JAVA_ONLY
+
 
 def driver_java_options(work_dir: Path, profile: SparkProfile | None = None) -> str:
     """JVM options for the driver: quiet logging, and derby.log kept in the work dir."""
     extra = profile.conf.get("spark.driver.extraJavaOptions", "") if profile else ""
     opts = f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} -Dderby.system.home={Path(work_dir).resolve()}"
-    return f"{extra} {opts}".strip()
+    return f"{extra} {opts} {quiet_java_options(extra)}".strip()
 
 
 def session_conf(profile: SparkProfile, work_dir: Path) -> dict[str, str]:

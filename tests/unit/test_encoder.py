@@ -130,6 +130,30 @@ def test_empty_none_and_long_texts(encoder) -> None:
     assert encoder.encode([]).shape == (0, 384)
 
 
+def test_a_text_over_the_models_maximum_is_cut_quietly_and_counted(encoder, caplog, capfd) -> None:
+    """3,000 words, far over the model's 512 positions: a vector of its first tokens, no transformers warning."""
+    import logging
+
+    long_text = " ".join(["my card was charged twice and the refund never came"] * 300)
+    half = long_text[: len(long_text) // 2]  # also over max_length: cut to the same first tokens
+    # transformers warns once per tokenizer; forget an earlier long text so this one would warn again
+    encoder.tokenizer.deprecation_warnings.pop("sequence-length-is-longer-than-the-specified-maximum", None)
+    hf_logger = logging.getLogger("transformers")  # logs to its own handler, not through the root logger
+    hf_logger.addHandler(caplog.handler)
+    before = encoder.stats.truncated
+    try:
+        with caplog.at_level(logging.WARNING):
+            out = encoder.encode([long_text, half, "my card was charged twice"])
+    finally:
+        hf_logger.removeHandler(caplog.handler)
+    captured = capfd.readouterr()
+    assert "Token indices sequence length" not in caplog.text + captured.err + captured.out
+    assert out.shape == (3, 384) and np.isfinite(out).all()
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    assert float(out[0] @ out[2]) < 0.99  # the cut text is its first 128 tokens, not the short text
+    assert encoder.stats.truncated - before == 2  # recorded by the embed stage as embed.truncated
+
+
 def test_arrow_and_pandas_inputs(encoder) -> None:
     import pandas as pd
     import pyarrow as pa
