@@ -37,6 +37,7 @@ setup(
         "sqlalchemy>=2.0",
         "alembic>=1.13",
         "skops>=0.10",  # scikit-learn heads are saved in skops format, never as pickles
+        "charset-normalizer>=3.3",  # encoding: auto detects each file's encoding
         # the default fp32 CPU engine (see README: the embedding engine); the model is exported to ONNX once
         "openvino>=2025.0",
         "onnx>=1.16",

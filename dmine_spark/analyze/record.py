@@ -121,6 +121,16 @@ def ingest(rec: Recording) -> StageReport:
         for metric in ("null_rate", "empty_rate"):
             run.quality.extend(name, "ingest", metric, profile.get(name, {}).get(metric, {}))
         run.quality.extend(name, "ingest", "pii_masked", pii.get(name, {}))
+        decoded = out.encodings.get(name)
+        if decoded is not None:
+            run.label(f"ingest.encoding.{name}", decoded.encoding)
+            per_codec: dict[str, int] = {}
+            for f in decoded.files:
+                per_codec[f.encoding] = per_codec.get(f.encoding, 0) + 1
+            run.quality.extend(name, "ingest", "encoding", per_codec)  # files decoded from each codec
+            for f in decoded.files:
+                if f.invalid:
+                    run.quality.add(name, "ingest", "invalid_bytes", f.path, f.invalid)
     for t in out.pii_types:
         run.count(f"pii.{t}", int(sum(v.get(t, 0) for v in pii.values())))
     n_in, n_out, n_q = sum(in_counts.values()), sum(raw_counts.values()), sum(q_counts.values())

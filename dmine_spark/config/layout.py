@@ -128,6 +128,11 @@ class WorkDir:
         """The report of run ``run_id``."""
         return self.reports / f"{run_id}.html"
 
+    @property
+    def staging(self) -> Path:
+        """Files of sources in another encoding, decoded to UTF-8 once per run (see ``prepare.encoding``)."""
+        return self.root / "staging"
+
     def checkpoint(self, task: str) -> Path:
         """The streaming checkpoint of ``task`` (default of ``stream.checkpoint``)."""
         return self.root / "checkpoints" / task / "stream"

@@ -44,7 +44,7 @@ __all__ = [
     "PipelineConfig",
 ]
 
-FILE_FORMATS = ("csv", "json", "parquet")
+FILE_FORMATS = ("csv", "json", "text", "parquet")
 
 # JDBC drivers dmine_spark knows by URL prefix: (driver class, Maven coordinates for spark.jars.packages)
 JDBC_DRIVERS = {
@@ -62,8 +62,9 @@ class SourceConfig(Strict):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    format: Literal["csv", "json", "parquet", "table", "jdbc"] = "csv"
-    """``csv``, ``json``, ``parquet`` (files at ``path``), ``table`` (a catalog table) or ``jdbc``."""
+    format: Literal["csv", "json", "text", "parquet", "table", "jdbc"] = "csv"
+    """``csv``, ``json``, ``text`` (one row per line, in the schema's one string column), ``parquet`` (files at
+    ``path``), ``table`` (a catalog table) or ``jdbc``."""
     path: str | None = None
     """File, folder or glob of a file source; ``hdfs://``, ``s3a://``... are left to Spark."""
     table: str | None = None
@@ -84,6 +85,10 @@ class SourceConfig(Strict):
     """The declared schema as DDL, e.g. ``"text STRING, category STRING"`` (CSV columns by position)."""
     options: dict[str, str] = Field(default_factory=dict)
     """Options of Spark's reader (``header``, ``multiLine``, ``escape``...)."""
+    encoding: str | None = None
+    """``csv``, ``json``, ``text``: the files' encoding, any codec Python knows (``gbk``, ``gb18030``, ``big5``,
+    ``shift_jis``, ``cp1252``, ``latin-1``, ``utf-16``...), or ``auto`` to detect it per file (charset-normalizer);
+    unset: UTF-8. Bytes that do not decode are quarantined (``invalid_encoding``) with their byte offsets."""
     sample: float | None = Field(default=None, gt=0.0, le=1.0)
     """Read a seeded random fraction of the rows."""
     sample_seed: int = 7
@@ -112,10 +117,47 @@ class SourceConfig(Strict):
             _identifier("split name", name)
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _encoding_option(cls, data: Any) -> Any:
+        """Spark's ``encoding``/``charset`` reader option means the source's ``encoding``: dmine_spark decodes it."""
+        if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
+            return data
+        options = dict(data["options"])
+        given = {k: options.pop(k) for k in list(options) if str(k).lower() in ("encoding", "charset")}
+        if not given:
+            return data
+        values = {str(v).strip().lower() for v in given.values()}
+        if data.get("encoding") is not None:
+            values.add(str(data["encoding"]).strip().lower())
+        if len(values) > 1:
+            raise ValueError(f"encoding given twice with different values: {sorted(values)}")
+        return {**data, "options": options, "encoding": next(iter(given.values()))}
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import codecs
+
+        if v.strip().lower() == "auto":
+            return "auto"
+        try:
+            return codecs.lookup(v.strip()).name
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {v!r}; give a codec name such as gbk, gb18030, big5, shift_jis, cp1252, latin-1, "
+                "utf-16, or auto to detect it"
+            ) from None
+
     @model_validator(mode="after")
     def _where_to_read(self) -> SourceConfig:
         if self.format in FILE_FORMATS and not self.path:
             raise ValueError(f"format {self.format!r} needs a path")
+        if self.encoding and self.format not in ("csv", "json", "text"):
+            raise ValueError(f"encoding applies to csv, json and text files, not to format {self.format!r}")
+
         if self.format == "table" and not self.table:
             raise ValueError("format 'table' needs table: <database>.<table>")
         if self.format == "jdbc":

@@ -133,6 +133,7 @@ def monitor(
                 required=sorted({cfg.text_col, *src.required}),
                 label_col=cfg.label_col,
                 labels=None,  # a shifted batch may carry labels the model never saw
+                staging=str(cfg.paths.staging),
             )
             kept: dict[str, list] = {}
 

@@ -122,9 +122,13 @@ def input_source(
         suffix = p.suffix.lstrip(".").lower() if p.is_file() else ""
         fmt = suffix if suffix in FILE_FORMATS else tmpl.format if tmpl.format in FILE_FORMATS else None
     if fmt not in FILE_FORMATS:
-        raise ConfigError(f"--input: cannot tell the format of {where}; pass --format csv|json|parquet")
-    options = tmpl.options if tmpl.format == fmt else {}
-    return name, SourceConfig.model_validate({**base, "format": fmt, "path": str(p), "options": options})
+        raise ConfigError(f"--input: cannot tell the format of {where}; pass --format csv|json|text|parquet")
+    same = tmpl.format == fmt
+    options = tmpl.options if same else {}
+    encoding = tmpl.encoding if same and fmt != "parquet" else None
+    return name, SourceConfig.model_validate(
+        {**base, "format": fmt, "path": str(p), "options": options, "encoding": encoding}
+    )
 
 
 @dataclass
@@ -280,7 +284,15 @@ def score_batch(
         with run.stage("score"):
             required = sorted({cfg.text_col, *src.required})
             # labels=None: a label new data carries is kept as it is, known to the model or not
-            got = read_source(spark, name, src, required=required, label_col=cfg.label_col, labels=None)
+            got = read_source(
+                spark,
+                name,
+                src,
+                required=required,
+                label_col=cfg.label_col,
+                labels=None,
+                staging=str(cfg.paths.staging),
+            )
             total = got.total.count()
             res = score_rows(spark, cfg, got.rows, got.quarantine, model, version, run.run_id)
         record(run, res)

@@ -1,7 +1,8 @@
 """Ingest: read a declared-schema source and split good rows from quarantined ones.
 
-Sources are files (CSV, JSON lines or multi-line JSON, Parquet), catalog
-tables or JDBC queries. Text files are read in Spark's PERMISSIVE mode with a
+Sources are files (CSV, JSON lines or multi-line JSON, text lines, Parquet),
+catalog tables or JDBC queries. Files in another ``encoding`` are decoded to
+UTF-8 first (:mod:`dmine_spark.prepare.encoding`). Text files are read in Spark's PERMISSIVE mode with a
 corrupt-record column, and every atomic column first as a string, so that a
 malformed line is kept with its raw text and a value of the wrong type is
 quarantined with the column named, instead of failing the job or turning
@@ -12,7 +13,9 @@ Rules, in the order they are checked (the first that fails names the row):
 ``malformed_record``
     the record does not parse (CSV quoting, broken JSON).
 ``invalid_encoding``
-    a text column holds bytes that are not valid UTF-8 (read as U+FFFD).
+    a text column holds bytes that are not valid in the source's encoding
+    (UTF-8 by default; read as U+FFFD); the reason names the encoding and
+    the file's invalid byte offsets.
 ``wrong_type``
     a value does not cast to the declared type (``stars: 'five' is not INT``).
 ``missing_required_field``
@@ -26,7 +29,8 @@ Rules, in the order they are checked (the first that fails names the row):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -54,6 +58,8 @@ __all__ = [
 ]
 
 CORRUPT_COL = "_corrupt_record"
+# each row's encoding and its file's invalid byte offsets, for the invalid_encoding reason
+ENCODING_NOTE_COL = "_encoding_note"
 RULES = (
     "malformed_record",
     "invalid_encoding",
@@ -72,6 +78,10 @@ class IngestResult:
     rows: DataFrame
     quarantine: DataFrame
     total: DataFrame
+    encoding: str | None = None
+    """The encoding(s) the files were decoded from, when the source declares one (``GBK``, ``auto: ...``)."""
+    files: list = field(default_factory=list)
+    """Per decoded file, its :class:`~dmine_spark.prepare.encoding.FileDecoding`."""
 
 
 def parse_schema(ddl: str, where: str) -> StructType:
@@ -109,10 +119,41 @@ def _jdbc_reader(spark: SparkSession, name: str, src: SourceConfig):
     return reader.options(**src.options)
 
 
-def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType) -> tuple[DataFrame, Column]:
-    """The source's rows with the declared columns (atomic ones as read, before casting) and where each came from."""
-    where = f"sources.{name}"
-    if src.format in ("csv", "json"):
+@dataclass
+class Loaded:
+    """A source's rows as read: the declared columns, where each row came from, its encoding note, file facts."""
+
+    df: DataFrame
+    origin: Column
+    encoding_note: Column | None = None
+    encoding: str | None = None
+    files: list = field(default_factory=list)
+
+
+def _load_text_file(
+    spark: SparkSession, name: str, src: SourceConfig, schema: StructType, staging: str | None
+) -> Loaded:
+    """CSV, JSON and text files: decoded from ``src.encoding`` into UTF-8 first when it is another encoding."""
+    from dmine_spark.prepare.encoding import is_utf8, stage_source, staging_dir
+
+    path, origin, note, staged = src.path, F.col("_metadata.file_path"), None, None
+    if src.encoding and (src.encoding == "auto" or not is_utf8(src.encoding)):
+        root = staging or tempfile.mkdtemp(prefix="dmine_staging_")
+        staged = stage_source(
+            spark, name, src.path, src.encoding, src.options, staging_dir(root, name, src.path, src.encoding)
+        )
+        if staged is not None:
+            path, origin, note = staged.path, staged.origin, staged.note
+    if src.format == "text":
+        text_fields = [f for f in schema.fields if isinstance(f.dataType, StringType)]
+        if len(schema.fields) != 1 or len(text_fields) != 1:
+            raise ConfigError(
+                f"sources.{name}.schema: a text source has one STRING column (each line), e.g. 'line STRING'; "
+                "split it into more columns with derive"
+            )
+        df = spark.read.format("text").options(**src.options).load(path)
+        df = df.select(F.col("value").alias(schema.fields[0].name), *(["file_id"] if staged else []))
+    else:
         raw_schema = StructType(
             [StructField(f.name, StringType() if _atomic(f) else f.dataType, True) for f in schema.fields]
         ).add(CORRUPT_COL, "string")
@@ -122,9 +163,18 @@ def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType)
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", CORRUPT_COL)
             .options(**src.options)
-            .load(src.path)
+            .load(path)
         )
-        return df, F.col("_metadata.file_path")
+    if staged is None:
+        return Loaded(df, origin, encoding="UTF-8" if src.encoding else None)
+    return Loaded(df, origin, note, encoding=staged.summary(), files=staged.files)
+
+
+def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType, staging: str | None = None) -> Loaded:
+    """The source's rows with the declared columns (atomic ones as read, before casting) and where each came from."""
+    where = f"sources.{name}"
+    if src.format in ("csv", "json", "text"):
+        return _load_text_file(spark, name, src, schema, staging)
     if src.format == "parquet":
         df, origin = spark.read.options(**src.options).parquet(src.path), F.col("_metadata.file_path")
     elif src.format == "table":
@@ -141,7 +191,7 @@ def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType)
         raise ConfigError(
             f"{where}.schema: column {missing[0]!r} is not in the {src.format} source (it has: {', '.join(df.columns)})"
         )
-    return df.select(*[F.col(have[f.name.lower()]).alias(f.name) for f in schema.fields]), origin
+    return Loaded(df.select(*[F.col(have[f.name.lower()]).alias(f.name) for f in schema.fields]), origin)
 
 
 # columns every ingested row gets; a source column may not have one of these names
@@ -168,6 +218,7 @@ def read_source(
     label_col: str | None = None,
     labels: list[str] | None = None,
     id_col: str | None = None,
+    staging: str | None = None,
 ) -> IngestResult:
     """Read source ``name`` and split it into complete rows and quarantined ones.
 
@@ -175,7 +226,9 @@ def read_source(
     stable for the same input files), ``split`` (the source name) and
     ``source_file`` (file path, ``table:<name>`` or the JDBC URL and table).
     Quarantined rows carry ``rule``, ``reason`` and ``raw`` (the malformed
-    line, or the row as JSON).
+    line, or the row as JSON). Files in another ``encoding`` are decoded to
+    UTF-8 under ``staging`` first (:mod:`dmine_spark.prepare.encoding`; a
+    temporary folder when ``None``).
     """
     where = f"sources.{name}"
     id_col = id_col or src.id_col
@@ -191,10 +244,23 @@ def read_source(
     if labels is not None and label_col and label_col not in names:
         raise ConfigError(f"labels: label column {label_col!r} is not declared in {where}.schema")
     check_reserved(schema, where)
-    df, origin = _load(spark, name, src, schema)
+    loaded = _load(spark, name, src, schema, staging)
+    df = loaded.df
     if src.sample is not None and src.sample < 1.0:
         df = df.sample(fraction=src.sample, seed=src.sample_seed)
-    return source_rows(df, origin, name, src, required=required, label_col=label_col, labels=labels, id_col=id_col)
+    res = source_rows(
+        df,
+        loaded.origin,
+        name,
+        src,
+        required=required,
+        label_col=label_col,
+        labels=labels,
+        id_col=id_col,
+        encoding_note=loaded.encoding_note,
+    )
+    res.encoding, res.files = loaded.encoding, loaded.files
+    return res
 
 
 def read_sources(spark: SparkSession, cfg: PipelineConfig) -> dict[str, IngestResult]:
@@ -207,6 +273,7 @@ def read_sources(spark: SparkSession, cfg: PipelineConfig) -> dict[str, IngestRe
             required=sorted({cfg.text_col, *src.required}),
             label_col=cfg.label_col,
             labels=cfg.labels,
+            staging=str(cfg.paths.staging),
         )
         for name, src in cfg.sources.items()
     }
@@ -223,6 +290,7 @@ def source_rows(
     labels: list[str] | None = None,
     id_col: str | None = None,
     id_prefix: Column | None = None,
+    encoding_note: Column | None = None,
 ) -> IngestResult:
     """The ingest rules of :func:`read_source` over rows already read (a streaming micro-batch, say).
 
@@ -230,6 +298,8 @@ def source_rows(
     types) and, for CSV and JSON, :data:`CORRUPT_COL`; ``origin`` says where
     each row came from. ``id_prefix`` goes before generated row numbers
     (a micro-batch number keeps them unique across batches).
+    ``encoding_note`` names each row's encoding and its file's invalid
+    bytes in an ``invalid_encoding`` reason (default: UTF-8).
     """
     where = f"sources.{name}"
     id_col = id_col or src.id_col
@@ -249,6 +319,7 @@ def source_rows(
         origin.alias("source_file"),
         *[F.col(c) for c in schema.fieldNames()],
         (F.col(CORRUPT_COL) if CORRUPT_COL in df.columns else F.lit(None).cast("string")).alias(CORRUPT_COL),
+        *([encoding_note.alias(ENCODING_NOTE_COL)] if encoding_note is not None else []),
     )
     if src.derive:
         df, schema = _derive(df, schema, src.derive, where)
@@ -325,8 +396,13 @@ def split_quarantine(
         )
         for f in fields
     }
+    note = (
+        F.col(ENCODING_NOTE_COL)
+        if ENCODING_NOTE_COL in df.columns
+        else F.lit("UTF-8 (declare the files' encoding with the source's encoding:, e.g. gbk, or auto)")
+    )
     bad_encoding = [
-        (F.instr(F.col(c), _REPLACEMENT_CHAR) > 0, F.lit(f"column {c} holds bytes that are not valid UTF-8"))
+        (F.instr(F.col(c), _REPLACEMENT_CHAR) > 0, F.concat(F.lit(f"column {c} holds bytes that are not valid "), note))
         for c in strings
     ]
     wrong_type = [

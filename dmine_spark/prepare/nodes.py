@@ -37,6 +37,8 @@ class IngestOutput:
     quarantine: DataFrame
     totals: dict[str, DataFrame]
     pii_types: list[str] = field(default_factory=list)
+    encodings: dict[str, IngestResult] = field(default_factory=dict)
+    """The sources decoded from another encoding (their ``encoding`` and per-file ``files``)."""
 
 
 def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | None, pii: PiiConfig) -> IngestOutput:
@@ -63,7 +65,11 @@ def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | 
         quarantine = quarantine.withColumn("raw", mask_pii(F.col("raw"), types)["text"])
     quarantine = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
     return IngestOutput(
-        raw=rows, quarantine=quarantine, totals={n: r.total for n, r in sources.items()}, pii_types=types
+        raw=rows,
+        quarantine=quarantine,
+        totals={n: r.total for n, r in sources.items()},
+        pii_types=types,
+        encodings={n: r for n, r in sources.items() if r.encoding},
     )
 
 

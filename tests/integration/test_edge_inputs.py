@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from dmine_spark.config import ConfigError, Layer, load_config
 from dmine_spark.runner.run import run_stages
-from tests.conftest import PIPELINE_CONF, read_csv_rows
+from tests.conftest import DATASETS, PIPELINE_CONF, read_csv_rows
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +100,32 @@ def test_labels_seen_only_in_the_test_split_are_said_and_recorded(spark, banking
     m = {r.metric: r.value for r in spark.table(cfg.table(Layer.METRICS)).where(f"run_id = '{run.run_id}'").collect()}
     assert m["unseen_label_rows"] == 7 and "auc" not in m
     assert m["accuracy"] <= 20 / 27
+
+
+def test_the_encoding_a_source_was_decoded_from_is_in_runs_and_quality(spark, tmp_path: Path) -> None:
+    with open(DATASETS / "zh_waimai_10k" / "waimai_10k.csv", encoding="utf-8", newline="") as fh:
+        reviews = [r["review"] for r in csv.DictReader(fh)][:80]
+    rows = [(t, "card_arrival" if i % 2 else "pin_blocked") for i, t in enumerate(reviews)]
+    body = "text,category\n" + "".join('"' + t.replace('"', '""') + f'",{lab}\n' for t, lab in rows)
+    # one corrupt byte sequence in the middle of a real GB18030 file
+    half = body.encode("gb18030").split(b"\n")
+    data = b"\n".join(half[:40]) + b'\n"bad \x81\x20",pin_blocked\n' + b"\n".join(half[40:])
+    (tmp_path / "train.csv").write_bytes(data)
+    (tmp_path / "test.csv").write_bytes(body.encode("utf-8"))
+    cfg = _config(
+        tmp_path, tmp_path / "train.csv", tmp_path / "test.csv", "dmine_edge_enc", "sources.train.encoding=auto"
+    )
+    run, _ = run_stages(spark, cfg, ["ingest"], progress=False)
+    last = _last_run(spark, cfg)
+    assert last["labels"]["ingest.encoding.train"] == "auto: GB18030 (1 file)"
+    assert "ingest.encoding.test" not in last["labels"]
+    q = spark.table(cfg.table(Layer.QUALITY)).where(f"run_id = '{run.run_id}' AND step = 'ingest'")
+    got = {
+        (r.metric, r.key.rsplit("/", 1)[-1], r.value)
+        for r in q.where("metric IN ('encoding', 'invalid_bytes')").collect()
+    }
+    assert got == {("encoding", "gb18030", 1.0), ("invalid_bytes", "train.csv", 1.0)}
+    reason = spark.table(cfg.quarantine_view("train")).first()["reason"]
+    assert reason.startswith(
+        "column text holds bytes that are not valid GB18030 (detected); 1 invalid byte sequence(s)"
+    )
