@@ -89,6 +89,10 @@ class SourceConfig(Strict):
     """``csv``, ``json``, ``text``: the files' encoding, any codec Python knows (``gbk``, ``gb18030``, ``big5``,
     ``shift_jis``, ``cp1252``, ``latin-1``, ``utf-16``...), or ``auto`` to detect it per file (charset-normalizer);
     unset: UTF-8. Bytes that do not decode are quarantined (``invalid_encoding``) with their byte offsets."""
+    records: str | list[str] | None = None
+    """``json``: where the rows are inside each document: the key (or dotted path, ``data.items``) of an array
+    of objects or of arrays (values by position); several keys, e.g. ``[train, test]``, give each row its key
+    as its split. Every array element is one row (id ``<source>:<document>:<key>:<position>``)."""
     sample: float | None = Field(default=None, gt=0.0, le=1.0)
     """Read a seeded random fraction of the rows."""
     sample_seed: int = 7
@@ -155,6 +159,19 @@ class SourceConfig(Strict):
     def _where_to_read(self) -> SourceConfig:
         if self.format in FILE_FORMATS and not self.path:
             raise ValueError(f"format {self.format!r} needs a path")
+        if self.records is not None:
+            keys = [self.records] if isinstance(self.records, str) else self.records
+            if self.format != "json":
+                raise ValueError(f"records applies to json documents, not to format {self.format!r}")
+            if not keys or len(set(keys)) != len(keys):
+                raise ValueError(f"records: give one key or several different keys, got {self.records!r}")
+            for key in keys:
+                if any(not part or "`" in part for part in key.split(".")):
+                    raise ValueError(f"records: {key!r} is not a key path such as train or data.items")
+                if len(keys) > 1:
+                    _identifier("records: the split name", key.rsplit(".", 1)[-1])
+            if self.splits and len(keys) > 1:
+                raise ValueError("records with several keys takes each row's split from its key; drop splits")
         if self.encoding and self.format not in ("csv", "json", "text"):
             raise ValueError(f"encoding applies to csv, json and text files, not to format {self.format!r}")
 

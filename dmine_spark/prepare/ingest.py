@@ -31,11 +31,13 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    DataType,
     MapType,
     StringType,
     StructField,
@@ -60,6 +62,11 @@ __all__ = [
 CORRUPT_COL = "_corrupt_record"
 # each row's encoding and its file's invalid byte offsets, for the invalid_encoding reason
 ENCODING_NOTE_COL = "_encoding_note"
+# why a record is malformed, when the reader can say more than "does not parse" (nested records)
+MALFORMED_REASON_COL = "_malformed_reason"
+# the quarantine keeps at most this many characters of a record's raw content
+RAW_MAX_CHARS = 65_536
+ROW_SPLIT_COL = "_row_split"
 RULES = (
     "malformed_record",
     "invalid_encoding",
@@ -69,6 +76,7 @@ RULES = (
     "duplicate_id",
 )
 _REPLACEMENT_CHAR = "\ufffd"
+_MALFORMED = "record does not parse against the declared schema"
 
 
 @dataclass
@@ -128,6 +136,10 @@ class Loaded:
     encoding_note: Column | None = None
     encoding: str | None = None
     files: list = field(default_factory=list)
+    split: Column | None = None
+    """Each row's split, when the source sets it per row (``records`` with several keys)."""
+    row_key: Column | None = None
+    """Each row's stable key within the source (``<key>:<position>`` of ``records``), for its id."""
 
 
 def _load_text_file(
@@ -144,6 +156,12 @@ def _load_text_file(
         )
         if staged is not None:
             path, origin, note = staged.path, staged.origin, staged.note
+    if src.records is not None:
+        loaded = _load_records(spark, src, schema, path)
+        if staged is not None:
+            loaded.origin, loaded.encoding_note = origin, note
+            loaded.encoding, loaded.files = staged.summary(), staged.files
+        return loaded
     if src.format == "text":
         text_fields = [f for f in schema.fields if isinstance(f.dataType, StringType)]
         if len(schema.fields) != 1 or len(text_fields) != 1:
@@ -168,6 +186,109 @@ def _load_text_file(
     if staged is None:
         return Loaded(df, origin, encoding="UTF-8" if src.encoding else None)
     return Loaded(df, origin, note, encoding=staged.summary(), files=staged.files)
+
+
+def _quoted(path: str) -> str:
+    """A dotted key path as a column reference with each part quoted (``a b.c`` → ```a b`.`c```)."""
+    return ".".join(f"`{part}`" for part in path.split("."))
+
+
+def _nest(paths: list[str], leaf: DataType) -> StructType:
+    """The document schema that holds ``leaf`` at each dotted path and nothing else."""
+    tree: dict = {}
+    for path in paths:
+        node = tree
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = None
+
+    def build(node: dict) -> StructType:
+        return StructType([StructField(k, leaf if v is None else build(v), True) for k, v in node.items()])
+
+    return build(tree)
+
+
+def _load_records(spark: SparkSession, src: SourceConfig, schema: StructType, path: str) -> Loaded:
+    """Rows of the arrays at ``src.records`` inside each JSON document, one per element.
+
+    Only the arrays are read (each element as its raw JSON text), then each
+    element is parsed on its own: an object by name, an array by position.
+    No row carries its document, so memory follows the rows, not the
+    document. An element that is neither, an array of the wrong length and a
+    document without the key are quarantined one by one with their position.
+    """
+    keys = [src.records] if isinstance(src.records, str) else list(src.records)
+    doc_schema = _nest(keys, ArrayType(StringType())).add(CORRUPT_COL, "string")
+    docs = (
+        spark.read.format("json")
+        .schema(doc_schema)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COL)
+        .option("multiLine", "true")
+        .options(**src.options)
+        .load(path)
+        .select("*", F.col("_metadata.file_path").alias("_file"), F.monotonically_increasing_id().alias("_doc"))
+    )
+    # files decoded from another encoding keep their number (prepare.encoding maps it to the original file)
+    carry = [F.col("file_id")] if "file_id" in docs.columns else []
+    n = len(schema.fields)
+    as_read = StructType([StructField(f.name, StringType() if _atomic(f) else f.dataType, True) for f in schema.fields])
+    parts = []
+    for key in keys:
+        split = key.rsplit(".", 1)[-1] if len(keys) > 1 else None
+        rec = docs.where(F.col(CORRUPT_COL).isNull()).select(
+            "_file", "_doc", *carry, F.posexplode_outer(F.col(_quoted(key))).alias("_pos", "_rec")
+        )
+        head = F.substring(F.ltrim(F.col("_rec")), 1, 1)
+        arr = F.from_json(F.col("_rec"), ArrayType(StringType()))
+        obj = F.from_json(F.col("_rec"), as_read)
+        columns = [
+            F.when(head == "[", F.get(arr, i) if _atomic(f) else F.lit(None).cast(f.dataType))
+            .when(head == "{", obj[f.name])
+            .alias(f.name)
+            for i, f in enumerate(schema.fields)
+        ]
+        problem = (
+            F.when(F.col("_rec").isNull(), F.lit(f"the document has no array at {key}"))
+            .when(
+                (head == "[") & (F.size(arr) != n),
+                F.format_string(f"an array of %d values, the schema declares {n}", F.size(arr)),
+            )
+            .when(~head.isin("[", "{"), F.lit("an element that is neither an object nor an array"))
+        )
+        position = F.coalesce(F.col("_pos"), F.lit(0)).cast("string")
+        parts.append(
+            rec.select(
+                *columns,
+                F.when(problem.isNotNull(), F.concat(F.lit(f"{key}["), position, F.lit("]: "), problem)).alias(
+                    MALFORMED_REASON_COL
+                ),
+                F.when(problem.isNotNull(), F.coalesce(F.col("_rec"), F.lit(""))).alias(CORRUPT_COL),
+                F.col("_file"),
+                *carry,
+                F.concat_ws(":", F.col("_doc").cast("string"), F.lit(key), position).alias("_row_key"),
+                F.lit(split).cast("string").alias("_split"),
+            )
+        )
+    # a document that does not parse is one quarantined row, whatever keys it should have held
+    # (the key in the filter keeps Spark from refusing a query of the corrupt-record column alone)
+    broken = docs.where(F.col(CORRUPT_COL).isNotNull() & F.col(_quoted(keys[0])).isNull()).select(
+        *[F.lit(None).cast(StringType() if _atomic(f) else f.dataType).alias(f.name) for f in schema.fields],
+        F.lit("the document does not parse as JSON").alias(MALFORMED_REASON_COL),
+        F.col(CORRUPT_COL),
+        F.col("_file"),
+        *carry,
+        F.concat(F.col("_doc").cast("string"), F.lit(":document")).alias("_row_key"),
+        F.lit(None).cast("string").alias("_split"),
+    )
+    df = reduce(lambda a, b: a.unionByName(b), [*parts, broken])
+    return Loaded(
+        df,
+        F.col("_file"),
+        split=F.col("_split") if len(keys) > 1 else None,
+        row_key=F.col("_row_key"),
+    )
 
 
 def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType, staging: str | None = None) -> Loaded:
@@ -258,6 +379,8 @@ def read_source(
         labels=labels,
         id_col=id_col,
         encoding_note=loaded.encoding_note,
+        row_split=loaded.split,
+        row_key=loaded.row_key,
     )
     res.encoding, res.files = loaded.encoding, loaded.files
     return res
@@ -291,6 +414,8 @@ def source_rows(
     id_col: str | None = None,
     id_prefix: Column | None = None,
     encoding_note: Column | None = None,
+    row_split: Column | None = None,
+    row_key: Column | None = None,
 ) -> IngestResult:
     """The ingest rules of :func:`read_source` over rows already read (a streaming micro-batch, say).
 
@@ -299,7 +424,9 @@ def source_rows(
     each row came from. ``id_prefix`` goes before generated row numbers
     (a micro-batch number keeps them unique across batches).
     ``encoding_note`` names each row's encoding and its file's invalid
-    bytes in an ``invalid_encoding`` reason (default: UTF-8).
+    bytes in an ``invalid_encoding`` reason (default: UTF-8). ``row_split``
+    sets each kept row's split, ``row_key`` its id when there is no
+    ``id_col`` (both from ``records``).
     """
     where = f"sources.{name}"
     id_col = id_col or src.id_col
@@ -309,6 +436,8 @@ def source_rows(
     check_reserved(schema, where)
     if id_col:
         row_id = F.col(id_col).cast("string")
+    elif row_key is not None:
+        row_id = row_key
     else:
         row_id = F.monotonically_increasing_id().cast("string")
         if id_prefix is not None:
@@ -320,11 +449,16 @@ def source_rows(
         *[F.col(c) for c in schema.fieldNames()],
         (F.col(CORRUPT_COL) if CORRUPT_COL in df.columns else F.lit(None).cast("string")).alias(CORRUPT_COL),
         *([encoding_note.alias(ENCODING_NOTE_COL)] if encoding_note is not None else []),
+        *([F.col(MALFORMED_REASON_COL)] if MALFORMED_REASON_COL in df.columns else []),
+        *([row_split.alias(ROW_SPLIT_COL)] if row_split is not None else []),
     )
     if src.derive:
         df, schema = _derive(df, schema, src.derive, where)
-    res = split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col)
+    carry = [ROW_SPLIT_COL] if row_split is not None else []
+    res = split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col, carry=carry)
     rows = res.rows.withColumn("source", F.lit(name))
+    if row_split is not None:
+        rows = rows.withColumn("split", F.col(ROW_SPLIT_COL)).drop(ROW_SPLIT_COL)
     if src.splits:
         rows = rows.withColumn("split", assign_split(F.col("id"), src.splits, seed=src.sample_seed))
     return IngestResult(rows=rows, quarantine=res.quarantine, total=res.total)
@@ -376,6 +510,7 @@ def split_quarantine(
     label_col: str | None = None,
     labels: list[str] | None = None,
     id_col: str | None = None,
+    carry: list[str] | None = None,
 ) -> IngestResult:
     """Apply the ingest rules (module docstring) and cast each column to its declared type.
 
@@ -438,7 +573,14 @@ def split_quarantine(
     rule_checks = [
         (
             "malformed_record",
-            [(F.col(CORRUPT_COL).isNotNull(), F.lit("record does not parse against the declared schema"))],
+            [
+                (
+                    F.col(CORRUPT_COL).isNotNull(),
+                    F.coalesce(F.col(MALFORMED_REASON_COL), F.lit(_MALFORMED))
+                    if MALFORMED_REASON_COL in df.columns
+                    else F.lit(_MALFORMED),
+                )
+            ],
         ),
         ("invalid_encoding", bad_encoding),
         ("wrong_type", wrong_type),
@@ -469,11 +611,18 @@ def split_quarantine(
             )
             .drop("_n", "_seq")
         )
-    raw = F.coalesce(F.col(CORRUPT_COL), F.to_json(F.struct(*[F.col(c) for c in names])))
+    full = F.coalesce(F.col(CORRUPT_COL), F.to_json(F.struct(*[F.col(c) for c in names])))
+    raw = F.when(
+        F.length(full) > RAW_MAX_CHARS,
+        F.concat(
+            F.substring(full, 1, RAW_MAX_CHARS),
+            F.format_string(" [... %d more characters]", F.length(full) - RAW_MAX_CHARS),
+        ),
+    ).otherwise(full)
     quarantine = tagged.where(F.col("rule").isNotNull()).select(
         "id", "split", "source_file", "rule", "reason", raw.alias("raw")
     )
     rows = tagged.where(F.col("rule").isNull()).select(
-        "id", "split", "source_file", *[typed[c].alias(c) for c in names]
+        "id", "split", "source_file", *[typed[c].alias(c) for c in names], *(carry or [])
     )
     return IngestResult(rows=rows, quarantine=quarantine, total=df)
