@@ -89,6 +89,10 @@ class SourceConfig(Strict):
     """``csv``, ``json``, ``text``: the files' encoding, any codec Python knows (``gbk``, ``gb18030``, ``big5``,
     ``shift_jis``, ``cp1252``, ``latin-1``, ``utf-16``...), or ``auto`` to detect it per file (charset-normalizer);
     unset: UTF-8. Bytes that do not decode are quarantined (``invalid_encoding``) with their byte offsets."""
+    strict_csv: bool = True
+    """``csv`` with ``multiLine: true``: delimit records strictly (RFC 4180) before Spark parses them, so a
+    record whose quote never closes is quarantined alone with its file and line, and the records after it stay
+    intact; ``false``: Spark's lenient parser only (a broken quote may merge the records after it)."""
     records: str | list[str] | None = None
     """``json``: where the rows are inside each document: the key (or dotted path, ``data.items``) of an array
     of objects or of arrays (values by position); several keys, e.g. ``[train, test]``, give each row its key

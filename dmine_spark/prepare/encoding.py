@@ -35,10 +35,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dmine_spark.config import ConfigError
+from dmine_spark.prepare.csvcheck import CsvDialect, split_records
 
 __all__ = [
     "AUTO",
@@ -181,22 +182,28 @@ class FileDecoding:
     path: str
     encoding: str
     how: str
-    """``declared``, ``detected``, or ``undetected`` (``auto`` found no codec that decodes it: read as UTF-8)."""
+    """``declared``, ``default`` (UTF-8, nothing declared), ``detected``, or ``undetected`` (``auto`` found no
+    codec that decodes it: read as UTF-8)."""
     invalid: int
     first_invalid: list[tuple[int, int]]
+    bad_records: int = 0
+    """CSV records set aside because they cannot be delimited (see :mod:`dmine_spark.prepare.csvcheck`)."""
 
     @property
     def detected(self) -> bool:
         """Whether ``encoding: auto`` chose the codec (or found none)."""
-        return self.how != "declared"
+        return self.how in ("detected", "undetected")
 
     def note(self) -> str:
         """The quarantine reason's tail for rows of this file, e.g. ``GBK; 2 invalid byte sequence(s) in f.csv…``."""
         where = ", ".join(f"byte {o} (line {line})" for o, line in self.first_invalid)
         more = " ..." if self.invalid > len(self.first_invalid) else ""
-        how = {"declared": "", "detected": " (detected)", "undetected": " (auto found no encoding; declare it)"}[
-            self.how
-        ]
+        how = {
+            "declared": "",
+            "detected": " (detected)",
+            "undetected": " (auto found no encoding; declare it)",
+            "default": " (declare the files' encoding with the source's encoding:, e.g. gbk, or auto)",
+        }[self.how]
         name = self.path.rsplit("/", 1)[-1]
         if not self.invalid:
             return f"{display_name(self.encoding)}{how}"
@@ -211,6 +218,8 @@ class Staged:
     origin: Column
     note: Column
     files: list[FileDecoding]
+    bad: DataFrame | None = None
+    """CSV records set aside (``file_id, line, reason, raw``), or ``None``."""
 
     def summary(self) -> str:
         """The encodings used, e.g. ``GBK`` or ``auto: GB18030 (2 files), UTF-8 (1 file)``."""
@@ -218,17 +227,26 @@ class Staged:
         for f in self.files:
             counts[display_name(f.encoding)] = counts.get(display_name(f.encoding), 0) + 1
         if not any(f.detected for f in self.files):
-            return ", ".join(counts)
+            return ", ".join(sorted(counts))
         return "auto: " + ", ".join(f"{k} ({v} file{'s' if v > 1 else ''})" for k, v in sorted(counts.items()))
 
 
-_DECODED = "file_id INT, encoding STRING, how STRING, invalid INT, first_invalid ARRAY<ARRAY<LONG>>, value STRING"
+_DECODED = (
+    "file_id INT, kind STRING, encoding STRING, how STRING, invalid INT, first_invalid ARRAY<ARRAY<LONG>>, "
+    "bad_records INT, line INT, reason STRING, value STRING"
+)
 
 
 def stage_source(
-    spark: SparkSession, name: str, path: str, encoding: str, options: dict[str, str], staging: str
+    spark: SparkSession,
+    name: str,
+    path: str,
+    encoding: str | None,
+    options: dict[str, str],
+    staging: str,
+    dialect: CsvDialect | None = None,
 ) -> Staged | None:
-    """Decode the files at ``path`` into UTF-8 under ``staging``; ``None`` when every file is UTF-8 already.
+    """Decode the files at ``path`` into UTF-8 under ``staging``, setting aside CSV records that cannot be delimited.
 
     Parameters
     ----------
@@ -237,19 +255,24 @@ def stage_source(
         The source, for messages.
     path : str
         A file, folder or glob (any file system Spark reads).
-    encoding : str
-        A Python codec name (see :func:`codec_name`) or ``auto``.
+    encoding : str or None
+        A Python codec name (see :func:`codec_name`), ``auto``, or ``None``
+        for UTF-8 by default.
     options : dict
         The source's reader options; the file-listing ones (``pathGlobFilter``,
         ``recursiveFileLookup``...) apply here too.
     staging : str
-        A folder this source may overwrite.
+        A folder this source may overwrite (and ``<staging>_bad``).
+    dialect : CsvDialect, optional
+        Check CSV records strictly (:func:`~dmine_spark.prepare.csvcheck.split_records`).
 
     Returns
     -------
     Staged or None
         Read ``Staged.path`` with the source's format; ``origin`` and ``note``
-        are columns over its ``file_id`` partition column.
+        are columns over its ``file_id`` partition column, ``bad`` the records
+        set aside. ``None`` when the files can be read as they are: UTF-8,
+        every byte valid and every record delimited.
 
     Raises
     ------
@@ -272,18 +295,25 @@ def stage_source(
             out = []
             for p, content in zip(pdf["path"], pdf["content"], strict=True):
                 data = _decompress(p, bytes(content))
-                found = declared or detect_encoding(data)
+                found = declared or (detect_encoding(data) if encoding == AUTO else "utf-8")
                 codec = found or "utf-8"  # nothing decodes it cleanly: UTF-8, and its rows name the bytes
                 text, invalid, first = decode_bytes(data, codec)
+                bad = []
+                if dialect is not None:
+                    text, bad = split_records(text, dialect)
                 # the staging writer ends every row with a newline: keep the file's own last one only once,
                 # and an empty file stays empty (None is not written)
                 if text.endswith("\n"):
                     text = text[:-1]
                 elif not text:
                     text = None
-                how = "declared" if declared else "detected" if found else "undetected"
-                out.append((ids[p], codec, how, invalid, [list(x) for x in first], text))
-            yield pd.DataFrame(out, columns=["file_id", "encoding", "how", "invalid", "first_invalid", "value"])
+                how = (
+                    "declared" if declared else "default" if encoding is None else "detected" if found else "undetected"
+                )
+                first_invalid = [list(x) for x in first]
+                out.append((ids[p], "file", codec, how, invalid, first_invalid, len(bad), None, None, text))
+                out.extend((ids[p], "bad", codec, how, 0, [], 0, b.line, b.reason, b.raw) for b in bad)
+            yield pd.DataFrame(out, columns=_DECODED_COLUMNS)
 
     decoded = (
         listing.load(path)
@@ -292,6 +322,7 @@ def stage_source(
         .mapInPandas(decode, _DECODED)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
+    bad_path = f"{staging.rstrip('/')}_bad"
     try:
         facts = [
             FileDecoding(
@@ -300,27 +331,48 @@ def stage_source(
                 how=r["how"],
                 invalid=r["invalid"],
                 first_invalid=[(int(o), int(line)) for o, line in r["first_invalid"]],
+                bad_records=r["bad_records"],
             )
-            for r in decoded.drop("value").collect()
+            for r in decoded.where("kind = 'file'").drop("value").collect()
         ]
-        if declared is None and all(is_utf8(f.encoding) and f.how == "detected" for f in facts):
+        if all(is_utf8(f.encoding) and f.how != "undetected" and not f.invalid and not f.bad_records for f in facts):
             return None
-        decoded.where(F.col("value").isNotNull()).select("file_id", "value").repartition("file_id").write.mode(
-            "overwrite"
-        ).partitionBy("file_id").text(staging)
+        files_only = decoded.where("kind = 'file' AND value IS NOT NULL").select("file_id", "value")
+        files_only.repartition("file_id").write.mode("overwrite").partitionBy("file_id").text(staging)
+        n_bad = sum(f.bad_records for f in facts)
+        if n_bad:
+            base = F.element_at(
+                F.create_map(*[x for p, i in ids.items() for x in (F.lit(i), F.lit(p.rsplit("/", 1)[-1]))]),
+                F.col("file_id"),
+            )
+            decoded.where("kind = 'bad'").select(
+                "file_id",
+                F.concat_ws(":", base, F.col("line").cast("string")).alias("key"),
+                F.concat(
+                    F.lit("line "),
+                    F.col("line").cast("string"),
+                    F.lit(" of "),
+                    base,
+                    F.lit(": "),
+                    F.col("reason"),
+                    F.lit("; quarantined alone, the records after it are kept"),
+                ).alias("reason"),
+                F.col("value").alias("raw"),
+            ).write.mode("overwrite").parquet(bad_path)
     finally:
         decoded.unpersist()
     facts.sort(key=lambda f: ids[f.path])
-    origin = F.element_at(
-        F.create_map(*[x for f in facts for x in (F.lit(ids[f.path]), F.lit(f.path))]), F.col("file_id").cast("int")
-    )
-    note = F.element_at(
-        F.create_map(*[x for f in facts for x in (F.lit(ids[f.path]), F.lit(f.note()))]), F.col("file_id").cast("int")
-    )
-    return Staged(path=staging, origin=origin, note=note, files=facts)
+    by_id = F.col("file_id").cast("int")
+    origin = F.element_at(F.create_map(*[x for f in facts for x in (F.lit(ids[f.path]), F.lit(f.path))]), by_id)
+    note = F.element_at(F.create_map(*[x for f in facts for x in (F.lit(ids[f.path]), F.lit(f.note()))]), by_id)
+    bad = spark.read.parquet(bad_path) if n_bad else None
+    return Staged(path=staging, origin=origin, note=note, files=facts, bad=bad)
 
 
-def staging_dir(root: str, name: str, path: str, encoding: str) -> str:
+_DECODED_COLUMNS = [c.split(" ", 1)[0] for c in _DECODED.split(", ")]
+
+
+def staging_dir(root: str, name: str, path: str, encoding: str | None) -> str:
     """The staging folder of source ``name`` under ``root``: stable for the same files and encoding."""
     key = hashlib.sha256(f"{name}\0{path}\0{encoding}".encode()).hexdigest()[:16]
     return f"{root.rstrip('/')}/{name}-{key}"

@@ -146,13 +146,22 @@ def _load_text_file(
     spark: SparkSession, name: str, src: SourceConfig, schema: StructType, staging: str | None
 ) -> Loaded:
     """CSV, JSON and text files: decoded from ``src.encoding`` into UTF-8 first when it is another encoding."""
+    from dmine_spark.prepare.csvcheck import CsvDialect
     from dmine_spark.prepare.encoding import is_utf8, stage_source, staging_dir
 
     path, origin, note, staged = src.path, F.col("_metadata.file_path"), None, None
-    if src.encoding and (src.encoding == "auto" or not is_utf8(src.encoding)):
+    multiline = {k.lower(): v for k, v in src.options.items()}.get("multiline", "false").lower() == "true"
+    dialect = CsvDialect.of(src.options) if src.format == "csv" and multiline and src.strict_csv else None
+    if dialect is not None or (src.encoding and (src.encoding == "auto" or not is_utf8(src.encoding))):
         root = staging or tempfile.mkdtemp(prefix="dmine_staging_")
         staged = stage_source(
-            spark, name, src.path, src.encoding, src.options, staging_dir(root, name, src.path, src.encoding)
+            spark,
+            name,
+            src.path,
+            src.encoding,
+            src.options,
+            staging_dir(root, name, src.path, src.encoding),
+            dialect,
         )
         if staged is not None:
             path, origin, note = staged.path, staged.origin, staged.note
@@ -185,7 +194,33 @@ def _load_text_file(
         )
     if staged is None:
         return Loaded(df, origin, encoding="UTF-8" if src.encoding else None)
-    return Loaded(df, origin, note, encoding=staged.summary(), files=staged.files)
+    row_key = None
+    if staged.bad is not None:
+        # records the strict CSV check set aside: one quarantined row each, keyed by file and line
+        file_id = df.schema["file_id"].dataType
+        bad = staged.bad.select(
+            *[
+                F.lit(None).cast(f.dataType).alias(f.name)
+                for f in df.schema.fields
+                if f.name not in (CORRUPT_COL, "file_id")
+            ],
+            F.col("raw").alias(CORRUPT_COL),
+            F.col("file_id").cast(file_id).alias("file_id"),
+            F.col("reason").alias(MALFORMED_REASON_COL),
+            F.col("key").alias("_row_key"),
+        )
+        df = df.select(
+            "*", F.lit(None).cast("string").alias(MALFORMED_REASON_COL), F.lit(None).cast("string").alias("_row_key")
+        ).unionByName(bad)
+        row_key = F.col("_row_key")
+    return Loaded(
+        df,
+        origin,
+        note,
+        encoding=staged.summary() if src.encoding else None,
+        files=staged.files if src.encoding else [],
+        row_key=row_key,
+    )
 
 
 def _quoted(path: str) -> str:
@@ -436,12 +471,12 @@ def source_rows(
     check_reserved(schema, where)
     if id_col:
         row_id = F.col(id_col).cast("string")
-    elif row_key is not None:
-        row_id = row_key
     else:
         row_id = F.monotonically_increasing_id().cast("string")
         if id_prefix is not None:
             row_id = F.concat_ws(":", id_prefix, row_id)
+        if row_key is not None:
+            row_id = F.coalesce(row_key, row_id)
     df = df.select(
         F.concat_ws(":", F.lit(name), row_id).alias("id"),
         F.lit(name).alias("split"),
