@@ -257,6 +257,7 @@ def clean(rec: Recording) -> StageReport:
     run.count("clean.rows_duplicate", n_dup)
     run.count("clean.rows_near_duplicate", n_near)
     masked = sum(run.counts.get(f"pii.{t}", 0) for t in out.pii_types)
+    leak_note = _overlap_note(run, out)
     # rows quarantined at ingest count against the source as well: "12 of 12" means all it had
     ingest_rules: dict[str, dict[str, float]] = {}
     for source, step, metric, key, value in run.quality.rows:
@@ -271,8 +272,28 @@ def clean(rec: Recording) -> StageReport:
     return StageReport(
         "clean",
         f"{n_clean:,} clean, {n_q:,} quarantined, {n_dup - n_near:,} exact and {n_near:,} near duplicates removed,"
-        f" {masked:,} PII values masked",
+        f" {masked:,} PII values masked" + (f"; {leak_note}" if leak_note else ""),
     )
+
+
+def _overlap_note(run: RunRecorder, out: Any) -> str | None:
+    """Record train/test leakage found by the clean step (counts, quality rows) and say it in one line."""
+    if out.overlap is None:
+        return None
+    found = out.overlap.groupBy("split", "train_split").count().collect()
+    total = sum(r["count"] for r in found)
+    run.count("clean.train_test_overlap", total)
+    if not total:
+        return None
+    for r in found:
+        run.quality.add(r["split"], "clean", "train_test_overlap", r["train_split"], r["count"])
+    pairs = ", ".join(f"{r['count']:,} {r['split']} rows repeat a {r['train_split']} text" for r in found)
+    if out.overlap_dropped:
+        note = f"train/test leakage: {pairs}; dropped from evaluation (duplicates, rule train_test_overlap)"
+    else:
+        note = f"train/test leakage: {pairs}; kept (clean.leakage: drop leaves them out of evaluation)"
+    log.warning("clean: %s", note)
+    return note
 
 
 def features(rec: Recording) -> StageReport:

@@ -211,6 +211,10 @@ class CleanConfig(Strict):
     """Lowercase the text."""
     min_chars: int = Field(default=1, ge=0)
     """Texts shorter than this after cleaning are quarantined (``empty_text``)."""
+    leakage: Literal["report", "drop"] = "report"
+    """Evaluation rows whose text a training split also holds (train/test leakage, e.g. across two sources):
+    ``report`` them in ``quality`` and on the clean stage's line, or ``drop`` them from evaluation as duplicates
+    (rule ``train_test_overlap``) of the training row."""
     max_chars: int = Field(default=2000, gt=0)
     """Longer texts are truncated, or quarantined (``on_too_long``)."""
     on_too_long: Literal["truncate", "quarantine"] = "truncate"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from dmine_spark.config import CleanConfig, ConfigError, LanguageConfig, NearDupConfig, PiiConfig
@@ -86,6 +86,10 @@ class CleanOutput:
     pii_types: list[str]
     language: bool
     _cached: list[DataFrame] = field(default_factory=list)
+    overlap: DataFrame | None = None
+    """Eval rows whose text a training split also holds (``id, split, train_split, kept_id``), when checked."""
+    overlap_dropped: bool = False
+    """Whether those rows were dropped from evaluation (as duplicates, rule ``train_test_overlap``)."""
 
     @property
     def decided(self) -> DataFrame:
@@ -122,6 +126,7 @@ def clean(
     pii: PiiConfig,
     language: LanguageConfig,
     near_dup: NearDupConfig,
+    overlap_pairs: list[tuple[str, str]] | None = None,
 ) -> CleanOutput:
     """Clean ``raw``'s text and decide each row (:func:`~dmine_spark.prepare.clean.clean_frame`).
 
@@ -132,6 +137,13 @@ def clean(
     and a test source stays in both, while the seeded splits of one source
     share one dedup, so no copy of a training row is left in its test split.
     Only sources in ``dedup_sources`` are deduplicated.
+
+    ``overlap_pairs`` lists (training split, evaluation split) pairs: an
+    evaluation row whose text (case-folded, as exact duplicates compare)
+    is also a clean row of the training split is train/test leakage. Such
+    rows are listed in ``overlap``, and with ``clean.leakage: drop`` they
+    leave evaluation as duplicates (rule ``train_test_overlap``) of the
+    training row.
     """
     source = F.col("source") if "source" in raw.columns else F.col("split")
     base = text_rows(raw, text_col=text_col, label_col=label_col, dedup=source.isin(dedup_sources))
@@ -170,10 +182,64 @@ def clean(
             near = near.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(near)
             res = CleanResult(decided=near, columns=res.columns)
+    overlap = None
+    if overlap_pairs:
+        overlap = train_test_overlap(res.decided, overlap_pairs).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(overlap)
+        if clean.leakage == "drop":
+            dropped = _drop_overlap(res.decided, overlap)
+            dropped = dropped.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(dropped)
+            res = CleanResult(decided=dropped, columns=res.columns)
     return CleanOutput(
         result=res,
         near_dup=near_dup.enabled,
         pii_types=list(pii.types) if pii.enabled else [],
         language=language.enabled,
         _cached=cached,
+        overlap=overlap,
+        overlap_dropped=bool(overlap_pairs) and clean.leakage == "drop",
+    )
+
+
+def train_test_overlap(decided: DataFrame, pairs: list[tuple[str, str]]) -> DataFrame:
+    """Clean evaluation rows whose ``text_hash`` a clean row of the paired training split has.
+
+    Parameters
+    ----------
+    decided : DataFrame
+        The clean step's decided rows (``id, split, outcome, text_hash``).
+    pairs : list of (str, str)
+        (training split, evaluation split) pairs.
+
+    Returns
+    -------
+    DataFrame
+        ``id, split, train_split, kept_id`` (``kept_id``: the first training row with that text); an
+        evaluation row paired with several training splits is listed once, under the first pair.
+    """
+    kept = decided.where(F.col("outcome") == "clean").select("id", "split", "text_hash")
+    found = []
+    for order, (train, evaluation) in enumerate(pairs):
+        first = kept.where(F.col("split") == train).groupBy("text_hash").agg(F.min("id").alias("kept_id"))
+        found.append(
+            kept.where(F.col("split") == evaluation)
+            .join(first, "text_hash")
+            .select("id", "split", F.lit(train).alias("train_split"), "kept_id", F.lit(order).alias("_order"))
+        )
+    every = reduce(lambda a, b: a.unionByName(b), found)
+    w = Window.partitionBy("id").orderBy("_order")
+    return every.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n", "_order")
+
+
+def _drop_overlap(decided: DataFrame, overlap: DataFrame) -> DataFrame:
+    """Mark the evaluation rows of ``overlap`` as duplicates (rule ``train_test_overlap``) of their ``kept_id``."""
+    o = overlap.select(F.col("id").alias("_o_id"), F.col("kept_id").alias("_o_kept"))
+    joined = decided.join(o, decided["id"] == o["_o_id"], "left")
+    hit = (F.col("outcome") == "clean") & F.col("_o_kept").isNotNull()
+    return (
+        joined.withColumn("kept_id", F.when(hit, F.col("_o_kept")).otherwise(F.col("kept_id")))
+        .withColumn("dup_rule", F.when(hit, F.lit("train_test_overlap")).otherwise(F.col("dup_rule")))
+        .withColumn("outcome", F.when(hit, F.lit("duplicate")).otherwise(F.col("outcome")))
+        .drop("_o_id", "_o_kept")
     )

@@ -94,7 +94,20 @@ def _clean(ctx: StageContext) -> Any:
         pii=cfg.pii,
         language=cfg.language,
         near_dup=cfg.near_dup,
+        overlap_pairs=overlap_pairs(cfg),
     )
+
+
+def overlap_pairs(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """(training split, evaluation split) of each enabled stage that trains, in stage order, without repeats."""
+    pairs: list[tuple[str, str]] = []
+    for section in (cfg.classify, cfg.finetune, cfg.regress):
+        if section is None or not getattr(section, "enabled", True):
+            continue
+        pair = (section.train_split, section.eval_split)
+        if pair[0] != pair[1] and pair not in pairs:
+            pairs.append(pair)
+    return pairs
 
 
 def _features(ctx: StageContext) -> Any:

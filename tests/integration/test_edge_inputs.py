@@ -129,3 +129,41 @@ def test_the_encoding_a_source_was_decoded_from_is_in_runs_and_quality(spark, tm
     assert reason.startswith(
         "column text holds bytes that are not valid GB18030 (detected); 1 invalid byte sequence(s)"
     )
+
+
+@pytest.mark.parametrize("leakage", ["report", "drop"])
+def test_train_test_leakage_across_sources_is_reported_or_dropped(
+    spark, banking77: Path, tmp_path: Path, leakage: str
+) -> None:
+    rows = [(r["text"], r["category"]) for r in read_csv_rows(banking77 / "train.csv")[:40]]
+    test_rows = [(r["text"], r["category"]) for r in read_csv_rows(banking77 / "test.csv")[:20]]
+    # three training texts reach the test source: once as written, once upper-cased, once with spaces around
+    leaked = [rows[0], (rows[1][0].upper(), rows[1][1]), ("  " + rows[2][0] + " ", rows[2][1])]
+    cfg = _config(
+        tmp_path,
+        _write(tmp_path / "train.csv", rows),
+        _write(tmp_path / "test.csv", test_rows + leaked),
+        f"dmine_edge_leak_{leakage}",
+        f"clean.leakage={leakage}",
+    )
+    run, reports = run_stages(spark, cfg, ["ingest", "clean"], progress=False)
+    line = reports[-1].summary
+    assert "train/test leakage: 3 test rows repeat a train text" in line
+    assert run.counts["clean.train_test_overlap"] == 3
+    q = spark.table(cfg.table(Layer.QUALITY)).where(f"run_id = '{run.run_id}' AND metric = 'train_test_overlap'")
+    assert [(r.source, r.key, r.value) for r in q.collect()] == [("test", "train", 3.0)]
+    clean_test = spark.table(cfg.table(Layer.CLEAN)).where("split = 'test'").count()
+    dups = spark.table(cfg.table(Layer.DUP)).where("rule = 'train_test_overlap'")
+    if leakage == "drop":
+        assert "dropped from evaluation" in line
+        assert clean_test == 20 and dups.count() == 3
+        assert {r.kept_id for r in dups.collect()} <= {
+            r.id for r in spark.table(cfg.table(Layer.CLEAN)).where("split = 'train'").collect()
+        }
+    else:
+        assert "kept (clean.leakage: drop" in line
+        assert clean_test == 23 and dups.count() == 0
+    assert (
+        run.counts["rows_in"]
+        == run.counts["rows_clean"] + run.counts["rows_quarantined"] + run.counts["rows_duplicate"]
+    )
