@@ -100,7 +100,7 @@ class SourceConfig(Strict):
     sample: float | None = Field(default=None, gt=0.0, le=1.0)
     """Read a seeded random fraction of the rows."""
     sample_seed: int = 7
-    """Seed of ``sample`` and of ``splits``."""
+    """Seed of ``sample`` (and of ``splits`` when ``split_seed`` is unset)."""
     dedup: bool = True
     """Remove exact (and near, with ``near_dup``) duplicates within this source."""
     required: list[str] = Field(default_factory=list)
@@ -109,6 +109,9 @@ class SourceConfig(Strict):
     """A column with the source's own stable row id; rows get the id ``<source>:<value>``."""
     splits: dict[str, float] | None = None
     """Split the source by a seeded hash of the row id, e.g. ``{train: 0.8, test: 0.2}``."""
+    split_seed: int | None = None
+    """Seed of the hash that assigns ``splits``: another seed deals the rows out afresh, the same seed
+    reproduces them exactly; unset: ``sample_seed``, the seed splits have always used, so rows stay put."""
     derive: dict[str, str] = Field(default_factory=dict)
     """New columns from Spark SQL expressions over the columns as read, e.g. ``{text: "concat_ws('. ', title, body)"}``."""
 

@@ -495,7 +495,8 @@ def source_rows(
     if row_split is not None:
         rows = rows.withColumn("split", F.col(ROW_SPLIT_COL)).drop(ROW_SPLIT_COL)
     if src.splits:
-        rows = rows.withColumn("split", assign_split(F.col("id"), src.splits, seed=src.sample_seed))
+        seed = src.sample_seed if src.split_seed is None else src.split_seed
+        rows = rows.withColumn("split", assign_split(F.col("id"), src.splits, seed=seed))
     return IngestResult(rows=rows, quarantine=res.quarantine, total=res.total)
 
 
