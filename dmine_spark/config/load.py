@@ -6,6 +6,7 @@ import difflib
 import glob
 import json
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -30,6 +31,8 @@ __all__ = [
     "profile_path",
     "load_profile",
     "one_line",
+    "expand_braces",
+    "local_matches",
 ]
 
 REFERENCE = "docs/configuration.md"
@@ -160,9 +163,101 @@ def load_config(
         raise ConfigError(one_line(exc, str(p), PipelineConfig)) from None
     if check_paths:
         for name, src in cfg.sources.items():
-            if src.path and "://" not in src.path and not glob.glob(src.path):  # hdfs://, s3a://: checked by Spark
+            if not src.path:
+                continue
+            try:
+                found = local_matches(src.path)
+            except ValueError as exc:
+                raise ConfigError(f"{p}: sources.{name}.path: {src.path!r} is not a glob Spark reads: {exc}") from None
+            if found is not None and not found:
                 raise ConfigError(f"{p}: sources.{name}.path: no file matches {src.path!r}")
     return cfg
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """The patterns a Hadoop glob's ``{a,b}`` groups stand for, nested ones included.
+
+    ``data/{a,{b,c}}.csv`` gives ``data/a.csv``, ``data/b.csv`` and
+    ``data/c.csv``. As in Hadoop, a comma or ``}`` outside a group is
+    itself, ``\\`` escapes the next character (the escape is kept for
+    :func:`local_matches`), and a group may hold ``/``.
+
+    Raises
+    ------
+    ValueError
+        When a ``{`` is never closed (Spark refuses the pattern too).
+    """
+
+    def sequence(i: int, in_group: bool) -> tuple[list[str], int]:
+        out = [""]
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "\\":
+                out, i = [o + pattern[i : i + 2] for o in out], i + 2
+            elif c == "{":
+                options: list[str] = []
+                while True:
+                    alts, i = sequence(i + 1, True)
+                    options += alts
+                    if i >= len(pattern):
+                        raise ValueError("a '{' is never closed")
+                    if pattern[i] == "}":
+                        break
+                out, i = [o + a for o in out for a in options], i + 1
+            elif in_group and c in ",}":
+                return out, i
+            else:
+                out, i = [o + c for o in out], i + 1
+        return out, i
+
+    return sequence(0, False)[0]
+
+
+def _python_glob(pattern: str) -> str:
+    """A brace-free Hadoop glob in Python's syntax: ``\\*`` becomes ``[*]``, ``[^a]`` becomes ``[!a]``."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            out.append(f"[{nxt}]" if nxt in "*?[]" else nxt)
+            i += 2
+            continue
+        if c == "[" and pattern[i + 1 : i + 2] == "^":
+            out.append("[!")
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+# a URI scheme as Hadoop's Path reads one (two letters at least, so a Windows drive is not one)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def local_matches(path: str) -> list[str] | None:
+    """The local files and folders a source ``path`` matches, read as Spark reads it: a Hadoop glob.
+
+    Hadoop's glob has ``*``, ``?``, ``[abc]``, ``[a-c]``, ``[^a]`` (or
+    ``[!a]``) and ``{a,b}`` groups, nested ones included; Python's
+    :mod:`glob` has no groups, so they are expanded first
+    (:func:`expand_braces`). ``None`` for a path on another file system
+    (``hdfs://``, ``s3a://``, ``dbfs:/``...), which Spark checks when it reads.
+
+    Raises
+    ------
+    ValueError
+        When Spark would refuse the pattern (a ``{`` never closed).
+    """
+    scheme = _SCHEME.match(path)
+    if scheme and scheme.group(1).lower() != "file":
+        return None
+    if scheme:
+        path = path[len(scheme.group(0)) :]
+        if path.startswith("//"):  # file:///data/x.csv, file://host/data/x.csv
+            path = path[path.find("/", 2) :] if path.find("/", 2) >= 0 else "/"
+    return sorted({m for p in expand_braces(path) for m in glob.glob(_python_glob(p))})
 
 
 BUILTIN_PROFILES = Path(__file__).with_name("profiles")
