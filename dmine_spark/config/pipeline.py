@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from dmine_spark.config.columns import ddl_column_names, storage_names
 from dmine_spark.config.errors import Strict, spark_strings
 from dmine_spark.config.estimators import CLASSIFIERS, REGRESSORS, check_params
 from dmine_spark.config.features import FeaturesSection
@@ -53,7 +55,8 @@ JDBC_DRIVERS = {
 
 
 def _identifier(what: str, name: str) -> None:
-    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+    # split and source names reach SQL (views, string literals): ASCII letters, digits and _ only
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
         raise ValueError(f"{what} {name!r} must be a lowercase identifier")
 
 
@@ -161,6 +164,15 @@ class SourceConfig(Strict):
                 f"unknown encoding {v!r}; give a codec name such as gbk, gb18030, big5, shift_jis, cp1252, latin-1, "
                 "utf-16, or auto to detect it"
             ) from None
+
+    def column_map(self) -> dict[str, str]:
+        """Each declared column's storage name (:mod:`dmine_spark.config.columns`), derived columns included."""
+        return storage_names([*ddl_column_names(self.schema_ddl), *[c for c in self.derive]])
+
+    @model_validator(mode="after")
+    def _column_names(self) -> SourceConfig:
+        self.column_map()  # a name that cannot be stored, or two that would collide, is one line here
+        return self
 
     @model_validator(mode="after")
     def _where_to_read(self) -> SourceConfig:
@@ -625,6 +637,36 @@ class PipelineConfig(Strict):
         for name in v:
             _identifier("source name", name)
         return v
+
+    @model_validator(mode="after")
+    def _storage_column_names(self) -> PipelineConfig:
+        """Column keys may name a column as its file does (``ticket text``); they are kept as its storage name."""
+        names: dict[str, str] = {}
+        for src in self.sources.values():
+            names.update(src.column_map())
+
+        def to(name: str | None) -> str | None:
+            return names.get(name, name) if name is not None else None
+
+        def put(model: Any, key: str, value: Any) -> None:
+            model.__dict__[key] = value  # no re-validation: the value is the same column under its stored name
+
+        put(self, "text_col", to(self.text_col))
+        put(self, "label_col", to(self.label_col))
+        for src in self.sources.values():
+            put(src, "required", [to(c) for c in src.required])
+            put(src, "id_col", to(src.id_col))
+        for section, keys in (
+            (self.regress, ("categorical", "numeric")),
+            (self.features, ("categorical", "numeric", "time")),
+        ):
+            if section is None:
+                continue
+            for key in keys:
+                put(section, key, [to(c) for c in getattr(section, key)])
+        if self.regress is not None:
+            put(self.regress, "target", to(self.regress.target))
+        return self
 
     def resolved_work_dir(self) -> Path:
         """The work directory as an absolute path."""

@@ -90,6 +90,8 @@ class IngestResult:
     """The encoding(s) the files were decoded from, when the source declares one (``GBK``, ``auto: ...``)."""
     files: list = field(default_factory=list)
     """Per decoded file, its :class:`~dmine_spark.prepare.encoding.FileDecoding`."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Columns stored under another name than the source's: storage name → the source's name."""
 
 
 def parse_schema(ddl: str, where: str) -> StructType:
@@ -347,7 +349,7 @@ def _load(spark: SparkSession, name: str, src: SourceConfig, schema: StructType,
         raise ConfigError(
             f"{where}.schema: column {missing[0]!r} is not in the {src.format} source (it has: {', '.join(df.columns)})"
         )
-    return Loaded(df.select(*[F.col(have[f.name.lower()]).alias(f.name) for f in schema.fields]), origin)
+    return Loaded(df.select(*[F.col(quote(have[f.name.lower()])).alias(f.name) for f in schema.fields]), origin)
 
 
 # columns every ingested row gets; a source column may not have one of these names
@@ -388,8 +390,10 @@ def read_source(
     """
     where = f"sources.{name}"
     id_col = id_col or src.id_col
-    schema = parse_schema(src.schema_ddl, f"{where}.schema")
-    names = [f.name for f in schema.fields] + [c for c in src.derive if c not in schema.fieldNames()]
+    read_as = parse_schema(src.schema_ddl, f"{where}.schema")
+    schema = stored_schema(read_as, src)
+    derived = stored_derive(src)
+    names = [f.name for f in schema.fields] + [c for c in derived if c not in schema.fieldNames()]
     for col in required:
         if col not in names:
             raise ConfigError(f"{where}.schema: required column {col!r} is not declared (columns: {', '.join(names)})")
@@ -400,7 +404,7 @@ def read_source(
     if labels is not None and label_col and label_col not in names:
         raise ConfigError(f"labels: label column {label_col!r} is not declared in {where}.schema")
     check_reserved(schema, where)
-    loaded = _load(spark, name, src, schema, staging)
+    loaded = _load(spark, name, src, read_as, staging)
     df = loaded.df
     if src.sample is not None and src.sample < 1.0:
         df = df.sample(fraction=src.sample, seed=src.sample_seed)
@@ -465,7 +469,8 @@ def source_rows(
     """
     where = f"sources.{name}"
     id_col = id_col or src.id_col
-    schema = parse_schema(src.schema_ddl, f"{where}.schema")
+    read_as = parse_schema(src.schema_ddl, f"{where}.schema")
+    schema = stored_schema(read_as, src)
     if id_col and id_col not in required:
         required = [*required, id_col]
     check_reserved(schema, where)
@@ -477,6 +482,11 @@ def source_rows(
             row_id = F.concat_ws(":", id_prefix, row_id)
         if row_key is not None:
             row_id = F.coalesce(row_key, row_id)
+    # the declared columns under their storage names (the row id reads the stored id column, so name it first)
+    df = df.select(
+        *[F.col(quote(r.name)).alias(f.name, metadata=f.metadata) for r, f in zip(read_as, schema, strict=True)],
+        *[c for c in df.columns if c not in read_as.fieldNames()],
+    )
     df = df.select(
         F.concat_ws(":", F.lit(name), row_id).alias("id"),
         F.lit(name).alias("split"),
@@ -488,7 +498,7 @@ def source_rows(
         *([row_split.alias(ROW_SPLIT_COL)] if row_split is not None else []),
     )
     if src.derive:
-        df, schema = _derive(df, schema, src.derive, where)
+        df, schema = _derive(df, schema, stored_derive(src), where)
     carry = [ROW_SPLIT_COL] if row_split is not None else []
     res = split_quarantine(df, schema, required, label_col=label_col, labels=labels, id_col=id_col, carry=carry)
     rows = res.rows.withColumn("source", F.lit(name))
@@ -497,7 +507,40 @@ def source_rows(
     if src.splits:
         seed = src.sample_seed if src.split_seed is None else src.split_seed
         rows = rows.withColumn("split", assign_split(F.col("id"), src.splits, seed=seed))
-    return IngestResult(rows=rows, quarantine=res.quarantine, total=res.total)
+    renamed = {v: k for k, v in src.column_map().items() if k != v}
+    return IngestResult(rows=rows, quarantine=res.quarantine, total=res.total, renamed=renamed)
+
+
+def quote(name: str) -> str:
+    """``name`` as a quoted Spark SQL identifier (a dot or a space in it is part of the name)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def stored_schema(schema: StructType, src: SourceConfig) -> StructType:
+    """``schema`` with each column under its storage name; a renamed column keeps its own name as its comment."""
+    names = src.column_map()
+    return StructType(
+        [
+            StructField(
+                names.get(f.name, f.name),
+                f.dataType,
+                True,
+                {"comment": f"source column {f.name}"} if names.get(f.name, f.name) != f.name else {},
+            )
+            for f in schema.fields
+        ]
+    )
+
+
+def stored_derive(src: SourceConfig) -> dict[str, str]:
+    """``src.derive`` over the storage names: each key stored, each backticked renamed column rewritten."""
+    names = {k: v for k, v in src.column_map().items() if k != v}
+    out = {}
+    for col, expr in src.derive.items():
+        for orig, stored in names.items():
+            expr = expr.replace(quote(orig), stored)
+        out[names.get(col, col)] = expr
+    return out
 
 
 def _derive(df: DataFrame, schema: StructType, derive: dict[str, str], where: str) -> tuple[DataFrame, StructType]:

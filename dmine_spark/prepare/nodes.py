@@ -64,6 +64,15 @@ def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | 
         )
         quarantine = quarantine.withColumn("raw", mask_pii(F.col("raw"), types)["text"])
     quarantine = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
+    # a column stored under another name than its file's keeps that name as its comment
+    renamed = {k: v for r in sources.values() for k, v in r.renamed.items()}
+    if renamed:
+        rows = rows.select(
+            *[
+                F.col(c).alias(c, metadata={"comment": f"source column {renamed[c]}"}) if c in renamed else F.col(c)
+                for c in rows.columns
+            ]
+        )
     return IngestOutput(
         raw=rows,
         quarantine=quarantine,

@@ -167,3 +167,67 @@ def test_train_test_leakage_across_sources_is_reported_or_dropped(
         run.counts["rows_in"]
         == run.counts["rows_clean"] + run.counts["rows_quarantined"] + run.counts["rows_duplicate"]
     )
+
+
+def test_source_columns_named_with_spaces_and_dots_work_end_to_end(spark, banking77: Path, tmp_path: Path) -> None:
+    import json
+
+    rows = read_csv_rows(banking77 / "train.csv")[::150][:60]  # the file is sorted by intent: take many
+    test = read_csv_rows(banking77 / "test.csv")[::150][:20]
+    for name, part in (("train", rows), ("test", test)):
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(
+                json.dumps({"ticket.text": r["text"], "the label": r["category"], "ticket id": f"{name}-{i}"}) + "\n"
+                for i, r in enumerate(part)
+            ),
+            encoding="utf-8",
+        )
+    source = {
+        "format": "json",
+        "schema": "`ticket.text` STRING, `the label` STRING, `ticket id` STRING",
+        "required": ["ticket.text", "the label"],
+        "id_col": "ticket id",
+        "derive": {"text length": "length(`ticket.text`)"},
+    }
+    cfg = load_config(
+        PIPELINE_CONF,
+        [
+            f"sources={json.dumps({n: {**source, 'path': str(tmp_path / f'{n}.jsonl')} for n in ('train', 'test')})}",
+            "text_col=ticket.text",
+            "label_col=the label",
+            "database=dmine_edge_names",
+            f"work_dir={tmp_path / 'work'}",
+            "report.enabled=false",
+            "tracking.enabled=false",
+        ],
+    )
+    assert (cfg.text_col, cfg.label_col, cfg.sources["train"].id_col) == ("ticket_text", "the_label", "ticket_id")
+    run, reports = run_stages(spark, cfg, ["ingest", "clean", "embed", "classify"], progress=False)
+    raw = spark.table(cfg.table(Layer.RAW))
+    assert {"ticket_text", "the_label", "ticket_id", "text_length"} <= set(raw.columns)
+    assert raw.schema["ticket_text"].metadata.get("comment") == "source column ticket.text"
+    first = raw.where("id = 'train:train-0'").first()
+    assert first.ticket_text == rows[0]["text"] and first.text_length == len(rows[0]["text"])
+    assert run.counts["rows_clean"] == 80
+    assert "accuracy" in reports[-1].summary
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task=x; DROP TABLE dmine.runs", "task"),
+        ("database=dmine`; DROP DATABASE x", "database"),
+        ("sources.train.schema=`a``b` STRING, `a``b ` STRING", "would both be stored as"),
+        ("sources.train.schema=`...` STRING", "has no character dmine_spark can store"),
+        ("sources.train.schema=`text STRING", "a backtick is not closed"),
+        (
+            """sources={"train' OR '1'='1": {"path": "x.csv", "schema": "text STRING"}}""",
+            "must be a lowercase identifier",
+        ),
+        ('sources.train.splits={"a\'--": 0.5, b: 0.5}', "must be a lowercase identifier"),
+    ],
+)
+def test_identifiers_that_reach_sql_are_checked_before_spark_starts(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(PIPELINE_CONF, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
