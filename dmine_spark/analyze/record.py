@@ -308,19 +308,41 @@ def features(rec: Recording) -> StageReport:
 
 
 def embed(rec: Recording) -> StageReport:
-    """Rows, distinct texts, cache hits and the encoders' telemetry (rows/s, tokens/s, padding, device)."""
+    """Rows, cache hits, texts embedded and the encoders' telemetry; rates per second of encoding.
+
+    The rates count only the texts embedded now, over the clock time the
+    encoders ran: rows found in the cache cost a lookup, not an encoding,
+    so a run that embeds nothing records no rate.
+    """
     run, rep, spec = rec.run, rec.out.report, rec.out.spec
     st = rep.stats
-    rate = rep.embedded / rep.seconds if rep.seconds > 0 else 0.0
+    truncated = int(st.get("truncated", 0))
     run.count("embed.rows", rep.rows)
     run.count("embed.unique_texts", rep.unique_texts)
     run.count("embed.cache_hits", rep.cache_hits)
+    run.count("embed.cached_rows", rep.cached_rows)
     run.count("embed.embedded", rep.embedded)
     for key in ("tokens", "padded_tokens", "truncated", "batches", "oom_splits", "model_loads"):
         run.count(f"embed.{key}", int(st.get(key, 0)))
     run.measure("embed.seconds", rep.seconds)
-    run.measure("embed.rows_per_s", rate)
-    run.measure("embed.tokens_per_s", st.get("tokens", 0) / rep.seconds if rep.seconds > 0 else 0.0)
+    if rep.rows:
+        run.measure("embed.cache_hit_ratio", rep.cached_rows / rep.rows)
+    values: dict[str, float] = {"embedded": rep.embedded, "cached_rows": rep.cached_rows}
+    summary = f"{rep.rows:,} rows, {rep.unique_texts:,} unique texts: {rep.cached_rows:,} rows from the cache, "
+    if rep.embedded and rep.encode_wall_seconds > 0:
+        rate = rep.embedded / rep.encode_wall_seconds
+        run.measure("embed.encode_wall_seconds", rep.encode_wall_seconds)
+        run.measure("embed.rows_per_s", rate)
+        run.measure("embed.tokens_per_s", st.get("tokens", 0) / rep.encode_wall_seconds)
+        values["rows_per_s"] = rate
+        summary += (
+            f"{rep.embedded:,} texts embedded in {rep.encode_wall_seconds:.1f}s of encoding "
+            f"({rate:,.0f} texts/s, {spec.device} {spec.precision})"
+        )
+    else:
+        summary += f"{rep.embedded:,} texts embedded ({spec.device} {spec.precision})"
+    if truncated:
+        summary += f"; {truncated:,} texts cut to {spec.max_length} tokens"
     run.measure("embed.padding_ratio", 1 - st["tokens"] / st["padded_tokens"] if st.get("padded_tokens") else 0.0)
     run.measure("embed.model_load_seconds", st.get("load_seconds", 0.0))
     run.measure("embed.encode_seconds", st.get("encode_seconds", 0.0))
@@ -328,11 +350,7 @@ def embed(rec: Recording) -> StageReport:
     run.label("embed.device", ",".join(devices) or "none")
     run.label("embed.precision", spec.precision)
     run.label("embed.model", spec.model)
-    summary = (
-        f"{rep.rows:,} rows, {rep.unique_texts:,} unique texts, {rep.cache_hits:,} cached, "
-        f"{rep.embedded:,} embedded in {rep.seconds:.1f}s ({rate:,.0f} rows/s, {spec.device} {spec.precision})"
-    )
-    return StageReport("embed", summary, values={"rows_per_s": rate, "embedded": rep.embedded})
+    return StageReport("embed", summary, values=values)
 
 
 def _scored(rec: Recording, stage: str) -> DataFrame:

@@ -10,8 +10,9 @@ the stages the run had:
 * metrics, as a table, and the confusion matrix as a heat map;
 * clusters: a 2-D PCA map of a sample coloured by cluster and labelled with the
   cluster names, and the name table with top terms and exemplars;
-* embedding throughput: rows/s and tokens/s of this run's embed stage against
-  the earlier runs of the same pipeline.
+* embedding throughput: texts and tokens embedded per second of encoding in
+  this run's embed stage against the earlier runs of the same pipeline, and
+  how many rows came from the cache.
 
 The page has no external reference (no script, style sheet or image from
 anywhere else), so it can be mailed, attached to an MLflow run or opened offline.
@@ -268,41 +269,50 @@ def _throughput_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -
         return ""
     runs = (
         spark.table(name)
-        .where((F.col("pipeline") == cfg.name) & F.col("measures").getItem("embed.rows_per_s").isNotNull())
+        .where((F.col("pipeline") == cfg.name) & F.col("counts").getItem("embed.rows").isNotNull())
         .orderBy("started_at")
         .select("run_id", "started_at", "measures", "counts")
         .collect()
     )
-    mine = [r for r in runs if r["run_id"] == run_id]
-    if not mine:
+    mine = next((r for r in runs if r["run_id"] == run_id), None)
+    if mine is None:
         return ""
-    hist = runs[-20:]
-    if mine[0] not in hist:
-        hist.append(mine[0])
-    rate = [r["measures"].get("embed.rows_per_s", 0.0) for r in hist]
+    m, c = mine["measures"], mine["counts"]
+    # a run that found every text in the cache encoded nothing, so it has no rate to plot
+    hist = [r for r in runs if r["measures"].get("embed.rows_per_s") is not None][-20:]
+    if "embed.rows_per_s" in m and mine not in hist:
+        hist.append(mine)
+    keys = [
+        ("rows", c.get("embed.rows")),
+        ("unique texts", c.get("embed.unique_texts")),
+        ("rows from the cache", c.get("embed.cached_rows")),
+        ("cache hit ratio (rows)", m.get("embed.cache_hit_ratio")),
+        ("texts embedded", c.get("embed.embedded")),
+        ("seconds of encoding", m.get("embed.encode_wall_seconds")),
+        ("texts/s encoding", m.get("embed.rows_per_s")),
+        ("tokens/s encoding", m.get("embed.tokens_per_s")),
+        ("texts cut to max_length", c.get("embed.truncated")),
+        ("encode seconds, all tasks", m.get("embed.encode_seconds")),
+        ("model load seconds", m.get("embed.model_load_seconds")),
+        ("padding ratio", m.get("embed.padding_ratio")),
+    ]
+    table = _table(["measure", "value"], [[k, v] for k, v in keys if v is not None], {1})
+    if not hist:
+        return "<h2>Embedding throughput</h2>" + table
+    rate = [r["measures"]["embed.rows_per_s"] for r in hist]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     colors = ["#d1495b" if r["run_id"] == run_id else "#8aa1c1" for r in hist]
     ax.bar(range(len(hist)), rate, color=colors)
     ax.set_xticks(range(len(hist)), [r["started_at"].strftime("%m-%d %H:%M") for r in hist], rotation=60, fontsize=7)
-    ax.set_ylabel("rows/s (embed stage)")
-    ax.set_title("Embedding throughput: this run (red) and earlier runs of the pipeline")
-    m = mine[0]["measures"]
-    c = mine[0]["counts"]
-    keys = [
-        ("rows/s", m.get("embed.rows_per_s")),
-        ("tokens/s", m.get("embed.tokens_per_s")),
-        ("encode seconds", m.get("embed.encode_seconds")),
-        ("model load seconds", m.get("embed.model_load_seconds")),
-        ("padding ratio", m.get("embed.padding_ratio")),
-        ("rows", c.get("embed.rows")),
-        ("unique texts", c.get("embed.unique_texts")),
-        ("cache hits", c.get("embed.cache_hits")),
-    ]
-    rows = [[k, v] for k, v in keys if v is not None]
+    ax.set_ylabel("texts/s encoding")
+    mark = "this run (red) and" if "embed.rows_per_s" in m else "this run embedded nothing; bars are"
+    ax.set_title(f"Embedding throughput: {mark} earlier runs of the pipeline")
     return (
         "<h2>Embedding throughput</h2>"
-        + _figure(_png(fig), "Embed stage rows/s per run", "fig-throughput")
-        + _table(["measure", "value"], rows, {1})
+        + _figure(
+            _png(fig), "Texts embedded per second of encoding, per run (cache hits not counted)", "fig-throughput"
+        )
+        + table
     )
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "CACHE_KEY_COLUMNS",
     "EmbedReport",
     "EmbeddingCache",
+    "covered_seconds",
     "StatsParam",
     "Embedder",
 ]
@@ -100,15 +101,25 @@ def _task_device(spec: ModelSpec) -> str | None:
 
 
 class StatsParam(AccumulatorParam):
-    """Adds dictionaries of numbers key by key: encoder telemetry from every worker."""
+    """Adds dictionaries key by key: encoder telemetry from every worker (numbers add up, lists join)."""
 
     def zero(self, value: dict[str, float]) -> dict[str, float]:
         return {}
 
     def addInPlace(self, a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
         for k, v in b.items():
-            a[k] = a.get(k, 0) + v
+            a[k] = a.get(k, [] if isinstance(v, list) else 0) + v
         return a
+
+
+def covered_seconds(spans: list[tuple[float, float]]) -> float:
+    """Seconds during which at least one of the ``(start, end)`` spans runs: tasks that overlap count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def embed_udf(spec: ModelSpec, batch_size: int = 64, max_tokens: int = 2048, stats: Accumulator | None = None):
@@ -117,7 +128,8 @@ def embed_udf(spec: ModelSpec, batch_size: int = 64, max_tokens: int = 2048, sta
     The UDF returns ``array<float>`` vectors (``spec.max_length`` tokens,
     pooled, L2-normalised if ``spec.normalize``); a null text gets a null vector.
     ``stats``, an accumulator made with :class:`StatsParam`, receives rows,
-    tokens, padding, model loads and seconds from every task.
+    tokens, padding, model loads and seconds from every task, and the
+    ``(start, end)`` clock times of each encoder call as ``encode_spans``.
     """
 
     def embed_batches(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
@@ -135,11 +147,13 @@ def embed_udf(spec: ModelSpec, batch_size: int = 64, max_tokens: int = 2048, sta
                     stats.add({"model_loads": 1, "load_seconds": encoder.stats.load_seconds})
             before = encoder.stats.copy()
             present = texts.notna().to_numpy()
+            started = time.time()  # a clock the driver can line up with other tasks' spans
             vectors = encoder.encode(texts[present], batch_size=batch_size, max_tokens=max_tokens)
             if stats is not None:
                 d = encoder.stats.minus(before)
                 stats.add(
                     {
+                        "encode_spans": [(started, time.time())],
                         "rows": d.rows,
                         "tokens": d.tokens,
                         "padded_tokens": d.padded_tokens,
@@ -190,13 +204,24 @@ def resolve_spec(spark: SparkSession, spec: ModelSpec) -> ModelSpec:
 
 @dataclass
 class EmbedReport:
-    """What one cached embedding pass did."""
+    """What one cached embedding pass did.
+
+    ``rows`` texts were offered, ``unique_texts`` distinct ones; the vectors
+    of ``cached_rows`` rows were in the cache, and ``embedded`` texts were
+    embedded now. ``seconds`` is the whole pass, lookups included;
+    ``encode_wall_seconds`` the clock time during which at least one task
+    was encoding (model loads and writes left out), so ``embedded /
+    encode_wall_seconds`` is the encoding throughput. The encoders' own
+    ``stats["encode_seconds"]`` add up every task's time instead.
+    """
 
     rows: int
     unique_texts: int
     embedded: int
     seconds: float
     stats: dict[str, float] = field(default_factory=dict)
+    cached_rows: int = 0
+    encode_wall_seconds: float = 0.0
 
     @property
     def cache_hits(self) -> int:
@@ -363,8 +388,11 @@ class EmbeddingCache:
                 F.count(F.lit(1)).alias("unique"),
                 F.sum("n").alias("rows"),
                 F.count(F.when(F.col("cached").isNull(), 1)).alias("missing"),
+                F.sum(F.when(F.col("cached").isNotNull(), F.col("n"))).alias("cached_rows"),
             ).first()
             n_unique, n_rows, n_missing = int(counts["unique"]), int(counts["rows"] or 0), int(counts["missing"])
+            cached_rows = int(counts["cached_rows"] or 0)
+            job_seconds = 0.0
             missing = status.where(F.col("cached").isNull()).select("text_key", "text")
             if n_missing:
                 sc = spark.sparkContext
@@ -393,17 +421,24 @@ class EmbeddingCache:
                     F.lit(run_id).alias("run_id"),
                     F.current_timestamp().alias("created_at"),
                 )
+                job_started = time.perf_counter()
                 with progress(n_missing) if progress else nullcontext():
                     # Delta: MERGE on the full key, so runs that embed the same texts at once never store one twice
                     merge_new_keys(out, self.table, ["text_key", *CACHE_KEY_COLUMNS])
+                job_seconds = time.perf_counter() - job_started
         finally:
             status.unpersist()
+        stats = dict(acc.value)
+        spans = stats.pop("encode_spans", [])
         return EmbedReport(
             rows=n_rows,
             unique_texts=n_unique,
             embedded=n_missing,
             seconds=time.perf_counter() - t0,
-            stats=dict(acc.value),
+            stats=stats,
+            cached_rows=cached_rows,
+            # Spark NLP's engine reports no spans: the embedding job's own seconds are the nearest measure
+            encode_wall_seconds=covered_seconds(spans) if spans else job_seconds,
         )
 
     def lookup(self, df: DataFrame, text_col: str = "text", out_col: str = "embedding") -> DataFrame:

@@ -131,9 +131,12 @@ def test_a_stage_alone_reads_from_the_catalog(spark, pipeline_run, classify_agai
 def test_an_embed_rerun_embeds_nothing_and_keeps_the_vectors(spark, pipeline_run) -> None:
     cfg, first, _, _ = pipeline_run
     before = spark.table(cfg.table(Layer.EMB)).select("id", "embedding").orderBy("id").limit(50).collect()
-    run, _ = run_stages(spark, cfg, ["embed"], command="embed", progress=False)
+    run, reports = run_stages(spark, cfg, ["embed"], command="embed", progress=False)
     c = run.counts
     assert c["embed.embedded"] == 0 and c.get("embed.model_loads", 0) == 0
+    # every row came from the cache: no rate, neither printed nor recorded
+    assert c["embed.cached_rows"] == c["embed.rows"] and run.measures["embed.cache_hit_ratio"] == 1.0
+    assert "embed.rows_per_s" not in run.measures and "/s" not in reports[0].summary
     assert c["embed.cache_hits"] == c["embed.unique_texts"] == first.counts["embed.unique_texts"]
     assert first.counts["embed.embedded"] == first.counts["embed.unique_texts"] <= first.counts["embed.rows"]
     assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == "cpu/fp32/openvino"

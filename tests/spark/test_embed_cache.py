@@ -38,13 +38,16 @@ def test_a_first_fill_embeds_each_distinct_text_once(filled) -> None:
     assert first.stats["rows"] == 120  # the model saw each distinct text once
     assert first.stats["tokens"] > 0 and first.stats["padded_tokens"] >= first.stats["tokens"]
     assert any(k.startswith("rows@cpu/fp32") for k in first.stats)
+    # encoding clock time: within the pass, and never more than the tasks' encoding seconds added up
+    assert first.cached_rows == 0
+    assert 0 < first.encode_wall_seconds <= min(first.seconds, first.stats["encode_seconds"] + 1e-3)
 
 
 def test_a_later_fill_embeds_only_the_new_texts(spark, filled) -> None:
     cache, _, texts, _ = filled
     more = spark.createDataFrame([(t,) for t in texts[:60]] + [("a text nobody has seen before",)], "text STRING")
     second = cache.fill(more)
-    assert (second.unique_texts, second.embedded, second.cache_hits) == (61, 1, 60)
+    assert (second.unique_texts, second.embedded, second.cache_hits, second.cached_rows) == (61, 1, 60, 60)
     assert second.stats.get("rows", 0) == 1
 
 
@@ -53,6 +56,7 @@ def test_a_refill_embeds_nothing_and_keeps_the_vectors(spark, filled) -> None:
     before = _vectors(spark, cache)
     again = cache.fill(df)
     assert again.embedded == 0 and again.stats == {}
+    assert (again.cached_rows, again.encode_wall_seconds) == (150, 0.0)
     after = _vectors(spark, cache)
     for k, v in before.items():
         np.testing.assert_array_equal(after[k], v)  # hits return the identical vectors
