@@ -56,7 +56,7 @@ class RunResult:
 
     def summary(self) -> str:
         """One line per stage, as ``dmine run`` prints them."""
-        return "\n".join(f"{r.stage:<9} {r.summary}  [{r.seconds:.1f}s]" for r in self.reports)
+        return "\n".join(r.line() for r in self.reports)
 
 
 class Pipeline:

@@ -53,6 +53,10 @@ class StageReport:
     values: dict[str, float] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
 
+    def line(self) -> str:
+        """The stage's line as ``dmine run`` prints it, ending in the seconds recorded in ``runs``."""
+        return f"{self.stage:<9} {self.summary}  [{self.seconds:.1f}s]"
+
 
 @dataclass
 class Recording:

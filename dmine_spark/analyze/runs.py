@@ -78,6 +78,8 @@ class RunRecorder:
         self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
         self.started_at = datetime.now(timezone.utc)
         self._t0 = time.perf_counter()
+        # the run's duration, measured once by finish(): the console and the report show this value
+        self.seconds: float | None = None
         self.stage_seconds: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.measures: dict[str, float] = {}
@@ -141,6 +143,7 @@ class RunRecorder:
         """Append the quality rows gathered so far and this run's row to ``runs``."""
         with track_versions(self.table_versions):
             self.quality.write(self.spark, self.cfg.table(Layer.QUALITY))
+        self.seconds = time.perf_counter() - self._t0
         ended = datetime.now(timezone.utc)
         row = (
             self.run_id,
@@ -151,7 +154,7 @@ class RunRecorder:
             status,
             self.started_at,
             ended,
-            time.perf_counter() - self._t0,
+            self.seconds,
             self.stage_seconds,
             self.counts,
             self.measures,
@@ -163,4 +166,4 @@ class RunRecorder:
         df = self.spark.createDataFrame([row], RUNS_SCHEMA)
         name = self.cfg.table(Layer.RUNS)
         append_table(df, name)  # a runs table written by an older dmine_spark gains the new columns
-        log.info("run %s %s in %.1fs", self.run_id, status, row[8])
+        log.info("run %s %s in %.1fs", self.run_id, status, self.seconds)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dmine_spark.cli.common import echo, pipeline_args, pipeline_profile, session
 from dmine_spark.cli.registry import command
-from dmine_spark.config import Layer, load_config
+from dmine_spark.config import Layer, PipelineConfig, load_config
 from dmine_spark.runner.stages import STAGES
 
-__all__ = ["run_pipeline"]
+if TYPE_CHECKING:
+    from dmine_spark.analyze.record import StageReport
+    from dmine_spark.analyze.runs import RunRecorder
+
+__all__ = ["run_pipeline", "print_stage", "print_end"]
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -33,15 +38,19 @@ def run_pipeline(args: argparse.Namespace) -> int:
     )
     from dmine_spark.runner.run import run_stages
 
-    run, reports = run_stages(
-        spark,
-        cfg,
-        stages,
-        command=args.command,
-        on_report=lambda r: echo(f"  {r.stage:<9} {r.summary}  [{r.seconds:.1f}s]"),
-        progress=not args.quiet,
-    )
-    echo(f"run {run.run_id} finished in {sum(r.seconds for r in reports):.1f}s")
+    run, _ = run_stages(spark, cfg, stages, command=args.command, on_report=print_stage, progress=not args.quiet)
+    print_end(run, cfg, args.command)
+    return 0
+
+
+def print_stage(report: StageReport) -> None:
+    """A stage's line, as soon as it ends."""
+    echo(f"  {report.line()}")
+
+
+def print_end(run: RunRecorder, cfg: PipelineConfig, command: str) -> None:
+    """The run's closing lines: its recorded duration, the row accounting and where its results are."""
+    echo(f"run {run.run_id} finished in {run.seconds:.1f}s")
     if "rows_in" in run.counts:
         c = run.counts
         echo(
@@ -52,9 +61,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
         echo(f"report: {run.labels['report']}")
     if "mlflow.run_id" in run.labels:
         echo(f"mlflow: run {run.labels['mlflow.run_id']} in {run.labels['mlflow.tracking_uri']}")
-    if args.command == "run":
+    if command == "run":
         echo(f'query the results: dmine sql "SELECT * FROM {cfg.table(Layer.METRICS)} ORDER BY created_at DESC"')
-    return 0
 
 
 def _run_args(sp: argparse.ArgumentParser) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -112,6 +114,34 @@ def test_the_runs_table_records_the_run(spark, pipeline_run) -> None:
     assert r["counts"]["rows_in"] == run.counts["rows_in"]
     assert r["measures"]["embed.rows_per_s"] > 0
     assert r["ended_at"] >= r["started_at"]
+
+
+def test_the_console_runs_and_the_report_show_the_same_durations(spark, pipeline_run, capsys) -> None:
+    """Each duration is measured once: the console prints it, ``runs`` records it and the report reads it there."""
+    from dmine_spark.cli.pipeline import print_end, print_stage
+
+    cfg, run, reports, _ = pipeline_run
+    capsys.readouterr()
+    for report in reports:
+        print_stage(report)
+    print_end(run, cfg, "run")
+    out = capsys.readouterr().out
+    console = dict(re.findall(r"^  (\w+) .*\[(\d+\.\d)s\]$", out, re.M))
+    total = re.search(r"^run \S+ finished in (\d+\.\d)s$", out, re.M).group(1)
+    row = _this_run(spark, cfg, run, Layer.RUNS).first()
+    assert console == {k: f"{v:.1f}" for k, v in row["stage_seconds"].items()}
+    assert total == f"{row['seconds']:.1f}" and row["seconds"] >= sum(row["stage_seconds"].values())
+    page = Path(run.labels["report"]).read_text(encoding="utf-8")
+    meta = re.search(r" · (\d+\.\d)s \(([^)]*)\) · Spark ", page)
+    assert meta.group(1) == total
+    assert dict(re.findall(r"(\w+) (\d+\.\d)s", meta.group(2))) == console
+    # the embed line's encoding rate is the one in runs and in the report's throughput table
+    line = next(x for x in out.splitlines() if x.startswith("  embed "))
+    rate = re.search(r"embedded in (\d+\.\d)s of encoding \(([\d,]+) texts/s", line)
+    assert rate.group(1) == f"{row['measures']['embed.encode_wall_seconds']:.1f}"
+    assert rate.group(2) == f"{row['measures']['embed.rows_per_s']:,.0f}"
+    cell = re.search(r"<td>texts/s encoding</td><td class=\"n\">([\d,.]+)</td>", page).group(1)
+    assert f"{float(cell.replace(',', '')):,.0f}" == rate.group(2)
 
 
 @pytest.fixture(scope="module")
