@@ -536,6 +536,9 @@ class StreamConfig(Strict):
     """Kafka: most records per micro-batch."""
     trigger_seconds: float = Field(default=10.0, ge=0.0)
     """Seconds between micro-batches."""
+    settle_seconds: float = Field(default=2.0, ge=0.0)
+    """Landing folder: a micro-batch waits until each of its files has gone this long unmodified, and reads again
+    whole a file that changed after Spark listed it (0: no wait)."""
     model: str | None = None
     """The model version, ``<name>@v<N>`` (default: the latest ``<task>-<classify.model>``)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -269,6 +271,153 @@ def test_stream_is_exactly_once_across_crashes(trained, tmp_path: Path) -> None:
     assert set(ids) == expected
     # one file per micro-batch, except that Spark may plan the files left after a restart as one batch
     assert 1 < len({r["batch_key"] for r in got}) <= STREAM_FILES
+
+
+def _landing_cfg(cfg, tmp_path: Path):
+    """The stream source with a ticket id per row, so that each scored row names its record."""
+    cfg = cfg.model_copy(deep=True)
+    name = cfg.stream.source or next(iter(cfg.sources))
+    cfg.sources[name] = cfg.sources[name].model_copy(
+        update={"schema_ddl": "ticket_id STRING, text STRING, category STRING", "id_col": "ticket_id", "dedup": False}
+    )
+    cfg.stream.checkpoint = str(tmp_path / "ckpt")
+    cfg.stream.max_files_per_trigger = 20
+    cfg.stream.settle_seconds = 0.5
+    return cfg
+
+
+def _tickets(held_out: list[dict[str, str]], tag: str, start: int, n: int) -> list[dict[str, str]]:
+    return [{"ticket_id": f"{tag}r{j}", **r} for j, r in enumerate(held_out[start : start + n])]
+
+
+def _csv(rows: list[dict[str, str]], header: bool = True) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["ticket_id", "text", "category"], lineterminator="\n")
+    if header:
+        w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _streamed(spark, cfg) -> tuple[list[str], list[str], list]:
+    """Ticket ids this checkpoint's stream scored, the files of the rows it quarantined, and its ``runs`` rows."""
+    from dmine_spark.deploy.stream import checkpoint_dir, stream_id
+
+    sid = stream_id(checkpoint_dir(cfg))
+    mine = F.col("batch_key").startswith(sid + ":")
+    scored = [r["id"].split(":", 1)[1] for r in spark.table(cfg.table(Layer.PRED)).where(mine).select("id").collect()]
+    q = spark.table(cfg.table(Layer.QUARANTINE)).where(mine).select("source_file").collect()
+    runs = spark.table(cfg.table(Layer.RUNS)).where(F.col("labels")["stream.id"] == sid).collect()
+    return scored, [r["source_file"] for r in q], runs
+
+
+def test_stream_skips_temporary_names_and_scores_renamed_files_once(spark, trained, tmp_path: Path) -> None:
+    """A writer lands ``x.csv.tmp`` slowly, then renames it, while the stream runs: every row once, no temp row."""
+    from dmine_spark.deploy.stream import stream
+
+    cfg, _, version, held_out, _ = trained
+    cfg = _landing_cfg(cfg, tmp_path)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    landed = [_tickets(held_out, f"f{i}", i * 20, 20) for i in range(4)]
+    (landing / "f0.csv").write_text(_csv(landed[0]), encoding="utf-8")
+    never = ["stuck.csv.tmp", "put.csv._COPYING_", "get.csv.crdownload", "dl.csv.part", "_hidden.csv", ".dot.csv"]
+    for i, name in enumerate(never):
+        (landing / name).write_text(_csv(_tickets(held_out, f"t{i}", 100 + i * 5, 5)), encoding="utf-8")
+    first_listing = tmp_path / "ckpt" / "sources" / "0" / "0"
+
+    def writer() -> None:
+        for i in (1, 2, 3):
+            body, tmp = _csv(landed[i]), landing / f"f{i}.csv.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(body[: len(body) // 2])  # cut mid-record
+                fh.flush()
+                give_up = time.monotonic() + 120
+                while i == 1 and not first_listing.exists() and time.monotonic() < give_up:
+                    time.sleep(0.1)  # until the stream has listed f1.csv.tmp half-written
+                time.sleep(0.3)
+                fh.write(body[len(body) // 2 :])
+            os.replace(tmp, landing / f"f{i}.csv")
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    lines: list[str] = []
+    stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append)
+    t.join(120)
+    # the files renamed after the first run listed the folder are the second run's
+    stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append)
+    scored, quarantined, runs = _streamed(spark, cfg)
+    assert len(scored) == len(set(scored)) == 80 and not quarantined, lines
+    assert set(scored) == {r["ticket_id"] for rows in landed for r in rows}
+    assert not [x for x in lines if "changed after" in x], lines
+    assert runs and all(r["counts"]["stream.files_read_again"] == 0 for r in runs)
+    assert all(r["counts"]["stream.files_changed_after_scoring"] == 0 for r in runs)
+
+
+def test_stream_reads_again_a_file_written_in_two_steps(spark, trained, tmp_path: Path, monkeypatch) -> None:
+    """A file cut mid-record when Spark read it is read again whole; one changed after it was scored is reported."""
+    import dmine_spark.deploy.stream as streaming
+
+    cfg, _, version, held_out, _ = trained
+    cfg = _landing_cfg(cfg, tmp_path)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    slow = _tickets(held_out, "s", 0, 20) + [{"ticket_id": "s-empty", "text": "", "category": "card_arrival"}]
+    grow, more = _tickets(held_out, "g", 40, 10), _tickets(held_out, "g", 50, 5)
+    (landing / "grow.csv").write_text(_csv(grow), encoding="utf-8")
+    body = _csv(slow)
+    cut = body.index(slow[10]["ticket_id"] + ",") + 8  # inside record 10
+    half, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def writer() -> None:  # no temporary name: write half, flush, wait, write the rest
+        with open(landing / "slow.csv", "w", encoding="utf-8") as fh:
+            fh.write(body[:cut])
+            fh.flush()
+            half.set()
+            go.wait(120)
+            time.sleep(0.2)
+            fh.write(body[cut:])
+        done.set()
+
+    real_status, real_scored = streaming._status, streaming._Files.scored_now
+
+    def status(spark, uri: str):
+        if uri.endswith("slow.csv") and not go.is_set():  # the batch has read the half: the writer goes on now
+            go.set()
+            done.wait(60)
+        return real_status(spark, uri)
+
+    def scored_now(self, batch_id: int) -> int:
+        with open(landing / "grow.csv", "a", encoding="utf-8") as fh:  # rows added once the batch was written
+            fh.write(_csv(more, header=False))
+        return real_scored(self, batch_id)
+
+    monkeypatch.setattr(streaming, "_status", status)
+    monkeypatch.setattr(streaming._Files, "scored_now", scored_now)
+    threading.Thread(target=writer, daemon=True).start()
+    assert half.wait(30)
+    lines: list[str] = []
+    n = streaming.stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append)
+    assert n == 1 and done.is_set(), lines
+    said = "\n".join(lines)
+    assert f"slow.csv changed after Spark listed it ({cut:,} bytes, now {len(body):,} bytes): read again whole" in said
+    scored, quarantined, runs = _streamed(spark, cfg)
+    assert len(scored) == len(set(scored)) == 30, lines
+    assert set(scored) == {r["ticket_id"] for r in slow[:20] + grow}
+    assert len(quarantined) == 1 and quarantined[0].endswith("slow.csv")
+    pred = spark.table(cfg.table(Layer.PRED)).where(F.col("source_file").endswith(str(landing / "slow.csv")))
+    cut_row = pred.where(F.col("id").endswith(":sr10")).first()
+    assert len(cut_row["text"]) >= 0.9 * len(slow[10]["text"])  # scored whole, not as cut
+    # grow.csv changed after its batch was scored: said, with the bytes scored, and not scored again
+    was = len(_csv(grow).encode())
+    assert f"grow.csv changed after batch 0 scored it ({was:,} bytes, now" in said, said
+    unread = (landing / "grow.csv").read_bytes()[was:].decode().splitlines()
+    # every record is scored, quarantined, or reported as not read
+    assert len(slow) + len(grow) + len(more) == len(scored) + len(quarantined) + len(unread)
+    (run,) = runs
+    assert run["counts"]["stream.rows_in"] == len(slow) + len(grow)
+    assert run["counts"]["stream.files_read_again"] == 1
+    assert run["counts"]["stream.files_changed_after_scoring"] == 1
 
 
 KAFKA_READER = """
