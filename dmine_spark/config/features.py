@@ -19,8 +19,10 @@ __all__ = [
     "FeaturesSection",
 ]
 
-# A word is a run of letters, combining marks and digits, with inner apostrophes (don't, l'été).
-WORD_PATTERN = r"[\p{L}\p{M}\p{N}]+(?:['’][\p{L}\p{M}\p{N}]+)*"
+# A word is a run of letters, combining marks and digits, with inner apostrophes (don't, l'été) and inner
+# zero-width joiners and non-joiners (Persian می‌خواهم, Indic conjuncts): vowel signs and harakat stay in their
+# word, and bidi marks or stray zero-width characters at a word's edge stay out of it.
+WORD_PATTERN = r"[\p{L}\p{M}\p{N}]+(?:['’\x{200C}\x{200D}][\p{L}\p{M}\p{N}]+)*"
 STOP_WORD_LANGUAGES = Literal[
     "danish",
     "dutch",

@@ -223,7 +223,10 @@ class CleanConfig(Strict):
     urls: Literal["keep", "mask", "remove"] = "keep"
     """Keep URLs, replace them with ``<URL>``, or remove them."""
     lowercase: bool = False
-    """Lowercase the text."""
+    """Lowercase the text (after PII masking; placeholders such as ``<PHONE>`` keep their case)."""
+    zero_width: Literal["keep_in_words", "remove_all"] = "keep_in_words"
+    """``keep_in_words``: keep a ZWJ/ZWNJ inside a word (Persian, Indic scripts) or an emoji sequence and
+    remove every other zero-width and bidi control character; ``remove_all``: remove every one."""
     min_chars: int = Field(default=1, ge=0)
     """Texts shorter than this after cleaning are quarantined (``empty_text``)."""
     leakage: Literal["report", "drop"] = "report"

@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, IntegerType
 
 from dmine_spark.config import ClusterConfig
+from dmine_spark.config.features import WORD_PATTERN
 from dmine_spark.io.persist import Persisted, class_path, load_class
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.mine.classify import vector_column
@@ -337,13 +338,18 @@ def cluster_terms(
 ) -> DataFrame:
     """Size, top terms (class-based TF-IDF) and a short name for each cluster.
 
+    Terms are the words of :data:`~dmine_spark.config.features.WORD_PATTERN`,
+    the TF-IDF features' own, so a word keeps its combining marks (Devanagari
+    vowel signs, Arabic harakat) and inner zero-width joiners in every script.
+
     Returns columns ``cluster``, ``size``, ``name`` and ``top_terms`` (an
     array of strings, best first).
     """
     stops = stop_words if stop_words is not None else StopWordsRemover.loadDefaultStopWords("english")
-    term = F.explode(F.split(F.lower(F.col(text_col)), r"[^\p{L}\p{N}']+")).alias("term")
+    words = F.regexp_extract_all(F.lower(F.col(text_col)), F.lit(WORD_PATTERN), F.lit(0))
+    term = F.explode(words).alias("term")
     tokens = assigned.select(F.col(cluster_col).alias("cluster"), term).where(
-        (F.char_length("term") >= min_chars) & ~F.col("term").isin(stops) & ~F.col("term").rlike(r"^[\d']+$")
+        (F.char_length("term") >= min_chars) & ~F.col("term").isin(stops) & ~F.col("term").rlike(r"^[\p{N}'’]+$")
     )
     tf = tokens.groupBy("cluster", "term").count()
     everywhere = Window.partitionBy()

@@ -7,12 +7,24 @@ them as configured, :class:`TextCleaner` wraps that as a pyspark.ml stage, and
 duplicates) and says where every row went.
 
 Spark has no Unicode normalisation built-in, so :func:`nfkc` is the one
-pandas (Arrow-batched) UDF here; everything else runs in the JVM.
+Arrow-batched UDF here; everything else runs in the JVM.
+
+Text often reaches cleaning with dmine's placeholders already in it (ingest
+masks PII before the clean stage): every step leaves each placeholder of
+:data:`PLACEHOLDER_PATTERN` whole, in upper case and uncut.
+
+Zero-width characters that are part of what is written stay
+(``clean.zero_width: keep_in_words``): a joiner or non-joiner between letters
+or marks (Persian ``می‌خواهم``, Indic conjuncts), a ZWJ inside an emoji
+sequence (👨‍👩‍👧) and the tag characters of a subdivision flag. Every other
+format character goes: zero-width spaces, word joiners, byte-order marks,
+bidi marks and embeddings, and joiners at a word's edge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -28,16 +40,23 @@ from pyspark.sql.types import DataType, StringType
 from dmine_spark.compat import arrow_udf
 from dmine_spark.config import PII_TYPES, CleanConfig, LanguageConfig, PiiConfig
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
+from dmine_spark.prepare.pii_rules import PLACEHOLDERS as PII_PLACEHOLDERS
 from dmine_spark.prepare.pii_rules import check_types
 
 __all__ = [
+    "URL_PLACEHOLDER",
+    "PLACEHOLDER_PATTERN",
+    "ZERO_WIDTH_MODES",
     "nfkc",
+    "nfkc_batch",
     "fullwidth_to_halfwidth",
     "handle_urls",
     "URL_PATTERN",
     "strip_html",
+    "remove_format_chars",
     "remove_control_chars",
     "collapse_whitespace",
+    "lower",
     "truncate",
     "content_hash",
     "text_key",
@@ -59,16 +78,76 @@ URL_PATTERN = r"(?i)\b(?:https?://|ftp://|www\.)" + _URL_BODY + "*" + _URL_END
 
 _ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&apos;": "'"}
 
+URL_PLACEHOLDER = "<URL>"
+_PLACEHOLDERS = (*PII_PLACEHOLDERS.values(), URL_PLACEHOLDER)
+_NAMES = "(?:" + "|".join(p[1:-1] for p in _PLACEHOLDERS) + ")"
+# dmine's own placeholders: every PII rule's (a rule's placeholder is <NAME>, upper case) and the masked URL's.
+# The pattern reads the same in Java and Python.
+PLACEHOLDER_PATTERN = "<" + _NAMES + ">"
+
+_TAG = r"</?[A-Za-z][^<>]*>"
+# a tag that holds a placeholder (a masked address in an attribute): the placeholder moves out in front of it
+_TAG_HOLDING = (
+    "<(?!" + _NAMES + ">)(/?[A-Za-z][^<>]*)(" + PLACEHOLDER_PATTERN + ")(?=(?:[^<>]|" + PLACEHOLDER_PATTERN + ")*>)"
+)
+_PLACEHOLDERS_PER_TAG = 3
+
+ZERO_WIDTH_MODES = ("keep_in_words", "remove_all")
+# Format characters that are part of what is written, each captured in a group the replacement keeps: a
+# joiner or non-joiner between letters or marks, a ZWJ between emoji (after a pictograph, a skin-tone
+# modifier or the emoji variation selector), a subdivision flag's tag characters. Any other format character
+# matches the last alternative and goes. Only look-aheads: Java's look-behind misreads supplementary characters.
+_FORMAT_IN_WORDS = (
+    r"([\p{L}\p{M}][\x{200C}\x{200D}])(?=[\p{L}\p{M}])"
+    r"|([\p{So}\x{1F3FB}-\x{1F3FF}\x{FE0F}]\x{200D})(?=\p{So})"
+    r"|(\x{1F3F4}[\x{E0020}-\x{E007E}]+\x{E007F})"
+    r"|\p{Cf}"
+)
+_FORMAT_KEPT = "$1$2$3"
+
+# NFKC changes a placeholder only when combining marks follow it: ">" + U+0338 composes to "≯" (and
+# canonical reordering brings U+0338 next to ">" from behind other marks)
+_PLACEHOLDER_COMPOSES = PLACEHOLDER_PATTERN + r"\p{M}"
+_PLACEHOLDER_SPLIT = re.compile("(" + PLACEHOLDER_PATTERN + ")")
+
+
+def _bind(value: Column, body: Callable[[Column], Column]) -> Column:
+    """``body(v)`` with ``value`` evaluated once, however often ``body`` uses it."""
+    return F.transform(F.array(value), body).getItem(0)
+
+
+def nfkc_batch(s: pa.Array) -> pa.Array:
+    """NFKC of an Arrow string array, placeholders left whole: the JVM-free core of :func:`nfkc`.
+
+    Arrow's C++ kernel (utf8proc) normalises the batch; the rare texts where
+    combining marks follow a placeholder (its ``>`` would compose with a
+    U+0338 among them) are normalised around their placeholders instead.
+    """
+    out = pc.utf8_normalize(s, form="NFKC")
+    risky = pc.match_substring_regex(s, _PLACEHOLDER_COMPOSES)
+    if not pc.any(risky).as_py():
+        return out
+    texts, flags = out.to_pylist(), risky.to_pylist()
+    for i, (text, flag) in enumerate(zip(s.to_pylist(), flags, strict=True)):
+        if flag:
+            pieces = _PLACEHOLDER_SPLIT.split(text)
+            # odd pieces are the placeholders themselves, already in NFKC
+            normal = pc.utf8_normalize(pa.array(pieces[0::2], pa.string()), form="NFKC").to_pylist()
+            pieces[0::2] = normal
+            texts[i] = "".join(pieces)
+    return pa.array(texts, pa.string())
+
 
 @arrow_udf(StringType())
 def nfkc(s: pa.Array) -> pa.Array:
-    """Unicode NFKC (full-width → half-width, ligatures, compatibility forms).
+    """Unicode NFKC (full-width → half-width, ligatures, compatibility forms); placeholders stay whole.
 
     Spark SQL has no normalisation built-in, so this is an Arrow UDF: each
     batch arrives as a ``pyarrow`` array and is normalised in Arrow's C++
-    kernel (utf8proc), without a pandas round trip or a Python call per row.
+    kernel (utf8proc) by :func:`nfkc_batch`, without a pandas round trip or
+    a Python call per row.
     """
-    return pc.utf8_normalize(s, form="NFKC")
+    return nfkc_batch(s)
 
 
 def fullwidth_to_halfwidth(col: Column) -> Column:
@@ -80,8 +159,11 @@ def fullwidth_to_halfwidth(col: Column) -> Column:
     return F.translate(col, _FULLWIDTH, _HALFWIDTH)
 
 
-def handle_urls(col: Column, mode: str = "keep", placeholder: str = "<URL>") -> Column:
-    """``keep`` URLs, ``mask`` them with ``placeholder`` or ``remove`` them."""
+def handle_urls(col: Column, mode: str = "keep", placeholder: str = URL_PLACEHOLDER) -> Column:
+    """``keep`` URLs, ``mask`` them with ``placeholder`` or ``remove`` them.
+
+    A URL never takes in a placeholder: ``<`` and ``>`` end it.
+    """
     if mode == "keep":
         return col
     if mode not in ("mask", "remove"):
@@ -93,13 +175,18 @@ def handle_urls(col: Column, mode: str = "keep", placeholder: str = "<URL>") -> 
 def strip_html(col: Column) -> Column:
     """Drop ``<script>``/``<style>`` bodies and tags, and decode the common entities.
 
+    A placeholder is never taken for a tag, and one inside a tag (``<a
+    href="mailto:<EMAIL>">``) is kept in front of where the tag was; only
+    script and style bodies and comments go whole, with whatever they hold.
     The regular expressions run only on texts that contain ``<`` (and the
     entity replacements only on texts with ``&``), so plain text costs two
     substring searches.
     """
     tags = F.regexp_replace(col, r"(?is)<(script|style)\b.*?</\1\s*>", " ")
     tags = F.regexp_replace(tags, r"(?s)<!--.*?-->", " ")
-    tags = F.regexp_replace(tags, r"</?[A-Za-z][^<>]*>", " ")
+    for _ in range(_PLACEHOLDERS_PER_TAG):
+        tags = F.regexp_replace(tags, _TAG_HOLDING, "$2 <$1")
+    tags = F.regexp_replace(tags, "<(?!" + _NAMES + ">)" + _TAG[1:], " ")
     out = F.when(F.instr(col, "<") > 0, tags).otherwise(col)
     ents = out
     for entity, char in _ENTITIES.items():
@@ -109,10 +196,29 @@ def strip_html(col: Column) -> Column:
     return F.when(F.instr(out, "&") > 0, ents).otherwise(out)
 
 
-def remove_control_chars(col: Column) -> Column:
-    """Remove zero-width/format characters; turn other control characters into spaces."""
-    out = F.regexp_replace(col, r"[\p{Cf}\x{FEFF}]", "")
-    return F.regexp_replace(out, r"\p{Cc}", " ")
+def _check_zero_width(zero_width: str) -> None:
+    if zero_width not in ZERO_WIDTH_MODES:
+        raise ValueError(f"clean.zero_width: expected keep_in_words or remove_all, got {zero_width!r}")
+
+
+def remove_format_chars(col: Column, zero_width: str = "keep_in_words") -> Column:
+    """Remove format (zero-width, bidi) characters; ``keep_in_words`` keeps those that are part of a word or emoji."""
+    _check_zero_width(zero_width)
+    if zero_width == "remove_all":
+        return F.regexp_replace(col, r"\p{Cf}", "")
+    return F.regexp_replace(col, _FORMAT_IN_WORDS, _FORMAT_KEPT)
+
+
+def remove_control_chars(col: Column, zero_width: str = "keep_in_words") -> Column:
+    """Remove format characters (:func:`remove_format_chars`); turn control characters into spaces.
+
+    ``keep_in_words`` keeps a ZWJ or ZWNJ between letters or marks, a ZWJ
+    inside an emoji sequence and a subdivision flag's tag characters, and
+    removes every other format character (ZWSP, U+2060, U+FEFF, bidi marks,
+    embeddings and isolates, joiners at a word's edge); ``remove_all``
+    removes them all.
+    """
+    return F.regexp_replace(remove_format_chars(col, zero_width), r"\p{Cc}", " ")
 
 
 def collapse_whitespace(col: Column) -> Column:
@@ -120,9 +226,44 @@ def collapse_whitespace(col: Column) -> Column:
     return F.trim(F.regexp_replace(col, r"[\s\p{Z}]+", " "))
 
 
+def _outside_placeholders(col: Column, fn: Callable[[Column], Column]) -> Column:
+    """``fn`` applied to the text between placeholders; the placeholders themselves stay as they are."""
+
+    def around(t: Column) -> Column:
+        pieces = F.split(t, PLACEHOLDER_PATTERN, -1)
+        found = F.regexp_extract_all(t, F.lit(PLACEHOLDER_PATTERN), F.lit(0))
+        joined = F.concat(
+            fn(F.get(pieces, 0)),
+            F.array_join(F.transform(found, lambda p, i: F.concat(p, fn(F.get(pieces, i + 1)))), ""),
+        )
+        return F.when((F.instr(t, "<") > 0) & t.rlike(PLACEHOLDER_PATTERN), joined).otherwise(fn(t))
+
+    return _bind(col, around)
+
+
+def lower(col: Column) -> Column:
+    """Lowercase the text, but not the placeholders: ``<PHONE>`` stays ``<PHONE>``."""
+    return _outside_placeholders(col, F.lower)
+
+
+def _cut_pattern(max_chars: int) -> str:
+    # the cut is empty, or ends on a character that is not a format character (no joiner left dangling), and
+    # never falls between two characters of one placeholder
+    inside = "|".join(f"(?<={p[:i]})(?={p[i:]})" for p in _PLACEHOLDERS for i in range(1, len(p)))
+    last = max_chars - 1
+    return rf"(?s)^(?:.{{0,{last}}}[^\p{{Cf}}])?(?!{inside})"
+
+
 def truncate(col: Column, max_chars: int) -> Column:
-    """Keep at most ``max_chars`` characters."""
-    return F.substring(col, 1, max_chars)
+    """Keep at most ``max_chars`` characters, never half a placeholder.
+
+    When the cut would fall inside a placeholder it falls before it, and a
+    text never ends on a format character (a joiner cut from its word).
+    """
+    if max_chars < 1:
+        raise ValueError(f"truncate: max_chars must be at least 1, got {max_chars}")
+    pattern = _cut_pattern(max_chars)
+    return _bind(col, lambda t: F.when(F.char_length(t) <= max_chars, t).otherwise(F.regexp_extract(t, pattern, 0)))
 
 
 def content_hash(col: Column) -> Column:
@@ -146,17 +287,37 @@ def clean_text(
     lowercase: bool = False,
     unicode: str = "nfkc",
     urls: str = "keep",
+    zero_width: str = "keep_in_words",
 ) -> Column:
     """The whole cleaning chain, in the order the steps depend on each other.
 
-    ``unicode`` is ``nfkc`` (the one pandas UDF: full Unicode compatibility
-    folding), ``fullwidth`` (full-width → half-width only, a JVM built-in) or
-    ``none``.
+    Placeholders already in the text (``<PHONE>``...) come out of every step
+    unchanged.
+
+    Parameters
+    ----------
+    col : Column
+        A string column.
+    strip_markup : bool
+        :func:`strip_html`.
+    lowercase : bool
+        :func:`lower` (placeholders keep their case).
+    unicode : str
+        ``nfkc`` (the one Arrow UDF: full Unicode compatibility folding),
+        ``fullwidth`` (full-width → half-width only, a JVM built-in) or
+        ``none``.
+    urls : str
+        ``keep``, ``mask`` or ``remove`` (:func:`handle_urls`).
+    zero_width : str
+        ``keep_in_words`` or ``remove_all`` (:func:`remove_control_chars`).
     """
+    _check_zero_width(zero_width)
     # ASCII text is already in NFKC and holds no format characters: only the other rows pay for those steps
     ascii_only = F.length(col) == F.octet_length(col)
     if unicode == "nfkc":
-        out = F.coalesce(nfkc(F.when(~ascii_only, col)), col)
+        # stray format characters go before NFKC too, so what one held apart (a letter and its accent) composes
+        pre = F.when(ascii_only, col).otherwise(remove_format_chars(col, zero_width))
+        out = F.coalesce(nfkc(F.when(~ascii_only, pre)), pre)
     elif unicode == "fullwidth":
         out = fullwidth_to_halfwidth(col)
     elif unicode == "none":
@@ -166,28 +327,39 @@ def clean_text(
     if strip_markup:
         out = strip_html(out)
     out = handle_urls(out, urls)
-    # drop format (zero-width) characters, then turn control characters and whitespace runs into one space
-    out = F.when(ascii_only, out).otherwise(F.regexp_replace(out, r"\p{Cf}", ""))
+    # drop the stray format (zero-width, bidi) characters (again after NFKC: a joiner whose neighbour it turned
+    # into a space is stray now), then turn control characters and whitespace runs into one space
+    out = F.when(ascii_only, out).otherwise(remove_format_chars(out, zero_width))
     out = F.trim(F.regexp_replace(out, r"[\s\p{Z}\p{Cc}]+", " "))
     if lowercase:
-        out = F.lower(out)
+        out = lower(out)
     return out
 
 
 class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """pyspark.ml stage that writes the cleaned, PII-masked text of ``inputCol`` to ``outputCol``.
 
-    The text goes through :func:`clean_text` (Unicode, markup, URLs, control
-    characters, whitespace, case), then :func:`~dmine_spark.prepare.pii.mask_pii`
-    for ``piiTypes``, then is cut to ``maxChars``. The clean stage, batch and
-    streaming scoring and a saved model all clean text through this one stage,
-    so a text is cleaned the same way wherever it comes from. Null stays null.
+    The text goes through :func:`clean_text` (Unicode, markup, URLs, format
+    and control characters, whitespace), then :func:`~dmine_spark.prepare.pii.mask_pii`
+    for ``piiTypes``, then is lowercased (when ``lowercase``: after masking,
+    so no value escapes a case-sensitive rule such as the IBAN's) and cut to
+    ``maxChars``. The clean stage, batch and streaming scoring and a saved
+    model all clean text through this one stage, so a text is cleaned the
+    same way wherever it comes from. Null stays null.
+
+    A cleaner saved before a Param existed loads with that Param's default.
     """
 
     stripHtml = Param(Params._dummy(), "stripHtml", "remove HTML tags and entities", TypeConverters.toBoolean)
     lowercase = Param(Params._dummy(), "lowercase", "lowercase the text", TypeConverters.toBoolean)
     unicode = Param(Params._dummy(), "unicode", "nfkc, fullwidth or none", TypeConverters.toString)
     urls = Param(Params._dummy(), "urls", "keep, mask or remove URLs", TypeConverters.toString)
+    zeroWidth = Param(
+        Params._dummy(),
+        "zeroWidth",
+        "keep_in_words (ZWJ/ZWNJ inside words and emoji stay) or remove_all format characters",
+        TypeConverters.toString,
+    )
     maxChars = Param(
         Params._dummy(), "maxChars", "truncate to this many characters (0: no limit)", TypeConverters.toInt
     )
@@ -214,6 +386,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         lowercase: bool = False,
         unicode: str = "nfkc",
         urls: str = "keep",
+        zeroWidth: str = "keep_in_words",
         maxChars: int = 0,
         piiTypes: Sequence[str] = PII_TYPES,
         backend: str = "builtin",
@@ -226,6 +399,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
             lowercase=False,
             unicode="nfkc",
             urls="keep",
+            zeroWidth="keep_in_words",
             maxChars=0,
             piiTypes=list(PII_TYPES),
             backend="builtin",
@@ -242,6 +416,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         lowercase: bool = False,
         unicode: str = "nfkc",
         urls: str = "keep",
+        zeroWidth: str = "keep_in_words",
         maxChars: int = 0,
         piiTypes: Sequence[str] = PII_TYPES,
         backend: str = "builtin",
@@ -251,6 +426,8 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
             raise ValueError(f"TextCleaner: unicode must be nfkc, fullwidth or none, got {kwargs['unicode']!r}")
         if kwargs.get("urls") not in (None, "keep", "mask", "remove"):
             raise ValueError(f"TextCleaner: urls must be keep, mask or remove, got {kwargs['urls']!r}")
+        if kwargs.get("zeroWidth") not in (None, *ZERO_WIDTH_MODES):
+            raise ValueError(f"TextCleaner: zeroWidth must be keep_in_words or remove_all, got {kwargs['zeroWidth']!r}")
         if kwargs.get("backend") not in (None, "builtin", "sparknlp"):
             raise ValueError(f"TextCleaner: backend must be builtin or sparknlp, got {kwargs['backend']!r}")
         if kwargs.get("piiTypes"):
@@ -270,6 +447,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
             lowercase=clean.lowercase,
             unicode=clean.unicode,
             urls=clean.urls,
+            zeroWidth=clean.zero_width,
             maxChars=clean.max_chars,
             piiTypes=types,
             backend=clean.backend,
@@ -279,19 +457,20 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         return self.getOrDefault("backend") == "sparknlp"
 
     def normalized(self, col: Column) -> Column:
-        """The text transforms alone: :func:`clean_text` with this stage's settings (no masking, no cut).
+        """The text transforms before masking: :func:`clean_text` with this stage's settings, case kept.
 
         With the ``sparknlp`` backend, only the steps that stay Spark SQL
-        built-ins (Unicode folding, URLs, control characters); markup and case
-        are left to :meth:`normalize_frame`.
+        built-ins (Unicode folding, URLs, format and control characters);
+        markup is left to :meth:`normalize_frame`. Case is :meth:`cased`'s,
+        after masking.
         """
-        nlp = self._sparknlp()
         return clean_text(
             col,
-            strip_markup=self.getOrDefault("stripHtml") and not nlp,
-            lowercase=self.getOrDefault("lowercase") and not nlp,
+            strip_markup=self.getOrDefault("stripHtml") and not self._sparknlp(),
+            lowercase=False,
             unicode=self.getOrDefault("unicode"),
             urls=self.getOrDefault("urls"),
+            zero_width=self.getOrDefault("zeroWidth"),
         )
 
     def normalize_frame(self, df: DataFrame, col: str) -> DataFrame:
@@ -300,10 +479,12 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         if self._sparknlp():
             from dmine_spark.prepare.sparknlp import normalize_frame
 
-            out = normalize_frame(
-                out, col, strip_html=self.getOrDefault("stripHtml"), lowercase=self.getOrDefault("lowercase")
-            )
+            out = normalize_frame(out, col, strip_html=self.getOrDefault("stripHtml"), lowercase=False)
         return out
+
+    def cased(self, col: Column) -> Column:
+        """After masking: ``col`` lowercased, placeholders kept (``lowercase``), else unchanged."""
+        return lower(col) if self.getOrDefault("lowercase") else col
 
     def tokenize_frame(self, df: DataFrame, col: str) -> DataFrame:
         """After masking: ``df`` unchanged (``builtin``), or ``col`` as Spark NLP's kept tokens (``sparknlp``)."""
@@ -326,7 +507,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         return truncate(col, n) if n > 0 else col
 
     def clean_column(self, col: Column) -> Column:
-        """The whole cleaning of ``col``: transforms, PII masking, then the length cut (``builtin`` only).
+        """The whole cleaning of ``col``: transforms, PII masking, case, then the length cut (``builtin`` only).
 
         Raises
         ------
@@ -340,7 +521,7 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
         masked = self.masked(out)
         if masked is not None:
             out = masked["text"]
-        return self.cut(out)
+        return self.cut(self.cased(out))
 
     def _input_columns(self) -> dict[str, ColumnSpec]:
         return {self.getInputCol(): ((StringType,), "a string")}
@@ -350,14 +531,14 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self.transformSchema(dataset.schema)
-        if not self._sparknlp():
-            return dataset.withColumn(self.getOutputCol(), self.clean_column(F.col(self.getInputCol())))
+        # one projection per step: a single expression would copy the cleaned text's whole expression into
+        # every place the masking reads it, and Spark would spend seconds planning it
         tmp = "_dmine_clean"
         out = self.normalize_frame(dataset.withColumn(tmp, F.col(self.getInputCol())), tmp)
         masked = self.masked(F.col(tmp))
         if masked is not None:
             out = out.withColumn(tmp, masked["text"])
-        out = self.tokenize_frame(out, tmp)
+        out = self.tokenize_frame(out.withColumn(tmp, self.cased(F.col(tmp))), tmp)
         return out.withColumn(self.getOutputCol(), self.cut(F.col(tmp))).drop(tmp)
 
 
@@ -439,8 +620,8 @@ def clean_frame(
 ) -> CleanResult:
     """Clean ``text_col`` and decide for each row: clean, quarantined or duplicate.
 
-    The steps, in order: the text transforms and PII masking of ``cleaner``
-    (with its ``sparknlp`` backend, Spark NLP's tokens after the masking);
+    The steps, in order: the text transforms, PII masking and case of
+    ``cleaner`` (with its ``sparknlp`` backend, Spark NLP's tokens after the masking);
     language detection (``language``); the row rules (``empty_text``,
     ``text_too_long``, ``language_not_kept``); the cut to ``max_chars``;
     exact dedup on the content hash of the cleaned, masked text.
@@ -488,7 +669,7 @@ def clean_frame(
             .withColumn("pii_counts", F.col("_pii.counts"))
             .drop("_pii")
         )
-    staged = cleaner.tokenize_frame(staged, text_col)
+    staged = cleaner.tokenize_frame(staged.withColumn(text_col, cleaner.cased(F.col(text_col))), text_col)
     length = F.coalesce(F.char_length(F.col(text_col)), F.lit(0))
     staged = staged.withColumn("_len", length)
     lang_rule = None

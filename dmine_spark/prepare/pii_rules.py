@@ -24,7 +24,10 @@ ones before it:
 5. ``phone``: last, the loosest pattern.
 
 Placeholders are ``<EMAIL>``, ``<IBAN>``, ``<CN_ID>``, ``<CARD>`` and
-``<PHONE>``; no rule can match inside a placeholder.
+``<PHONE>``; no rule can match inside a placeholder. Every rule's placeholder
+has the shape :data:`PLACEHOLDER_SHAPE` (``<NAME>``, upper case), which the
+cleaning steps of :mod:`dmine_spark.prepare.clean` leave whole: text masked at
+ingest keeps its placeholders through the clean stage.
 
 The ``fake_*`` generators make realistic valid values (and
 :func:`fake_order_number` a Luhn-failing one) from a :class:`random.Random`, for
@@ -43,6 +46,7 @@ from datetime import date
 __all__ = [
     "ALL_TYPES",
     "PLACEHOLDERS",
+    "PLACEHOLDER_SHAPE",
     "RULES",
     "Rule",
     "CN_ID_WEIGHTS",
@@ -186,14 +190,31 @@ def phone_ok(s: str) -> bool:
     return PHONE_MIN_DIGITS <= n <= PHONE_MAX_DIGITS
 
 
+# What a placeholder looks like: no pattern matches "<" or ">", and cleaning never takes one for a tag
+PLACEHOLDER_SHAPE = r"<[A-Z][A-Z0-9_]*>"
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One PII type: its candidate pattern, placeholder and check (``None``: every candidate)."""
+    """One PII type: its candidate pattern, placeholder and check (``None``: every candidate).
+
+    Raises
+    ------
+    ValueError
+        When ``placeholder`` is not of :data:`PLACEHOLDER_SHAPE`.
+    """
 
     type: str
     pattern: str
     placeholder: str
     check: Callable[[str], bool] | None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(PLACEHOLDER_SHAPE, self.placeholder):
+            raise ValueError(
+                f"pii rule {self.type}: placeholder {self.placeholder!r} must be <NAME> in upper case "
+                "(A-Z, 0-9, _), such as <PHONE>"
+            )
 
 
 RULES: tuple[Rule, ...] = (

@@ -121,6 +121,7 @@ def spark_prepare(spark: Any, data_dir: Path, out_dir: Path, *, unicode: str = "
     from pyspark.sql import functions as F
 
     from dmine_spark.config import CleanConfig, PiiConfig, SourceConfig
+    from dmine_spark.config.features import WORD_PATTERN
     from dmine_spark.prepare.clean import clean_frame
     from dmine_spark.prepare.ingest import read_source
     from dmine_spark.tools.datagen import SCHEMA_DDL
@@ -141,7 +142,8 @@ def spark_prepare(spark: Any, data_dir: Path, out_dir: Path, *, unicode: str = "
     ).parquet(str(out_dir / "decided"))
     t_clean = time.perf_counter() - t0
     clean = spark.read.parquet(str(out_dir / "decided")).where("outcome = 'clean'").select("id", "text")
-    tok = RegexTokenizer(inputCol="text", outputCol="words", pattern=r"[^\p{L}\p{N}]+", toLowercase=True)
+    # the feature table's own words (combining marks and inner joiners stay in their word)
+    tok = RegexTokenizer(inputCol="text", outputCol="words", pattern=WORD_PATTERN, gaps=False, toLowercase=True)
     tf = HashingTF(inputCol="words", outputCol="tf", numFeatures=NUM_FEATURES)
     # term frequencies once: IDF's fitting pass and the transform both read them back from local disk
     # (DISK_ONLY: a memory-backed cache of 10M vectors ran a 4 GB driver out of heap while unrolling)
