@@ -48,6 +48,7 @@ setup(
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],
         "dev": [
             "pytest>=8",
+            "hypothesis>=6.100",  # the property-based tests of the cleaners and PII rules
             "ruff>=0.6",
             "sentence-transformers>=3",
             "onnxruntime>=1.20",
