@@ -11,7 +11,7 @@ from dmine_spark.cli.common import datasets_dir, echo
 from dmine_spark.cli.registry import command
 from dmine_spark.config import ConfigError, default_work_dir
 
-__all__ = ["bench", "datagen"]
+__all__ = ["bench", "datagen", "fuzz"]
 
 _BENCH_KEYS = (
     "ratio_vs_st",
@@ -136,4 +136,24 @@ def datagen(args: argparse.Namespace) -> int:
     )
     echo("  faults: " + ", ".join(f"{k} {v:,}" for k, v in m["counts"].items()))
     echo(f"  manifest: {res.out / gen.MANIFEST}")
+    return 0
+
+
+def _fuzz_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--rows", type=int, default=10_000, help="records in all (default 10,000; at least 1,000)")
+    sp.add_argument("--out", required=True, help="new output folder for the sources, pipeline.yaml and manifest.json")
+    sp.add_argument("--seed", type=int, default=0, help="same seed, same corpus (default 0)")
+    sp.add_argument("--datasets", help="the shared datasets folder (default: $DMINE_DATASETS)")
+
+
+@command("fuzz", "write a corpus of every input fault, with its pipeline config and exact record counts", _fuzz_args)
+def fuzz(args: argparse.Namespace) -> int:
+    from dmine_spark.tools.fuzz import generate_corpus
+
+    try:
+        m = generate_corpus(args.out, args.rows, datasets_dir=datasets_dir(args.datasets), seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    echo(f"fuzz: {m['rows']:,} records -> {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in m["records"].items()))
+    echo(f"  run it: dmine run {m['config']}")
     return 0

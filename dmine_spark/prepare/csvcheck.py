@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 __all__ = ["CsvDialect", "BadRecord", "split_records"]
 
+_FIELD_LIMIT = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class CsvDialect:
@@ -53,6 +55,9 @@ class BadRecord:
 
 
 def _reader(lines: list[str], d: CsvDialect):
+    # a field may be as long as Spark reads (the csv module stops at 128 KiB by default)
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
     return csv.reader(
         iter(lines),
         delimiter=d.sep[0],

@@ -23,7 +23,12 @@ def _python_example() -> str:
 def test_the_readme_is_a_front_page() -> None:
     assert len(README.splitlines()) <= 220
     for link in re.findall(r"\]\((docs/[^)]+)\)", README):
-        assert (REPO / link).is_file(), link
+        path, _, anchor = link.partition("#")
+        assert (REPO / path).is_file(), link
+        if anchor:  # a heading of that page, as GitHub makes its anchor
+            headings = re.findall(r"^#+ (.+)$", (REPO / path).read_text(encoding="utf-8"), re.M)
+            anchors = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in anchors, link
 
 
 def test_the_two_set_up_commands_exist() -> None:

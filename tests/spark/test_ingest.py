@@ -84,7 +84,11 @@ def test_invalid_encoding_unknown_label_and_counts(spark, tmp_path) -> None:
     res = read_source(spark, "s", src, required=["text"], label_col="category", labels=["a", "b"])
     got = sorted((r.rule, r.reason) for r in res.quarantine.collect())
     assert got == [
-        ("invalid_encoding", "column text holds bytes that are not valid UTF-8"),
+        (
+            "invalid_encoding",
+            "column text holds bytes that are not valid UTF-8 (declare the files' encoding with the source's "
+            "encoding:, e.g. gbk, or auto); 2 invalid byte sequence(s) in t.csv: byte 33 (line 3), byte 34 (line 3)",
+        ),
         ("unknown_label", "label 'zzz' is not one of the 2 known labels"),
     ]
     assertDataFrameEqual(

@@ -73,3 +73,9 @@ def test_several_broken_records_each_quarantined_once() -> None:
     kept, bad = split_records(text, CsvDialect.of({"header": "true"}))
     assert kept == "a,b\nz,3\n"
     assert [b.line for b in bad] == [2, 3, 5]
+
+
+def test_a_field_of_a_megabyte_is_a_record_like_any_other() -> None:
+    text = "text,category\n" + "x" * 1_000_000 + ",a\n" + '"' + "y\n" * 300_000 + '",b\n'
+    kept, bad = split_records(text, HEADER)
+    assert bad == [] and kept == text
