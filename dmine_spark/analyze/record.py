@@ -296,7 +296,6 @@ def _overlap_note(run: RunRecorder, out: Any) -> str | None:
         note = f"train/test leakage: {pairs}; dropped from evaluation (duplicates, rule train_test_overlap)"
     else:
         note = f"train/test leakage: {pairs}; kept (clean.leakage: drop leaves them out of evaluation)"
-    log.warning("clean: %s", note)
     return note
 
 
@@ -414,7 +413,6 @@ def _unseen_note(run: RunRecorder, stage: str, split: str, cells: list[tuple[str
         f"{len(unseen)} {split} label(s) never seen in training, {sum(unseen.values()):,} rows counted as errors: "
         f"{shown}"
     )
-    log.warning("%s: %s", stage, note)
     return [note]
 
 
