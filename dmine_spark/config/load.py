@@ -260,7 +260,35 @@ def local_matches(path: str) -> list[str] | None:
     return sorted({m for p in expand_braces(path) for m in glob.glob(_python_glob(p))})
 
 
-BUILTIN_PROFILES = Path(__file__).with_name("profiles")
+def _builtin_profiles() -> Path:
+    """The folder of the built-in profiles; copied out to a temporary folder when the package runs from a zip.
+
+    ``spark-submit.sh`` ships dmine_spark as a zip (``--py-files``), so the
+    driver may import it from there, where the profiles are not files.
+    """
+    here = Path(__file__).with_name("profiles")
+    if here.is_dir():
+        return here
+    import hashlib
+    import tempfile
+    from importlib.resources import files
+
+    inside = [f for f in files("dmine_spark.config").joinpath("profiles").iterdir() if f.name.endswith(".yaml")]
+    blobs = {f.name: f.read_bytes() for f in inside}
+    key = hashlib.sha256(b"".join(n.encode() + b"\0" + b for n, b in sorted(blobs.items()))).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"dmine_spark-profiles-{key}"
+    if not out.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix="dmine_spark-profiles-"))
+        for name, data in blobs.items():
+            (tmp / name).write_bytes(data)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process put the same profiles there first
+            pass
+    return out
+
+
+BUILTIN_PROFILES = _builtin_profiles()
 """The profiles that ship with dmine_spark (``local``, ``standalone``, ``yarn``, ``kubernetes``, ``databricks``...)."""
 
 CONF_DIR_ENV = "DMINE_CONF_DIR"
