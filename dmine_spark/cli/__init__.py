@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -47,6 +48,32 @@ def _first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
 
 
+_CONFIG_ERROR = re.compile(r"(?:^|\n)\s*(?:[\w.]+\.)?ConfigError: ([^\n]+)")
+_PY_ERROR = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception): .+$")
+
+
+def worker_error(exc: BaseException) -> tuple[str | None, bool]:
+    """The error a Spark task raised in its Python worker, from the driver's exception text.
+
+    Returns
+    -------
+    (str or None, bool)
+        A ``ConfigError`` raised on an executor (a user's mistake, such as a
+        model missing there) as its message and ``True``; else the last
+        ``<Name>Error: <message>`` line of a Python worker's traceback and
+        ``False``; else ``(None, False)``.
+    """
+    text = str(exc)
+    found = _CONFIG_ERROR.findall(text)
+    if found:
+        return found[-1].strip(), True
+    if "Traceback (most recent call last)" in text:
+        lines = [line.strip() for line in text.splitlines() if _PY_ERROR.match(line.strip())]
+        if lines:
+            return lines[-1], False
+    return None, False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dmine`` with ``argv`` (default: the process's arguments); returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -67,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             traceback.print_exc()
+        cause, mistake = worker_error(exc)
+        if mistake:  # a user's mistake found on an executor is one line, as on the driver
+            sys.stderr.write(f"dmine: error: {cause}\n")
+            return 2
         hint = "" if args.verbose else "; rerun with --verbose for the traceback"
-        sys.stderr.write(f"dmine: error: {args.command} failed: {type(exc).__name__}: {_first_line(exc)}{hint}\n")
+        what = cause or f"{type(exc).__name__}: {_first_line(exc)}"
+        sys.stderr.write(f"dmine: error: {args.command} failed: {what}{hint}\n")
         return 1

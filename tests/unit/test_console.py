@@ -89,3 +89,46 @@ def test_an_unexpected_error_is_one_line_with_a_hint(
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and "in _boom" in err
     assert err.splitlines()[-1] == "dmine: error: profiles failed: RuntimeError: boom"
+
+
+WORKER_TRACE = """An exception was thrown from the Python worker. Please see the stack trace below.
+Traceback (most recent call last):
+  File "/x/worker.py", line 1, in main
+    process()
+  File "/x/encoder.py", line 9, in resolve
+    raise ConfigError(msg)
+dmine_spark.config.errors.ConfigError: embed.model: 'm' is neither a local model directory nor an installed model
+	at org.apache.spark.api.python.BasePythonRunner$ReaderIterator.handlePythonException(PythonRunner.scala:1)
+"""
+
+
+def test_a_mistake_found_on_an_executor_is_the_one_line_error() -> None:
+    from dmine_spark.cli import worker_error
+
+    assert worker_error(RuntimeError(WORKER_TRACE)) == (
+        "embed.model: 'm' is neither a local model directory nor an installed model",
+        True,
+    )
+    crash = WORKER_TRACE.replace(
+        "dmine_spark.config.errors.ConfigError: embed.model: 'm' is neither a local model directory nor an installed model",
+        "ZeroDivisionError: division by zero",
+    )
+    assert worker_error(RuntimeError(crash)) == ("ZeroDivisionError: division by zero", False)
+    assert worker_error(RuntimeError("plain")) == (None, False)
+
+
+def test_main_prints_an_executor_s_config_error_as_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dmine_spark import cli
+
+    def fails(args) -> int:
+        raise RuntimeError(WORKER_TRACE)
+
+    import dataclasses
+
+    fails.__module__ = cli.COMMANDS["run"].run.__module__  # the parser groups commands by their module
+    monkeypatch.setitem(cli.COMMANDS, "run", dataclasses.replace(cli.COMMANDS["run"], run=fails))
+    assert main(["run", str(PIPELINE_CONF)]) == 2
+    err = capsys.readouterr().err
+    assert err == "dmine: error: embed.model: 'm' is neither a local model directory nor an installed model\n"
