@@ -45,7 +45,6 @@ __all__ = [
     "AUTO",
     "FileDecoding",
     "Staged",
-    "codec_name",
     "decode_bytes",
     "detect_encoding",
     "display_name",
@@ -58,25 +57,6 @@ AUTO = "auto"
 SHOWN_OFFSETS = 5
 _UTF8 = {"utf-8", "utf_8", "ascii"}
 _READER_OPTIONS = ("pathGlobFilter", "recursiveFileLookup", "modifiedBefore", "modifiedAfter")
-
-
-def codec_name(encoding: str, where: str) -> str:
-    """The codec's canonical Python name (``GBK`` → ``gbk``, ``latin-1`` → ``iso8859-1``), or ``auto``.
-
-    Raises
-    ------
-    ConfigError
-        When neither Python nor ``auto`` knows the name.
-    """
-    if encoding.strip().lower() == AUTO:
-        return AUTO
-    try:
-        return codecs.lookup(encoding.strip()).name
-    except LookupError:
-        raise ConfigError(
-            f"{where}: unknown encoding {encoding!r}; give a codec name such as gbk, gb18030, big5, shift_jis, "
-            "cp1252, latin-1, utf-16, or auto to detect it"
-        ) from None
 
 
 def is_utf8(name: str | None) -> bool:
@@ -256,7 +236,7 @@ def stage_source(
     path : str
         A file, folder or glob (any file system Spark reads).
     encoding : str or None
-        A Python codec name (see :func:`codec_name`), ``auto``, or ``None``
+        A Python codec name (as ``SourceConfig.encoding`` validates it), ``auto``, or ``None``
         for UTF-8 by default.
     options : dict
         The source's reader options; the file-listing ones (``pathGlobFilter``,
