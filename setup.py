@@ -41,6 +41,8 @@ setup(
         # the default fp32 CPU engine (see README: the embedding engine); the model is exported to ONNX once
         "openvino>=2025.0",
         "onnx>=1.16",
+        # nearest-neighbour search: HNSW and flat inner-product indexes (a wheel for every platform; see docs/search.md)
+        "faiss-cpu>=1.8",
     ],
     extras_require={
         # the Spark 3.5 line (Scala 2.12) with Spark NLP's Python API: `bash dev.sh setup --spark 3.5`
