@@ -36,6 +36,7 @@ _VERSION_LABELS = {
     "finetune": "finetune.model_version",
     "cluster": "cluster.model_version",
     "features": "features.model_version",
+    "search": "search.model_version",
 }
 
 

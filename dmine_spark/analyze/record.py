@@ -490,6 +490,44 @@ def cluster(rec: Recording) -> StageReport:
     )
 
 
+def search(rec: Recording) -> StageReport:
+    """Corpus and query rows, k, and on labelled rows the share whose nearest neighbour has their label (1-NN)."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    s = cfg.search
+    version = rec.versions["index"]
+    corpus_split, query_split = cfg.search_splits()
+    values = {"corpus_rows": float(out.corpus_rows), "query_rows": float(out.query_rows), "k": float(s.k)}
+    found = rec.table(Layer.NEIGHBORS, this_run=True)
+    values["answered_rows"] = float(found.select("id").distinct().count())
+    if cfg.label_col:
+        labels = rec.table(Layer.CLEAN).select("id", "label")
+        first = (
+            found.where("rank = 1")
+            .join(labels, "id")
+            .join(
+                labels.select(F.col("id").alias("neighbor_id"), F.col("label").alias("neighbor_label")), "neighbor_id"
+            )
+            .agg(F.avg((F.col("label") == F.col("neighbor_label")).cast("double")).alias("a"))
+            .first()
+        )
+        if first is not None and first["a"] is not None:
+            values["knn_top1_accuracy"] = float(first["a"])
+    write_metrics(rec.spark, cfg, run, "search", query_split, values, model_version=version)
+    run.label("search.model_version", version)
+    run.count("search.corpus_rows", out.corpus_rows)
+    run.count("search.query_rows", out.query_rows)
+    if "knn_top1_accuracy" in values:
+        run.measure("search.knn_top1_accuracy", values["knn_top1_accuracy"])
+        rec.store.update_meta(version, metrics={"knn_top1_accuracy": values["knn_top1_accuracy"]})
+    agree = f", 1-NN label agreement {values['knn_top1_accuracy']:.4f}" if "knn_top1_accuracy" in values else ""
+    return StageReport(
+        "search",
+        f"{version}: {s.index} top-{s.k} of {out.query_rows:,} {query_split} rows among {out.corpus_rows:,} "
+        f"{corpus_split} rows{agree}",
+        values=values,
+    )
+
+
 RECORDERS = {
     "ingest": ingest,
     "clean": clean,
@@ -499,5 +537,6 @@ RECORDERS = {
     "regress": regress,
     "finetune": finetune,
     "cluster": cluster,
+    "search": search,
 }
 """The recorder of each stage, by stage name."""

@@ -37,6 +37,7 @@ class Layer(str, Enum):
     REG = "reg"
     CLUSTER = "cluster"
     CLUSTER_TERMS = "cluster_terms"
+    NEIGHBORS = "neighbors"
     CONFUSION = "confusion"
     METRICS = "metrics"
     RUNS = "runs"
@@ -74,6 +75,7 @@ _STAGE = {
     Layer.REG: "predictions",
     Layer.CLUSTER: "predictions",
     Layer.CLUSTER_TERMS: "reporting",
+    Layer.NEIGHBORS: "predictions",
     Layer.CONFUSION: "reporting",
     Layer.METRICS: "reporting",
     Layer.RUNS: "reporting",

@@ -36,6 +36,8 @@ __all__ = [
     "RegressConfig",
     "FinetuneConfig",
     "ClusterConfig",
+    "HnswConfig",
+    "SearchConfig",
     "ReportConfig",
     "TrackingConfig",
     "TablesConfig",
@@ -478,6 +480,41 @@ class ClusterConfig(Strict):
         return v
 
 
+class HnswConfig(Strict):
+    """Settings of the HNSW graph (faiss ``IndexHNSWFlat``; Malkov & Yashunin 2018)."""
+
+    m: int = Field(default=32, ge=4, le=256)
+    """Links per vector: more is better recall, more memory and slower builds."""
+    ef_construction: int = Field(default=200, ge=8)
+    """Candidates kept while inserting a vector: better graphs, slower builds."""
+    ef_search: int = Field(default=128, ge=1)
+    """Candidates kept while searching (at least ``k``): better recall, slower queries."""
+
+
+class SearchConfig(Strict):
+    """Nearest neighbours by cosine similarity: each query row's most similar corpus rows, and a saved index."""
+
+    enabled: bool = False
+    """Run the search stage (``--set search.enabled=true``)."""
+    corpus_split: str | None = None
+    """The split searched (default: ``classify.train_split``)."""
+    query_split: str | None = None
+    """The split whose rows are queries (default: ``classify.eval_split``)."""
+    k: int = Field(default=10, ge=1, le=1000)
+    """Neighbours per query row in ``neighbors_<task>`` and ``dmine search``."""
+    index: Literal["exact", "hnsw"] = "hnsw"
+    """``hnsw``: an HNSW index (faiss) finds the neighbours and is saved as ``<task>-index``; ``exact``: exact
+    blocked search in Spark, and the saved index is an exact flat one."""
+    hnsw: HnswConfig = Field(default_factory=HnswConfig)
+    """The HNSW graph's settings."""
+    block_rows: int = Field(default=8192, ge=1)
+    """Exact search: most rows of a query block and of a corpus block (one Arrow task per pair of blocks)."""
+    broadcast_max_rows: int = Field(default=50_000, ge=0)
+    """Exact search: a corpus of at most this many rows is broadcast instead of blocked (0: never)."""
+    exclude_self: bool = True
+    """A query row that is also in the corpus is never its own neighbour."""
+
+
 class ReportConfig(Strict):
     """The HTML run report."""
 
@@ -624,6 +661,8 @@ class PipelineConfig(Strict):
     """BERT fine-tuning."""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     """Clustering."""
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    """Nearest-neighbour search."""
     report: ReportConfig = Field(default_factory=ReportConfig)
     """The HTML run report."""
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -695,6 +734,13 @@ class PipelineConfig(Strict):
         if layer.shared:
             return f"{self.database}.{layer.value}"
         return f"{self.database}.{layer.value}_{self.task}"
+
+    def search_splits(self) -> tuple[str, str]:
+        """(corpus split, query split) of the search stage, the classifier's splits by default."""
+        return (
+            self.search.corpus_split or self.classify.train_split,
+            self.search.query_split or self.classify.eval_split,
+        )
 
     def quarantine_view(self, source: str) -> str:
         """The view over the quarantine table that holds ``source``'s rows."""

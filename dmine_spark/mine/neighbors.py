@@ -34,13 +34,13 @@ import logging
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark import keyword_only
-from pyspark.ml import Model
+from pyspark.ml import Model, PipelineModel, Transformer
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.param.shared import HasFeaturesCol, Param, Params, TypeConverters
@@ -57,9 +57,12 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from dmine_spark.config import SearchConfig
 from dmine_spark.io.files import read_bytes, write_bytes
 from dmine_spark.io.persist import Persisted
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
+from dmine_spark.mine.textmodel import text_model
+from dmine_spark.prepare.clean import TextCleaner
 
 __all__ = [
     "INDEX_KINDS",
@@ -73,6 +76,8 @@ __all__ = [
     "build_index",
     "NeighborIndex",
     "neighbor_rows",
+    "SearchOutput",
+    "search_neighbors",
 ]
 
 log = logging.getLogger(__name__)
@@ -754,4 +759,87 @@ def neighbor_rows(df: DataFrame, *, id_col: str = "id", neighbors_col: str = "ne
         F.col("n.neighbor_id").alias("neighbor_id"),
         F.col("n.score").alias("score"),
         F.col("n.label").alias("neighbor_label"),
+    )
+
+
+# --------------------------------------------------------------------------- the search stage's node
+
+
+@dataclass
+class SearchOutput:
+    """The index model version (cleaner → embedder → :class:`NeighborIndex`), the index, and the neighbours
+    (``id, rank, neighbor_id, score``) of the query rows."""
+
+    model: PipelineModel | None = None
+    index: NeighborIndex | None = None
+    neighbors: DataFrame | None = None
+    corpus_rows: int = 0
+    query_rows: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def search_neighbors(
+    rows: DataFrame,
+    section: SearchConfig,
+    *,
+    corpus_split: str,
+    query_split: str,
+    cleaner: TextCleaner,
+    embedder: Transformer,
+    labelled: bool,
+) -> SearchOutput:
+    """Build the index over the corpus split of ``rows`` and find each query row's ``section.k`` neighbours.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Clean rows with their cached ``embedding`` (``id, split, text, embedding``, and ``label`` when ``labelled``).
+    section : SearchConfig
+        ``index: hnsw`` answers the queries with the HNSW index; ``exact`` with
+        :func:`exact_topk` in Spark (and saves an exact flat index).
+    corpus_split, query_split : str
+    cleaner, embedder : Transformer
+        The stages before the index in the saved model, so it answers raw text.
+
+    Raises
+    ------
+    ValueError
+        When the corpus split has no row with a vector.
+    """
+    corpus = rows.where(F.col("split") == corpus_split)
+    queries = rows.where(F.col("split") == query_split)
+    h = section.hnsw
+    index = NeighborIndex.fit_frame(
+        corpus,
+        label_col="label" if labelled else None,
+        text_col="text",
+        kind=section.index,
+        params=HnswParams(m=h.m, ef_construction=h.ef_construction, ef_search=h.ef_search),
+        k=section.k,
+    )
+    k = section.k
+    if section.index == "exact":
+        found = exact_topk(
+            queries,
+            corpus,
+            k,
+            block_rows=section.block_rows,
+            broadcast_max_rows=section.broadcast_max_rows,
+            exclude_self=section.exclude_self,
+        )
+    else:
+        # one more neighbour than asked, so dropping a query's own row still leaves k
+        extra = 1 if section.exclude_self else 0
+        found = neighbor_rows(index.copy({index.k: k + extra}).transform(queries.select("id", "embedding")))
+        if section.exclude_self:
+            w = Window.partitionBy("id").orderBy("rank")
+            found = found.where(F.col("neighbor_id") != F.col("id")).withColumn("rank", F.row_number().over(w))
+        found = found.where(F.col("rank") <= k).select("id", "rank", "neighbor_id", "score")
+    return SearchOutput(
+        model=text_model(cleaner, embedder, index),
+        index=index,
+        neighbors=found,
+        corpus_rows=index.size,
+        query_rows=queries.count(),
+        info={"kind": section.index, **index.info},
     )

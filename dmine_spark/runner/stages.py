@@ -202,6 +202,26 @@ def _cluster(ctx: StageContext) -> Any:
     )
 
 
+def _search(ctx: StageContext) -> Any:
+    from dmine_spark.mine.neighbors import search_neighbors
+    from dmine_spark.mine.nodes import check_splits
+
+    cfg = ctx.cfg
+    corpus_split, query_split = cfg.search_splits()
+    cols = ["id", "split", "text", "embedding", *(["label"] if cfg.label_col else [])]
+    rows = ctx.embedded(ctx.read(Layer.CLEAN)).select(*cols)
+    check_splits(rows, "search", ("corpus_split", corpus_split), ("query_split", query_split))
+    return search_neighbors(
+        rows,
+        cfg.search,
+        corpus_split=corpus_split,
+        query_split=query_split,
+        cleaner=ctx.cleaner(),
+        embedder=ctx.embedder(),
+        labelled=bool(cfg.label_col),
+    )
+
+
 def _trained_by(cfg: PipelineConfig, **extra: Any) -> dict[str, Any]:
     return {"pipeline": cfg.name, "task": cfg.task, **extra}
 
@@ -312,6 +332,30 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         enabled=lambda cfg: cfg.cluster.enabled,
+    ),
+    Stage(
+        "search",
+        "index the corpus split's embeddings and find each query row's nearest neighbours: neighbors_<task>",
+        _search,
+        (Write(Layer.NEIGHBORS, "neighbors", version="index"),),
+        saves=(
+            Save(
+                "index",
+                "model",
+                lambda cfg: f"{cfg.task}-index",
+                lambda cfg, out: _trained_by(
+                    cfg,
+                    kind=cfg.search.index,
+                    k=cfg.search.k,
+                    corpus_split=cfg.search_splits()[0],
+                    embed_model=cfg.embed.model,
+                    rows=out.corpus_rows,
+                    build_seconds=out.info.get("build_seconds"),
+                    params=out.info.get("params"),
+                ),
+            ),
+        ),
+        enabled=lambda cfg: cfg.search.enabled,
     ),
 )
 """Every stage, in the order ``dmine run`` runs them."""
