@@ -38,6 +38,8 @@ _EXPORTS = {
     "ClassifierHead": "dmine_spark.mine.classify",
     "ClusterModel": "dmine_spark.mine.cluster",
     "FineTunedClassifier": "dmine_spark.mine.finetune",
+    "NeighborIndex": "dmine_spark.mine.neighbors",
+    "Searcher": "dmine_spark.deploy.search",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from dmine_spark.cli.common import echo, pipeline_args, pipeline_profile, session
+from dmine_spark.cli.common import echo, pipeline_args, pipeline_profile, pipeline_session, session
 from dmine_spark.cli.registry import command
-from dmine_spark.config import Layer, PipelineConfig, load_config
+from dmine_spark.config import ConfigError, Layer, PipelineConfig, load_config
 from dmine_spark.runner.stages import STAGES
 
 if TYPE_CHECKING:
     from dmine_spark.analyze.record import StageReport
     from dmine_spark.analyze.runs import RunRecorder
 
-__all__ = ["run_pipeline", "print_stage", "print_end"]
+__all__ = ["run_pipeline", "print_stage", "print_end", "search"]
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -75,5 +75,41 @@ def _run_args(sp: argparse.ArgumentParser) -> None:
 command("run", "run the pipeline's enabled stages (ingest, clean, embed, classify, cluster...)", _run_args)(
     run_pipeline
 )
+
+
+def _search_args(sp: argparse.ArgumentParser) -> None:
+    pipeline_args(sp)
+    sp.add_argument("text", nargs="*", help="texts to look up in the latest <task>-index (none: run the search stage)")
+    sp.add_argument("--k", type=int, help="neighbours per text (default: search.k)")
+    sp.add_argument("--model", help="<task>-index@v<N> (default: the latest)")
+
+
+def search(args: argparse.Namespace) -> int:
+    """``dmine search CONFIG``: the search stage; ``dmine search CONFIG TEXT...``: each text's nearest rows."""
+    if not args.text:
+        return run_pipeline(args)
+    if args.k is not None and args.k < 1:
+        raise ConfigError(f"search --k: expected a number of neighbours of at least 1, got {args.k}")
+    cfg, spark = pipeline_session(args)
+    from dmine_spark.deploy.search import Searcher
+
+    searcher = Searcher.from_config(cfg, spark, version=args.model)
+    k = args.k or cfg.search.k
+    found = searcher.query_many(args.text, k)
+    echo(f"dmine search: {searcher.version}, {searcher.index.size:,} rows, top {k}")
+    for i, text in enumerate(args.text):
+        echo(f"{text!r}:")
+        hits = found[found["query"] == i]
+        if hits.empty:
+            echo("  (nothing left of the text once cleaned)")
+        for r in hits.itertuples(index=False):
+            label = f"  [{r.label}]" if r.label is not None else ""
+            echo(f"  {r.rank:>2}. {r.score:.4f}  {r.neighbor_id}{label}  {r.text}")
+    return 0
+
+
 for _stage in STAGES:
+    if _stage.name == "search":  # the stage, or with texts a lookup in the index it saved
+        command(_stage.name, f"{_stage.help}; with TEXT, the nearest rows of each text", _search_args)(search)
+        continue
     command(_stage.name, f"{_stage.help} (one stage, from and to the catalog tables)", pipeline_args)(run_pipeline)

@@ -23,6 +23,7 @@ bidi marks and embeddings, and joiners at a word's edge.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ __all__ = [
     "truncate",
     "content_hash",
     "text_key",
+    "text_key_of",
     "clean_text",
     "TextCleaner",
     "CleanResult",
@@ -278,6 +280,11 @@ def text_key(col: Column | str) -> Column:
     by it; this is the one place it is derived.
     """
     return F.sha2(F.col(col) if isinstance(col, str) else col, 256)
+
+
+def text_key_of(text: str) -> str:
+    """:func:`text_key` of one text, in Python: the same SHA-256 hex of its UTF-8 characters, without Spark."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def clean_text(
