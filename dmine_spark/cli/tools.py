@@ -28,11 +28,15 @@ _VARIANTS = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("what", choices=["embed", "prepare"])
+    sp.add_argument("what", choices=["embed", "prepare", "search"])
     sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
     sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
     sp.add_argument("--work-dir", help="prepare: where generated data and outputs go (default: the work dir)")
-    sp.add_argument("--rows", type=int, help="texts to embed (default 20,000; 200,000 with --gpu)")
+    sp.add_argument(
+        "--rows",
+        type=int,
+        help="texts to embed (default 20,000; 200,000 with --gpu); search: corpus and query vectors (100,000)",
+    )
     sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     sp.add_argument("--datasets", help="the shared datasets folder (default: $DMINE_DATASETS)")
     sp.add_argument("--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 vectors")
@@ -43,11 +47,16 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "bench", "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale)", _bench_args
+    "bench",
+    "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale), "
+    "`dmine bench search` (nearest neighbours)",
+    _bench_args,
 )
 def bench(args: argparse.Namespace) -> int:
     if args.what == "prepare":
         res = _bench_prepare(args)
+    elif args.what == "search":
+        res = _bench_search(args)
     elif args.gpu:
         from dmine_spark.tools.bench import bench_gpu
 
@@ -88,6 +97,18 @@ def _bench_prepare(args: argparse.Namespace) -> dict:
         echo(f"{'spark_vs_pandas':<18} {res['spark_vs_pandas']:.3f}")
     for key, value in res.get("time_ratio", {}).items():
         echo(f"time ratio {key:<10} {value:.2f}")
+    return res
+
+
+def _bench_search(args: argparse.Namespace) -> dict:
+    from dmine_spark.cli.common import profile, session
+    from dmine_spark.tools.bench_search import bench_search
+
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    session(profile("local", None, required=False), work, "dmine-bench-search")
+    res = bench_search(datasets_dir(args.datasets), args.rows or 100_000, work_dir=work, echo=echo)
+    for key in ("spark_vs_numpy", "index_vs_spark_exact", "index_recall_at_10", "banking77_knn_top1_accuracy"):
+        echo(f"{key:<28} {res[key]:.4f}")
     return res
 
 

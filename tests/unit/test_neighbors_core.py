@@ -98,3 +98,14 @@ def test_an_hnsw_index_finds_nearly_every_exact_neighbour(vectors) -> None:
     assert (exact.search(q, 10)[0] == want).mean() > 0.999  # exact, but for float ties
     with pytest.raises(ValueError, match="3 ids for 1000 vectors"):
         NeighborIndex.from_vectors(c, [1, 2, 3])
+
+
+def test_the_benchmarks_vectors_are_near_copies_of_the_pool_in_turn() -> None:
+    from dmine_spark.tools.bench_search import perturbed
+
+    pool = normalize_rows(np.random.default_rng(3).normal(size=(7, 384)))
+    x = perturbed(pool, 20, seed=1)
+    assert x.shape == (20, 384) and np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    cos = (x * pool[np.arange(20) % 7]).sum(axis=1)
+    assert (cos > 0.97).all() and (cos < 1.0).all()  # sigma 0.01 over 384 dimensions: about 0.98
+    assert np.array_equal(perturbed(pool, 20, seed=1), x)
