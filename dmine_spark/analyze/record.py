@@ -366,7 +366,10 @@ def classify(rec: Recording) -> StageReport:
     c = cfg.classify
     head = out.head
     version = rec.versions["classifier"]
+    open_head = getattr(out, "open_set", None)
     scores, cells = classification_metrics(_scored(rec, "classify"), head.getOrDefault("labels"))
+    if open_head is not None:
+        scores.update(_open_set_metrics(rec, open_head, cells, head.getOrDefault("labels"), version))
     scores.update(selection_metrics(head))
     write_metrics(rec.spark, cfg, run, "classify", c.eval_split, scores, model_version=version)
     conf = rec.spark.createDataFrame(
@@ -382,7 +385,7 @@ def classify(rec: Recording) -> StageReport:
     run.measure("classify.macro_f1", scores["macro_f1"])
     rec.store.update_meta(version, metrics={k: scores[k] for k in ("accuracy", "macro_f1", "rows")})
     auc = f", AUC {scores['auc']:.4f}" if "auc" in scores else ""
-    notes = [*head.info.get("notes", []), *_unseen_note(run, "classify", c.eval_split, cells, head)]
+    notes = [*head.info.get("notes", []), *_unseen_note(run, "classify", c.eval_split, cells, head, open_head)]
     for note in head.info.get("notes", []):
         run.label("classify.note", note)
     return StageReport(
@@ -394,10 +397,59 @@ def classify(rec: Recording) -> StageReport:
     )
 
 
-def _unseen_note(run: RunRecorder, stage: str, split: str, cells: list[tuple[str, str, int]], known: Any) -> list[str]:
+def _open_set_metrics(
+    rec: Recording, open_head: Any, cells: list[tuple[str, str, int]], labels: list[str], version: str
+) -> dict[str, float]:
+    """Open-set scores (eval labels training never saw are the open class) and the open-class precision/recall
+    curve over thresholds, written to ``open_curve_<task>``."""
+    import numpy as np
+
+    from dmine_spark.mine.openset import open_set_curve, open_set_scores
+
+    cfg, run = rec.cfg, rec.run
+    unknown = open_head.getOrDefault("unknownLabel")
+    threshold = float(open_head.getOrDefault("threshold"))
+    values = open_set_scores(cells, labels, unknown)
+    values["open_threshold"] = threshold
+    for k, v in open_head.info.items():
+        if k.startswith("val_") or k == "reference_rows":
+            values[f"open_{k}"] = float(v)
+    got = (
+        _scored(rec, "classify")
+        .where(F.col("open_score").isNotNull())
+        .select("open_score", (~F.col("label").isin(*labels)).alias("is_open"))
+        .limit(500_000)
+        .collect()
+    )
+    curve = open_set_curve(np.asarray([r[0] for r in got]), np.asarray([r[1] for r in got], dtype=bool))
+    if curve:
+        rows = [
+            (run.run_id, version, p["threshold"], p["open_precision"], p["open_recall"], p["open_share"], threshold)
+            for p in curve
+        ]
+        schema = (
+            "run_id STRING, model_version STRING, threshold DOUBLE, open_precision DOUBLE, open_recall DOUBLE, "
+            "open_share DOUBLE, chosen_threshold DOUBLE"
+        )
+        append_table(rec.spark.createDataFrame(rows, schema), cfg.table(Layer.OPEN_CURVE))
+    run.label("classify.open_set", f"{open_head.getOrDefault('method')} threshold {threshold:.4f}")
+    for k in ("open_precision", "open_recall", "accuracy_known"):
+        run.measure(f"classify.{k}", values[k])
+    return values
+
+
+def _unseen_note(
+    run: RunRecorder,
+    stage: str,
+    split: str,
+    cells: list[tuple[str, str, int]],
+    known: Any,
+    open_head: Any = None,
+) -> list[str]:
     """Record the eval rows whose label training never saw (counts, labels, quality rows) and say so in one line.
 
-    ``known`` is the head (its ``labels`` Param) or the list of labels it knows.
+    ``known`` is the head (its ``labels`` Param) or the list of labels it knows. With an open-set stage
+    (``open_head``) those rows are the open class, not errors, and the line gives the open class's recall.
     """
     labels = known.getOrDefault("labels") if hasattr(known, "getOrDefault") else list(known)
     unseen = unseen_labels(cells, labels)
@@ -409,6 +461,15 @@ def _unseen_note(run: RunRecorder, stage: str, split: str, cells: list[tuple[str
     names = sorted(unseen, key=lambda lab: (-unseen[lab], lab))
     shown = ", ".join(f"{lab} ({unseen[lab]:,})" for lab in names[:5]) + (" ..." if len(names) > 5 else "")
     run.label(f"{stage}.unseen_labels", ", ".join(names))
+    if open_head is not None:
+        unknown = open_head.getOrDefault("unknownLabel")
+        caught = sum(n for t, p, n in cells if t in unseen and p == unknown)
+        said = sum(n for _, p, n in cells if p == unknown)
+        return [
+            f"{len(unseen)} {split} label(s) never seen in training are the open class '{unknown}': "
+            f"{caught:,} of {sum(unseen.values()):,} rows answered '{unknown}' (open recall "
+            f"{caught / sum(unseen.values()):.4f}, precision {caught / said if said else 0.0:.4f}); {shown}"
+        ]
     note = (
         f"{len(unseen)} {split} label(s) never seen in training, {sum(unseen.values()):,} rows counted as errors: "
         f"{shown}"

@@ -8,6 +8,8 @@ the stages the run had:
 
 * data quality: rows at each prepare step per source, quarantine rules, PII masks;
 * metrics, as a table, and the confusion matrix as a heat map;
+* open-set detection (``classify.open_set``): open-class precision and recall
+  against the threshold (``open_curve_<task>``), with the threshold the model uses;
 * clusters: a 2-D PCA map of a sample coloured by cluster and labelled with the
   cluster names, and the name table with top terms and exemplars;
 * embedding throughput: texts and tokens embedded per second of encoding in
@@ -196,6 +198,32 @@ def _confusion_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) ->
     )
 
 
+def _open_set_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
+    """Open-class precision and recall against the open-set threshold, with the threshold the model uses."""
+    import matplotlib.pyplot as plt
+
+    name = cfg.table(Layer.OPEN_CURVE)
+    if not _exists(spark, name):
+        return ""
+    pts = sorted(spark.table(name).where(F.col("run_id") == run_id).collect(), key=lambda r: r["threshold"])
+    if not pts:
+        return ""
+    t = [r["threshold"] for r in pts]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot(t, [r["open_precision"] for r in pts], marker="o", ms=3, label="open-class precision")
+    ax.plot(t, [r["open_recall"] for r in pts], marker="o", ms=3, label="open-class recall")
+    ax.plot(t, [r["open_share"] for r in pts], ls=":", label="share answered unknown")
+    chosen = pts[0]["chosen_threshold"]
+    ax.axvline(chosen, color="grey", ls="--", label=f"threshold {chosen:.3f}")
+    ax.set_xlabel("open-set score threshold (rows below are unknown)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Open-set detection ({pts[0]['model_version']})")
+    return "<h2>Open-set detection</h2>" + _figure(
+        _png(fig), "Open-class precision and recall against the threshold, on the eval split", "fig-open-set"
+    )
+
+
 def _cluster_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -337,6 +365,7 @@ def render_report(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
         _quality_section(spark, cfg, run_id),
         _metrics_section(spark, cfg, run_id),
         _confusion_section(spark, cfg, run_id),
+        _open_set_section(spark, cfg, run_id),
         _cluster_section(spark, cfg, run_id),
         _throughput_section(spark, cfg, run_id),
     ]

@@ -28,7 +28,8 @@ _VARIANTS = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("what", choices=["embed", "prepare", "search"])
+    sp.add_argument("what", choices=["embed", "prepare", "search", "openset"])
+    sp.add_argument("--seeds", type=int, default=5, help="openset: seeds per known-intent ratio (default 5)")
     sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
     sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
     sp.add_argument("--work-dir", help="prepare: where generated data and outputs go (default: the work dir)")
@@ -49,7 +50,7 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
 @command(
     "bench",
     "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale), "
-    "`dmine bench search` (nearest neighbours)",
+    "`dmine bench search` (nearest neighbours), `dmine bench openset` (BANKING77 open intent protocol)",
     _bench_args,
 )
 def bench(args: argparse.Namespace) -> int:
@@ -57,6 +58,8 @@ def bench(args: argparse.Namespace) -> int:
         res = _bench_prepare(args)
     elif args.what == "search":
         res = _bench_search(args)
+    elif args.what == "openset":
+        res = _bench_openset(args)
     elif args.gpu:
         from dmine_spark.tools.bench import bench_gpu
 
@@ -110,6 +113,17 @@ def _bench_search(args: argparse.Namespace) -> dict:
     for key in ("spark_vs_numpy", "index_vs_spark_exact", "index_recall_at_10", "banking77_knn_top1_accuracy"):
         echo(f"{key:<28} {res[key]:.4f}")
     return res
+
+
+def _bench_openset(args: argparse.Namespace) -> dict:
+    from dmine_spark.cli.common import profile, session
+    from dmine_spark.tools.bench_openset import bench_openset
+
+    if args.seeds < 1:
+        raise ConfigError(f"bench openset: --seeds {args.seeds}: at least 1")
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    session(profile("local", None, required=False), work, "dmine-bench-openset")
+    return bench_openset(datasets_dir(args.datasets), work_dir=work, seeds=tuple(range(args.seeds)), echo=echo)
 
 
 def _datagen_args(sp: argparse.ArgumentParser) -> None:

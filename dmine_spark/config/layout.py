@@ -38,6 +38,7 @@ class Layer(str, Enum):
     CLUSTER = "cluster"
     CLUSTER_TERMS = "cluster_terms"
     NEIGHBORS = "neighbors"
+    OPEN_CURVE = "open_curve"
     CONFUSION = "confusion"
     METRICS = "metrics"
     RUNS = "runs"
@@ -61,7 +62,9 @@ class Layer(str, Enum):
 
 
 _SHARED = frozenset({Layer.EMB_CACHE, Layer.METRICS, Layer.RUNS, Layer.QUALITY, Layer.MONITOR})
-_HISTORY = frozenset({Layer.EMB_CACHE, Layer.PRED, Layer.METRICS, Layer.RUNS, Layer.QUALITY, Layer.MONITOR})
+_HISTORY = frozenset(
+    {Layer.EMB_CACHE, Layer.PRED, Layer.OPEN_CURVE, Layer.METRICS, Layer.RUNS, Layer.QUALITY, Layer.MONITOR}
+)
 _STAGE = {
     Layer.RAW: "raw",
     Layer.QUARANTINE: "raw",
@@ -76,6 +79,7 @@ _STAGE = {
     Layer.CLUSTER: "predictions",
     Layer.CLUSTER_TERMS: "reporting",
     Layer.NEIGHBORS: "predictions",
+    Layer.OPEN_CURVE: "reporting",
     Layer.CONFUSION: "reporting",
     Layer.METRICS: "reporting",
     Layer.RUNS: "reporting",

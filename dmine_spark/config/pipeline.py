@@ -32,6 +32,7 @@ __all__ = [
     "LanguageConfig",
     "NearDupConfig",
     "EmbedConfig",
+    "OpenSetConfig",
     "ClassifyConfig",
     "RegressConfig",
     "FinetuneConfig",
@@ -317,6 +318,35 @@ class EmbedConfig(Strict):
     """Keep vectors in ``<database>.emb_cache``, so a re-run embeds only texts it has not seen."""
 
 
+class OpenSetConfig(Strict):
+    """Open-set classification: the classifier may answer ``unknown_label`` for a text no known class fits."""
+
+    method: Literal["none", "msp", "knn"] = "none"
+    """``none``: every row gets a known class; ``msp``: the classifier's maximum softmax probability against a
+    threshold; ``knn``: the cosine similarity to the nearest training example against a threshold fitted by
+    open-set validation (a share of the known classes plays the unknown ones). Needs ``features: embedding``
+    for ``knn``."""
+    unknown_label: str = Field(default="unknown", min_length=1)
+    """The label of the open class in ``pred_<task>`` and ``metrics``; must not be a training label."""
+    threshold: float | None = None
+    """A fixed threshold on the method's score (rows below it are unknown), instead of one fitted on the
+    validation part of the training split."""
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Share of the training rows in the validation part the threshold is fitted on (never the test split)."""
+    holdout_classes: float = Field(default=0.25, gt=0.0, lt=1.0)
+    """``knn``: share of the known classes held out as unknown in each validation round."""
+    rounds: int = Field(default=5, ge=1)
+    """``knn``: validation rounds; the threshold is the median of theirs."""
+    known_recall: float = Field(default=0.95, gt=0.0, le=1.0)
+    """``msp``: the share of validation rows (all of known classes) kept known by the threshold."""
+    memory_max_rows: int = Field(default=50_000, gt=0)
+    """``knn``: most training rows kept as the reference (a seeded sample beyond), shipped with the model."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+
 class ClassifyConfig(Strict):
     """A classifier head trained on the embeddings (or the feature table), scored on the eval split."""
 
@@ -346,6 +376,8 @@ class ClassifyConfig(Strict):
     """``logreg``: regularisation (``params.regParam`` wins)."""
     elastic_net_param: float = Field(default=0.0, ge=0.0, le=1.0)
     """``logreg``: L1 share of the regularisation (``params.elasticNetParam`` wins)."""
+    open_set: OpenSetConfig = Field(default_factory=OpenSetConfig)
+    """Open-set (out-of-scope) detection: answer ``unknown`` instead of a known class that does not fit."""
 
     @field_validator("params", "grid")
     @classmethod
@@ -599,7 +631,8 @@ class MonitorThresholds(Strict):
     psi: float = Field(default=0.25, gt=0.0)
     """Population stability index of the predicted classes, above its sampling noise."""
     ood_rate: float = Field(default=0.10, gt=0.0, le=1.0)
-    """Share of texts farther from every class centroid than held-out texts ever are."""
+    """Share of texts out of distribution: the model's ``unknown`` answers with ``classify.open_set``, else
+    texts farther from every baseline row than ``ood_quantile`` of held-out baseline rows are."""
 
 
 class MonitorConfig(Strict):
@@ -612,7 +645,8 @@ class MonitorConfig(Strict):
     sample_rows: int = Field(default=20_000, gt=0)
     """At most this many rows of each side are compared."""
     ood_quantile: float = Field(default=0.99, gt=0.5, lt=1.0)
-    """Held-out distance quantile beyond which a text is out of distribution."""
+    """Quantile of held-out baseline rows' nearest-neighbour distance beyond which a text is out of
+    distribution (models without an open-set stage)."""
     seed: int = 42
     """Seed of the samples."""
     thresholds: MonitorThresholds = Field(default_factory=MonitorThresholds)

@@ -12,9 +12,13 @@ when it is known, so small batches are not flagged for being small.
   1/n_batch)``: PSI is Jeffreys' divergence, which on counts behaves as a
   chi-square with K - 1 degrees of freedom scaled by that sum. The excess
   over this noise level is what is compared with the threshold.
-- **out-of-distribution rate**: the share of batch texts whose cosine
-  distance to the nearest class centroid is beyond the ``q`` quantile of the
-  same distance on held-out baseline rows (expected ``1 - q`` without drift).
+- **out-of-distribution rate**: the share of batch texts the open-set
+  decision calls unknown. With a model trained with ``classify.open_set``
+  that is the model's own decision (its ``unknown`` predictions; expected at
+  the validation share of known rows it called unknown). Otherwise it is the
+  same ``knn`` score (:func:`~dmine_spark.mine.openset.nearest_similarity`):
+  the cosine distance to the nearest baseline row beyond the ``q`` quantile of
+  that distance on held-out baseline rows (expected ``1 - q`` without drift).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dmine_spark.mine.openset import nearest_similarity
+
 __all__ = [
     "Baseline",
     "fit_baseline",
@@ -31,7 +37,7 @@ __all__ = [
     "dimension_shift",
     "psi",
     "psi_noise",
-    "nearest_centroid_distance",
+    "nearest_neighbor_distance",
     "drift_measures",
 ]
 
@@ -83,21 +89,27 @@ def psi_noise(n_classes: int, n_base: int, n_batch: int) -> float:
     return float(max(n_classes - 1, 0) * (1.0 / n_base + 1.0 / n_batch))
 
 
-def nearest_centroid_distance(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Cosine distance of each row of ``x`` to its nearest row of ``centroids``."""
-    return 1.0 - (_unit(x) @ _unit(centroids).T).max(axis=1)
+def nearest_neighbor_distance(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cosine distance of each row of ``x`` (shape ``(n, d)``) to its nearest row of ``reference`` (``(m, d)``)."""
+    return 1.0 - nearest_similarity(x, reference)
 
 
 @dataclass
 class Baseline:
-    """What a batch is compared with: baseline vectors and predictions, class centroids, the OOD distance."""
+    """What a batch is compared with: baseline vectors and predictions, the OOD reference rows and distance.
+
+    With ``open_label`` set (a model with an open-set stage) a batch row is
+    out of distribution when the model answered ``open_label``, and
+    ``ood_expected`` is the share of known rows it calls unknown.
+    """
 
     vectors: np.ndarray
     predictions: list[str]
-    centroids: np.ndarray
-    classes: list[str]
+    reference: np.ndarray
     ood_distance: float
     ood_quantile: float
+    open_label: str | None = None
+    ood_expected: float | None = None
 
 
 def fit_baseline(
@@ -109,10 +121,11 @@ def fit_baseline(
     holdout: float = 0.2,
     seed: int = 42,
 ) -> Baseline:
-    """Class centroids from most baseline rows; the OOD distance is the ``quantile`` on the rows left out.
+    """The OOD reference is most baseline rows; the OOD distance is the ``quantile`` on the rows left out.
 
-    Measuring the distance on rows the centroids did not see keeps the OOD
-    rate of new in-distribution data near ``1 - quantile``.
+    Measuring the nearest-neighbour distance on rows the reference does not
+    hold keeps the OOD rate of new in-distribution data near ``1 - quantile``.
+    ``labels`` are kept for the caller's checks (one per row).
     """
     if len(vectors) != len(labels) or len(vectors) != len(predictions):
         raise ValueError("vectors, labels and predictions must have one entry per baseline row")
@@ -120,15 +133,12 @@ def fit_baseline(
         raise ValueError(f"the baseline has {len(vectors)} rows; at least 20 are needed")
     rng = np.random.default_rng(seed)
     held = rng.random(len(vectors)) < holdout
-    labels = np.asarray(labels)
-    classes = sorted(set(labels[~held].tolist()))
-    centroids = np.stack([vectors[~held][labels[~held] == c].mean(axis=0) for c in classes])
-    dist = nearest_centroid_distance(vectors[held], centroids)
+    reference = vectors[~held]
+    dist = nearest_neighbor_distance(vectors[held], reference)
     return Baseline(
         vectors=vectors,
         predictions=list(predictions),
-        centroids=centroids,
-        classes=classes,
+        reference=reference,
         ood_distance=float(np.quantile(dist, quantile)),
         ood_quantile=quantile,
     )
@@ -144,8 +154,13 @@ def drift_measures(baseline: Baseline, vectors: np.ndarray, predictions: Sequenc
     out["psi"] = psi(baseline.predictions, predictions)
     out["psi_noise"] = psi_noise(n_classes, len(baseline.predictions), len(predictions))
     out["psi_excess"] = max(out["psi"] - out["psi_noise"], 0.0)
-    d = nearest_centroid_distance(vectors, baseline.centroids)
-    out["ood_rate"] = float((d > baseline.ood_distance).mean())
-    out["ood_expected"] = 1.0 - baseline.ood_quantile
-    out["ood_distance"] = baseline.ood_distance
+    if baseline.open_label is not None:
+        out["ood_rate"] = float(np.mean([p == baseline.open_label for p in predictions]))
+        out["ood_expected"] = float(baseline.ood_expected or 0.0)
+    else:
+        d = nearest_neighbor_distance(vectors, baseline.reference)
+        out["ood_rate"] = float((d > baseline.ood_distance).mean())
+        out["ood_expected"] = 1.0 - baseline.ood_quantile
+    if np.isfinite(baseline.ood_distance):
+        out["ood_distance"] = baseline.ood_distance
     return out

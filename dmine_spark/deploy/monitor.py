@@ -25,7 +25,7 @@ from dmine_spark.config import ConfigError, Layer, PipelineConfig
 from dmine_spark.deploy.drift import Baseline, drift_measures, fit_baseline
 from dmine_spark.deploy.score import input_source, load_scoring_model, score_rows
 from dmine_spark.io.tables import append_table, ensure_database, read_table, set_table_format
-from dmine_spark.mine.textmodel import embedder_of, head_of
+from dmine_spark.mine.textmodel import embedder_of, head_of, open_set_of
 from dmine_spark.prepare.ingest import read_source
 
 __all__ = ["MONITOR_SCHEMA", "MonitorResult", "baseline_of", "monitor"]
@@ -91,15 +91,28 @@ def baseline_of(spark: SparkSession, cfg: PipelineConfig, model: PipelineModel) 
     if n > m.sample_rows:
         base = base.sample(fraction=min(1.0, 1.2 * m.sample_rows / n), seed=m.seed).limit(m.sample_rows)
     scored = head_of(model).transform(base)
+    open_head = open_set_of(model)
+    if open_head is not None:
+        scored = open_head.transform(scored)
     got = _collect(scored, ["embedding", "label", "prediction"])
     vectors = np.asarray([r["embedding"] for r in got], dtype=np.float32)
-    return fit_baseline(
+    baseline = fit_baseline(
         vectors,
         [r["label"] for r in got],
         [r["prediction"] for r in got],
         quantile=m.ood_quantile,
         seed=m.seed,
     )
+    if open_head is not None:  # the model's own open-set decision is the OOD definition
+        baseline.open_label = open_head.getOrDefault("unknownLabel")
+        known = open_head.info.get("val_known_recall")
+        baseline.ood_expected = 1.0 - float(known) if known is not None else None
+        if open_head.getOrDefault("method") == "knn":
+            baseline.reference = open_head.memory()
+            baseline.ood_distance = 1.0 - float(open_head.getOrDefault("threshold"))
+        else:
+            baseline.ood_distance = float("nan")
+    return baseline
 
 
 def monitor(

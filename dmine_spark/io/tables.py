@@ -61,13 +61,16 @@ PREDICTION_SCHEMA = (
     ("label", "string"),
     ("prediction", "string"),
     ("probability", "double"),
+    ("open_score", "double"),
     ("model_version", "string"),
     ("stage", "string"),
     ("run_id", "string"),
     ("batch_key", "string"),
     ("scored_at", "timestamp"),
 )
-"""Columns of the predictions table ``pred_<task>``, appended to by classify, finetune, score and stream."""
+"""Columns of the predictions table ``pred_<task>``, appended to by classify, finetune, score and stream.
+
+``open_score`` is the open-set score of a model with ``classify.open_set`` (null otherwise)."""
 
 QUARANTINE_SCHEMA = (
     ("run_id", "string"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel, Transformer
 from pyspark.sql import DataFrame
@@ -28,6 +29,7 @@ from dmine_spark.mine.cluster import ClusterModel, cluster_exemplars, cluster_te
 from dmine_spark.mine.evaluate import cluster_label_agreement
 from dmine_spark.mine.finetune import FineTunedClassifier
 from dmine_spark.mine.metrics import training_classes_error
+from dmine_spark.mine.openset import OpenSetHead, fit_knn_threshold, fit_quantile_threshold
 from dmine_spark.mine.regress import ArrayToVector, fit_regressor
 from dmine_spark.mine.textmodel import text_model
 from dmine_spark.prepare.clean import TextCleaner
@@ -86,11 +88,12 @@ class _Persisted:
 
 @dataclass
 class ClassifyOutput(_Persisted):
-    """The model version, its head, and the eval split's predictions (``id, split, source_file, text, label,
-    prediction, probability``)."""
+    """The model version, its head (and open-set stage), and the eval split's predictions (``id, split,
+    source_file, text, label, prediction, probability``, and ``open_score`` with an open-set stage)."""
 
     model: PipelineModel | None = None
     head: ClassifierHead | None = None
+    open_set: OpenSetHead | None = None
     predictions: DataFrame | None = None
 
 
@@ -139,12 +142,113 @@ def classify(
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-    out.head = head
-    out.model = text_model(cleaner, featurizer, head)
-    out.predictions = head.transform(rows.where(F.col("split") == section.eval_split)).select(
-        "id", "split", "source_file", "text", "label", "prediction", "probability"
-    )
+        open_head = fit_open_set(train, head, section, features_col=features_col, task=task)
+    out.head, out.open_set = head, open_head
+    stages = [head] if open_head is None else [head, open_head]
+    out.model = text_model(cleaner, featurizer, *stages)
+    scored = rows.where(F.col("split") == section.eval_split)
+    for stage in stages:
+        scored = stage.transform(scored)
+    extra = ["open_score"] if open_head is not None else []
+    out.predictions = scored.select("id", "split", "source_file", "text", "label", "prediction", "probability", *extra)
     return out
+
+
+def fit_open_set(
+    train: DataFrame,
+    head: ClassifierHead,
+    section: ClassifyConfig,
+    *,
+    features_col: str,
+    task: str | None = None,
+) -> OpenSetHead | None:
+    """The open-set stage of ``section.open_set`` for ``head``, its threshold fitted inside the training split.
+
+    ``knn`` keeps up to ``memory_max_rows`` training embeddings (a seeded
+    sample beyond) as the reference and fits its threshold by open-set
+    validation on them (:func:`~dmine_spark.mine.openset.fit_knn_threshold`).
+    ``msp`` trains a second head with the same settings on the training rows
+    outside a validation part and keeps the threshold that leaves
+    ``known_recall`` of the validation rows known. A configured ``threshold``
+    skips the fitting. Returns None when ``open_set.method`` is ``none``.
+
+    Raises
+    ------
+    ConfigError
+        ``knn`` on feature-table vectors, an unknown label that is also a
+        training label, or a training split too small to validate on.
+    """
+    o = section.open_set
+    if not o.enabled:
+        return None
+    where = f"classify (task {task})" if task else "classify"
+    labels = head.getOrDefault("labels")
+    if o.unknown_label in labels:
+        raise ConfigError(
+            f"classify.open_set.unknown_label: {o.unknown_label!r} is a label of the training split; "
+            "choose a label no training row has"
+        )
+    stage = OpenSetHead(
+        featuresCol=features_col, method=o.method, unknownLabel=o.unknown_label, threshold=o.threshold or 0.0
+    )
+    info: dict[str, Any] = {"method": o.method, "fitted": o.threshold is None}
+    rows = train.where(F.col("label").isNotNull())
+    if o.method == "knn":
+        if section.features != "embedding":
+            raise ConfigError(
+                "classify.open_set.method: knn compares text embeddings, and classify.features is 'table'; "
+                "use method msp, or features: embedding"
+            )
+        n = rows.count()
+        if n > o.memory_max_rows:
+            rows = rows.sample(fraction=min(1.0, 1.05 * o.memory_max_rows / n), seed=section.seed).limit(
+                o.memory_max_rows
+            )
+        got = rows.select(F.col("label").cast("string").alias("label"), F.col(features_col).alias("x")).collect()
+        x = np.asarray([r["x"] for r in got], dtype=np.float32)
+        stage.set_memory(x)
+        info["reference_rows"] = len(got)
+        if o.threshold is None:
+            try:
+                t, val = fit_knn_threshold(
+                    x,
+                    [r["label"] for r in got],
+                    val_fraction=o.val_fraction,
+                    holdout_classes=o.holdout_classes,
+                    rounds=o.rounds,
+                    seed=section.seed,
+                )
+            except ValueError as exc:
+                raise ConfigError(f"{where}: classify.open_set: {exc}") from None
+            stage._set(threshold=t)
+            info.update(val)
+    elif o.threshold is None:
+        val_part = F.rand(section.seed) < o.val_fraction
+        fit_rows, val_rows = rows.where(~val_part), rows.where(val_part)
+        params = {**section.estimator_params(), **(head.info.get("params") or {})}
+        try:
+            probe = fit_named_classifier(
+                fit_rows,
+                section.model,
+                params=params,
+                sample_max_rows=section.sample_max_rows,
+                seed=section.seed,
+                features_col=features_col,
+                where=where,
+                split=section.train_split,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}: classify.open_set: {exc}") from None
+        scores = [r[0] for r in probe.transform(val_rows).select("probability").collect() if r[0] is not None]
+        try:
+            t = fit_quantile_threshold(np.asarray(scores), o.known_recall)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: classify.open_set: {exc}") from None
+        stage._set(threshold=t)
+        info.update({"val_rows": float(len(scores)), "val_known_recall": float(np.mean(np.asarray(scores) >= t))})
+    info["threshold"] = float(stage.getOrDefault("threshold"))
+    stage.info = info
+    return stage
 
 
 @dataclass

@@ -16,9 +16,10 @@ from pyspark.ml import PipelineModel, Transformer
 from pyspark.sql import DataFrame
 
 from dmine_spark.features.embed import Embedder, EmbedReport
+from dmine_spark.mine.openset import OpenSetHead
 from dmine_spark.prepare.clean import TextCleaner
 
-__all__ = ["text_model", "cleaner_of", "embedder_of", "head_of", "with_cache", "predict_clean"]
+__all__ = ["text_model", "cleaner_of", "embedder_of", "head_of", "open_set_of", "with_cache", "predict_clean"]
 
 
 def text_model(cleaner: TextCleaner, *stages: Transformer) -> PipelineModel:
@@ -38,8 +39,13 @@ def embedder_of(model: PipelineModel) -> Embedder | None:
 
 
 def head_of(model: PipelineModel) -> Transformer:
-    """The model's last stage: the classifier, clusterer or regressor."""
-    return model.stages[-1]
+    """The model's head: the classifier, clusterer or regressor (the last stage before any open-set stage)."""
+    return next(s for s in reversed(model.stages) if not isinstance(s, OpenSetHead))
+
+
+def open_set_of(model: PipelineModel) -> OpenSetHead | None:
+    """The model's open-set stage (``classify.open_set``), if it has one."""
+    return next((s for s in model.stages if isinstance(s, OpenSetHead)), None)
 
 
 def with_cache(model: PipelineModel, cache_table: str) -> PipelineModel:

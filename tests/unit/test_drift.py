@@ -11,7 +11,7 @@ from dmine_spark.deploy.drift import (
     dimension_shift,
     drift_measures,
     fit_baseline,
-    nearest_centroid_distance,
+    nearest_neighbor_distance,
     psi,
     psi_noise,
 )
@@ -78,7 +78,8 @@ def test_ood_rate_is_near_one_minus_q_in_distribution_and_high_outside(world) ->
     m = drift_measures(base, new, new_labels)
     assert m["ood_rate"] < 0.03
     far, _ = _clusters(rng, 1000, -centers)  # the opposite directions
-    assert (nearest_centroid_distance(far, base.centroids) > base.ood_distance).mean() > 0.9
+    assert (nearest_neighbor_distance(far, base.reference) > base.ood_distance).mean() > 0.9
+    assert drift_measures(base, far, labels[:1000])["ood_rate"] > 0.9
 
 
 def test_default_thresholds_pass_a_fresh_sample_and_flag_a_shifted_one(world) -> None:
@@ -108,3 +109,14 @@ def test_fit_baseline_refuses_mismatched_or_tiny_input(world) -> None:
     x, labels = _clusters(rng, 100, centers)
     with pytest.raises(ValueError, match="one entry per baseline row"):
         fit_baseline(x, labels[:-1], labels)
+
+
+def test_ood_rate_of_a_model_with_an_open_set_stage_is_its_own_unknown_share(world) -> None:
+    rng, centers = world
+    x, labels = _clusters(rng, 500, centers)
+    base = fit_baseline(x, labels, labels)
+    base.open_label, base.ood_expected = "unknown", 0.04
+    preds = ["unknown"] * 30 + list(labels[:70])
+    m = drift_measures(base, x[:100], preds)
+    assert m["ood_rate"] == pytest.approx(0.30)
+    assert m["ood_expected"] == pytest.approx(0.04)
