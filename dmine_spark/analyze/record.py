@@ -370,6 +370,7 @@ def classify(rec: Recording) -> StageReport:
     scores, cells = classification_metrics(_scored(rec, "classify"), head.getOrDefault("labels"))
     if open_head is not None:
         scores.update(_open_set_metrics(rec, open_head, cells, head.getOrDefault("labels"), version))
+    answer_note = _answers(rec, scores) if getattr(out, "matcher", None) is not None else None
     scores.update(selection_metrics(head))
     write_metrics(rec.spark, cfg, run, "classify", c.eval_split, scores, model_version=version)
     conf = rec.spark.createDataFrame(
@@ -386,6 +387,8 @@ def classify(rec: Recording) -> StageReport:
     rec.store.update_meta(version, metrics={k: scores[k] for k in ("accuracy", "macro_f1", "rows")})
     auc = f", AUC {scores['auc']:.4f}" if "auc" in scores else ""
     notes = [*head.info.get("notes", []), *_unseen_note(run, "classify", c.eval_split, cells, head, open_head)]
+    if answer_note:
+        notes.append(answer_note)
     for note in head.info.get("notes", []):
         run.label("classify.note", note)
     return StageReport(
@@ -395,6 +398,58 @@ def classify(rec: Recording) -> StageReport:
         values={k: v for k, v in scores.items() if "." not in k and "[" not in k},
         models={"classifier": head},
     )
+
+
+def _answers(rec: Recording, scores: dict[str, float]) -> str:
+    """Answer matching: the ``answer_<task>`` view, routes per row, quarantined templates; one line for the stage."""
+    from dmine_spark.io.tables import quarantine_rows, replace_partition
+
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    pred, library, view = cfg.table(Layer.PRED), cfg.table(Layer.ANSWER_LIBRARY), cfg.table(Layer.ANSWER)
+    rec.spark.sql(
+        f"CREATE OR REPLACE VIEW {view} AS SELECT p.id, p.stage, p.run_id, p.model_version, p.batch_key, "
+        "p.scored_at, p.text AS question, p.label, p.prediction, p.probability, p.answer_id, a.text AS answer_text, "
+        "a.intent AS answer_intent, p.answer_score, p.answer_by "
+        f"FROM {pred} p LEFT JOIN {library} a ON a.answer_id = p.answer_id WHERE p.answer_by IS NOT NULL"
+    )
+    q = out.answers_quarantine
+    n_quarantined = q.count() if q is not None else 0
+    quarantine = cfg.table(Layer.QUARANTINE)
+    stale = rec.spark.catalog.tableExists(quarantine) and not (
+        rec.spark.table(quarantine).where(F.col("stage") == "answers").isEmpty()
+    )
+    if q is not None and (n_quarantined or stale):  # this run's refused templates replace the last run's
+        replace_partition(
+            quarantine_rows(q, run_id=run.run_id, stage="answers"), cfg.table(Layer.QUARANTINE), "stage", "answers"
+        )
+    run.count("classify.answers_quarantined", n_quarantined)
+    this = rec.spark.table(view).where((F.col("run_id") == run.run_id) & (F.col("stage") == "classify"))
+    by = {r["answer_by"]: int(r["count"]) for r in this.groupBy("answer_by").count().collect()}
+    total = sum(by.values())
+    templates = rec.out.matcher.info.get("templates", 0)
+    run.count("classify.answer_templates", templates)
+    for route in ("intent", "similarity", "none"):
+        run.count(f"classify.answered_by_{route}", by.get(route, 0))
+        scores[f"answer_by_{route}"] = float(by.get(route, 0))
+    scores["answer_rate"] = (total - by.get("none", 0)) / total if total else 0.0
+    line = (
+        f"answers ({templates:,} templates): {by.get('intent', 0):,} by intent, {by.get('similarity', 0):,} by "
+        f"similarity, {by.get('none', 0):,} none in {view}"
+    )
+    # a template written for an intent is right for a question of that intent (labelled rows only)
+    judged = {
+        r["answer_by"]: (int(r["n"]), int(r["ok"] or 0))
+        for r in this.where("answer_intent IS NOT NULL AND label IS NOT NULL")
+        .groupBy("answer_by")
+        .agg(F.count("*").alias("n"), F.sum((F.col("answer_intent") == F.col("label")).cast("int")).alias("ok"))
+        .collect()
+    }
+    for route, (n, ok) in sorted(judged.items()):
+        scores[f"answer_accuracy_by_{route}"] = ok / n
+        line += f"; template for the right intent on {ok / n:.4f} of {n:,} {route} answers"
+    if n_quarantined:
+        line += f"; {n_quarantined:,} templates quarantined"
+    return line
 
 
 def _open_set_metrics(

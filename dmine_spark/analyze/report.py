@@ -10,6 +10,7 @@ the stages the run had:
 * metrics, as a table, and the confusion matrix as a heat map;
 * open-set detection (``classify.open_set``): open-class precision and recall
   against the threshold (``open_curve_<task>``), with the threshold the model uses;
+* example neighbours (the search stage): a few eval rows with their nearest corpus rows;
 * clusters: a 2-D PCA map of a sample coloured by cluster and labelled with the
   cluster names, and the name table with top terms and exemplars;
 * embedding throughput: texts and tokens embedded per second of encoding in
@@ -224,6 +225,39 @@ def _open_set_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> 
     )
 
 
+def _neighbors_section(spark: SparkSession, cfg: PipelineConfig, run_id: str, queries: int = 5, k: int = 3) -> str:
+    """Example neighbours of the search stage: a few query rows with their nearest corpus rows."""
+    name, clean = cfg.table(Layer.NEIGHBORS), cfg.table(Layer.CLEAN)
+    if not _exists(spark, name) or not _exists(spark, clean):
+        return ""
+    nb = spark.table(name)
+    if "run_id" in nb.columns:
+        nb = nb.where(F.col("run_id") == run_id)
+    first = [r["id"] for r in nb.select("id").distinct().orderBy("id").limit(queries).collect()]
+    if not first:
+        return ""
+    texts = spark.table(clean).select("id", "text", "label")
+    got = (
+        nb.where(F.col("id").isin(first) & (F.col("rank") <= k))
+        .join(texts.withColumnRenamed("text", "q_text").withColumnRenamed("label", "q_label"), "id")
+        .join(
+            texts.select(
+                F.col("id").alias("neighbor_id"), F.col("text").alias("n_text"), F.col("label").alias("n_label")
+            ),
+            "neighbor_id",
+        )
+        .orderBy("id", "rank")
+        .collect()
+    )
+    rows = [
+        [r["q_text"], r["q_label"] or "", int(r["rank"]), r["n_text"], r["n_label"] or "", float(r["score"])]
+        for r in got
+    ]
+    return "<h2>Example neighbours</h2>" + _table(
+        ["question", "label", "rank", "nearest row", "its label", "cosine"], rows, {2, 5}
+    )
+
+
 def _cluster_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -367,6 +401,7 @@ def render_report(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
         _confusion_section(spark, cfg, run_id),
         _open_set_section(spark, cfg, run_id),
         _cluster_section(spark, cfg, run_id),
+        _neighbors_section(spark, cfg, run_id),
         _throughput_section(spark, cfg, run_id),
     ]
     body = head + "".join(s for s in sections if s)

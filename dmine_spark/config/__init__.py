@@ -29,6 +29,7 @@ from dmine_spark.config.load import (
 from dmine_spark.config.pipeline import (
     FILE_FORMATS,
     PII_TYPES,
+    AnswersConfig,
     ClassifyConfig,
     CleanConfig,
     ClusterConfig,
@@ -79,6 +80,7 @@ __all__ = [
     "BUILTIN_PROFILES",
     "FILE_FORMATS",
     "PII_TYPES",
+    "AnswersConfig",
     "ClassifyConfig",
     "CleanConfig",
     "ClusterConfig",

@@ -39,6 +39,8 @@ class Layer(str, Enum):
     CLUSTER_TERMS = "cluster_terms"
     NEIGHBORS = "neighbors"
     OPEN_CURVE = "open_curve"
+    ANSWER = "answer"
+    ANSWER_LIBRARY = "answer_library"
     CONFUSION = "confusion"
     METRICS = "metrics"
     RUNS = "runs"
@@ -80,6 +82,8 @@ _STAGE = {
     Layer.CLUSTER_TERMS: "reporting",
     Layer.NEIGHBORS: "predictions",
     Layer.OPEN_CURVE: "reporting",
+    Layer.ANSWER: "predictions",
+    Layer.ANSWER_LIBRARY: "intermediate",
     Layer.CONFUSION: "reporting",
     Layer.METRICS: "reporting",
     Layer.RUNS: "reporting",

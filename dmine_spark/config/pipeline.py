@@ -39,6 +39,7 @@ __all__ = [
     "ClusterConfig",
     "HnswConfig",
     "SearchConfig",
+    "AnswersConfig",
     "ReportConfig",
     "TrackingConfig",
     "TablesConfig",
@@ -653,6 +654,27 @@ class MonitorConfig(Strict):
     """When each measure counts as drift."""
 
 
+class AnswersConfig(Strict):
+    """A library of reply templates: each question the classifier scores gets its best answer in
+    ``answer_<task>`` (a view over ``pred_<task>``), in ``run``, ``score`` and ``stream``."""
+
+    source: SourceConfig
+    """Where the templates are, read like any source (format, path, schema, options, encoding...)."""
+    id_col: str = "id"
+    """The template's id column."""
+    text_col: str = "text"
+    """The template's text column (cleaned and embedded as questions are)."""
+    intent_col: str | None = None
+    """The intent a template answers (optional): a confident prediction of that intent picks among its templates."""
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A question is answered by intent when the classifier's probability is at least this (and not ``unknown``)."""
+    min_score: float = Field(default=0.5, ge=-1.0, le=1.0)
+    """Otherwise by the most similar template, when the cosine similarity is at least this; else by none."""
+    max_rows: int = Field(default=20_000, gt=0)
+    """Most templates: the library is embedded on the driver (the cache's model settings) and shipped to the
+    executors with the model."""
+
+
 class PipelineConfig(Strict):
     """The whole pipeline: sources, columns and one section per stage."""
 
@@ -697,6 +719,8 @@ class PipelineConfig(Strict):
     """Clustering."""
     search: SearchConfig = Field(default_factory=SearchConfig)
     """Nearest-neighbour search."""
+    answers: AnswersConfig | None = None
+    """Reply templates matched to each classified question (null: no answer matching)."""
     report: ReportConfig = Field(default_factory=ReportConfig)
     """The HTML run report."""
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -49,6 +49,7 @@ __all__ = [
     "embed_udf",
     "shipped_model_dir",
     "embed_column",
+    "encode_on_driver",
     "resolve_spec",
     "spec_from_config",
     "cache_table",
@@ -172,6 +173,29 @@ def embed_udf(spec: ModelSpec, batch_size: int = 64, max_tokens: int = 2048, sta
             yield pd.Series(out, index=texts.index, dtype=object)
 
     return F.pandas_udf(embed_batches, ArrayType(FloatType()))
+
+
+def encode_on_driver(spec: ModelSpec, texts: list[str], *, batch_size: int = 64, max_tokens: int = 2048) -> np.ndarray:
+    """Embed a few ``texts`` in this process with the model settings ``spec`` (a resolved cache spec).
+
+    For small sets the driver needs as a whole (reply templates, a query):
+    the same model, pooling, normalisation and precision as the cache, so the
+    vectors match the cache's; on the CPU when the driver has no GPU.
+
+    Returns
+    -------
+    ndarray of shape (len(texts), dim), float32
+    """
+    from dmine_spark.features.encoder import get_encoder
+
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    device = spec.device
+    if device == "cuda":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return get_encoder(spec, device=device).encode(texts, batch_size=batch_size, max_tokens=max_tokens)
 
 
 def embed_column(

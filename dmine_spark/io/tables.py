@@ -62,6 +62,9 @@ PREDICTION_SCHEMA = (
     ("prediction", "string"),
     ("probability", "double"),
     ("open_score", "double"),
+    ("answer_id", "string"),
+    ("answer_score", "double"),
+    ("answer_by", "string"),
     ("model_version", "string"),
     ("stage", "string"),
     ("run_id", "string"),
@@ -70,7 +73,8 @@ PREDICTION_SCHEMA = (
 )
 """Columns of the predictions table ``pred_<task>``, appended to by classify, finetune, score and stream.
 
-``open_score`` is the open-set score of a model with ``classify.open_set`` (null otherwise)."""
+``open_score`` is the open-set score of a model with ``classify.open_set``; ``answer_id``, ``answer_score`` and
+``answer_by`` are the matched reply template of a model with ``answers`` (null otherwise)."""
 
 QUARANTINE_SCHEMA = (
     ("run_id", "string"),

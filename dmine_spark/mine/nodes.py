@@ -22,8 +22,9 @@ from pyspark.ml import PipelineModel, Transformer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from dmine_spark.config import ClassifyConfig, ClusterConfig, ConfigError, FinetuneConfig, RegressConfig
+from dmine_spark.config import AnswersConfig, ClassifyConfig, ClusterConfig, ConfigError, FinetuneConfig, RegressConfig
 from dmine_spark.features.embed import Embedder
+from dmine_spark.mine.answers import AnswerMatcher
 from dmine_spark.mine.classify import ClassifierHead, as_vector, fit_named_classifier
 from dmine_spark.mine.cluster import ClusterModel, cluster_exemplars, cluster_terms, fit_clusters, silhouette
 from dmine_spark.mine.evaluate import cluster_label_agreement
@@ -94,7 +95,10 @@ class ClassifyOutput(_Persisted):
     model: PipelineModel | None = None
     head: ClassifierHead | None = None
     open_set: OpenSetHead | None = None
+    matcher: AnswerMatcher | None = None
     predictions: DataFrame | None = None
+    answers: DataFrame | None = None
+    answers_quarantine: DataFrame | None = None
 
 
 def classify(
@@ -105,6 +109,8 @@ def classify(
     featurizer: Transformer,
     features_col: str,
     task: str | None = None,
+    answers: tuple[DataFrame, DataFrame] | None = None,
+    answers_section: AnswersConfig | None = None,
 ) -> ClassifyOutput:
     """Train ``section.model`` on the train split of ``rows`` and predict its eval split.
 
@@ -116,6 +122,11 @@ def classify(
     cleaner, featurizer : Transformer
         The stages before the head in the saved model: the clean step's
         cleaner, and the :class:`Embedder` (or the fitted feature pipeline).
+    answers : (DataFrame, DataFrame), optional
+        The reply templates (``answer_id, text, intent, embedding``), cleaned
+        and embedded, and the template rows quarantined when read; with
+        ``answers_section`` they make an :class:`~dmine_spark.mine.answers.AnswerMatcher`
+        stage after the head (and the open-set stage).
 
     Raises
     ------
@@ -143,15 +154,55 @@ def classify(
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         open_head = fit_open_set(train, head, section, features_col=features_col, task=task)
-    out.head, out.open_set = head, open_head
-    stages = [head] if open_head is None else [head, open_head]
+        matcher = None
+        if answers is not None and answers_section is not None:
+            matcher = fit_answer_matcher(answers[0], answers_section, section, features_col=features_col)
+            out.answers, out.answers_quarantine = answers[0].drop("embedding"), answers[1]
+    out.head, out.open_set, out.matcher = head, open_head, matcher
+    stages = [s for s in (head, open_head, matcher) if s is not None]
     out.model = text_model(cleaner, featurizer, *stages)
     scored = rows.where(F.col("split") == section.eval_split)
     for stage in stages:
         scored = stage.transform(scored)
-    extra = ["open_score"] if open_head is not None else []
+    extra = (["open_score"] if open_head is not None else []) + (
+        ["answer_id", "answer_score", "answer_by"] if matcher is not None else []
+    )
     out.predictions = scored.select("id", "split", "source_file", "text", "label", "prediction", "probability", *extra)
     return out
+
+
+def fit_answer_matcher(
+    answers: DataFrame, a: AnswersConfig, section: ClassifyConfig, *, features_col: str
+) -> AnswerMatcher:
+    """The :class:`~dmine_spark.mine.answers.AnswerMatcher` of the templates in ``answers``.
+
+    ``answers`` has ``answer_id, text, intent, embedding``; the library is
+    collected to the driver (at most ``a.max_rows`` templates) and saved with
+    the model version.
+
+    Raises
+    ------
+    ConfigError
+        No template left after reading and cleaning, more than ``max_rows``, or repeated template ids.
+    """
+    got = answers.select("answer_id", "intent", "embedding").limit(a.max_rows + 1).collect()
+    if not got:
+        raise ConfigError("answers: no reply template left after reading and cleaning; check answers.source")
+    if len(got) > a.max_rows:
+        raise ConfigError(f"answers: more than answers.max_rows={a.max_rows:,} templates; raise it or trim the library")
+    ids = [r["answer_id"] for r in got]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"answers.id_col: template id {dup!r} appears more than once; ids must be unique")
+    stage = AnswerMatcher(
+        featuresCol=features_col,
+        minConfidence=a.min_confidence,
+        minScore=a.min_score,
+        unknownLabel=section.open_set.unknown_label if section.open_set.enabled else "",
+    )
+    return stage.set_library(
+        ids, np.asarray([r["embedding"] for r in got], dtype=np.float32), [r["intent"] for r in got]
+    )
 
 
 def fit_open_set(

@@ -16,6 +16,7 @@ from pyspark.ml import PipelineModel, Transformer
 from pyspark.sql import DataFrame
 
 from dmine_spark.features.embed import Embedder, EmbedReport
+from dmine_spark.mine.answers import AnswerMatcher
 from dmine_spark.mine.openset import OpenSetHead
 from dmine_spark.prepare.clean import TextCleaner
 
@@ -39,8 +40,8 @@ def embedder_of(model: PipelineModel) -> Embedder | None:
 
 
 def head_of(model: PipelineModel) -> Transformer:
-    """The model's head: the classifier, clusterer or regressor (the last stage before any open-set stage)."""
-    return next(s for s in reversed(model.stages) if not isinstance(s, OpenSetHead))
+    """The model's head: the classifier, clusterer or regressor (the last stage before open-set and answer stages)."""
+    return next(s for s in reversed(model.stages) if not isinstance(s, (OpenSetHead, AnswerMatcher)))
 
 
 def open_set_of(model: PipelineModel) -> OpenSetHead | None:

@@ -57,7 +57,9 @@ def _write(ctx: StageContext, w: Write, out: Any, stage_name: str, versions: dic
     if w.mode == "view":
         ctx.cache.create_view(name, cfg.table(Layer.CLEAN))
         return
-    df: DataFrame = getattr(out, w.attr)
+    df: DataFrame | None = getattr(out, w.attr)
+    if df is None:  # an output the config did not ask for (e.g. no answers section)
+        return
     version = versions.get(w.version) if w.version else None
     if w.mode == "append":
         append_table(prediction_rows(df, run_id=run_id, model_version=version, stage=stage_name), name)

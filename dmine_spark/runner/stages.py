@@ -151,6 +151,7 @@ def _classify(ctx: StageContext) -> Any:
         rows = ctx.embedded(clean)
         featurizer = ctx.embedder()
         features_col = "embedding"
+    answers = _answers(ctx) if cfg.answers is not None else None
     return mine_nodes.classify(
         rows.drop("text_key"),
         cfg.classify,
@@ -158,7 +159,48 @@ def _classify(ctx: StageContext) -> Any:
         featurizer=featurizer,
         features_col=features_col,
         task=cfg.task,
+        answers=answers,
+        answers_section=cfg.answers,
     )
+
+
+def _answers(ctx: StageContext) -> Any:
+    """The reply templates of ``answers``: read like a source, cleaned as questions are, embedded through the cache."""
+    from pyspark.sql import functions as F
+
+    from dmine_spark.features.embed import encode_on_driver
+    from dmine_spark.features.encoder import SPARKNLP_BACKENDS
+    from dmine_spark.prepare.ingest import read_source
+
+    a = ctx.cfg.answers
+    if ctx.cfg.classify.features != "embedding":
+        raise ConfigError("answers: templates are matched by embedding, and classify.features is 'table'")
+    got = read_source(
+        ctx.spark, "answers", a.source, required=[a.text_col], id_col=a.id_col, staging=str(ctx.cfg.paths.staging)
+    )
+    if a.intent_col and a.intent_col not in [*got.rows.columns, *got.renamed.values()]:
+        raise ConfigError(f"answers.intent_col: column {a.intent_col!r} is not declared in answers.source.schema")
+    name = {declared: stored for stored, declared in got.renamed.items()}.get  # names Spark stores otherwise
+    rows = got.rows.select(
+        F.col(name(a.id_col, a.id_col)).cast("string").alias("answer_id"),
+        F.col(name(a.text_col, a.text_col)).alias("text"),
+        (F.col(name(a.intent_col, a.intent_col)).cast("string") if a.intent_col else F.lit(None).cast("string")).alias(
+            "intent"
+        ),
+    )
+    cleaned = ctx.cleaner().transform(rows).where(F.length("text") > 0)
+    spec = ctx.cache.spec
+    if spec.backend in SPARKNLP_BACKENDS:  # Spark NLP's engine runs in Spark only
+        embedded, _ = ctx.embedder().embed(cleaned, run_id=ctx.run.run_id)
+        return embedded, got.quarantine
+    # a library is small (answers.max_rows) and goes to the driver anyway: embedded there with the cache's settings
+    library = cleaned.limit(a.max_rows + 1).collect()
+    vectors = encode_on_driver(spec, [r["text"] for r in library])
+    embedded = ctx.spark.createDataFrame(
+        [(r["answer_id"], r["text"], r["intent"], v.tolist()) for r, v in zip(library, vectors, strict=True)],
+        "answer_id STRING, text STRING, intent STRING, embedding ARRAY<FLOAT>",
+    )
+    return embedded, got.quarantine
 
 
 def _regress(ctx: StageContext) -> Any:
@@ -262,7 +304,10 @@ STAGES: tuple[Stage, ...] = (
         "classify",
         "train the classifier on the train split and predict the eval split into pred_<task>",
         _classify,
-        (Write(Layer.PRED, "predictions", "append", version="classifier"),),
+        (
+            Write(Layer.PRED, "predictions", "append", version="classifier"),
+            Write(Layer.ANSWER_LIBRARY, "answers", version="classifier"),
+        ),
         saves=(
             Save(
                 "classifier",

@@ -74,6 +74,11 @@ def test_score_appends_predictions_and_reuses_the_cache(spark, trained, tmp_path
     row = spark.table(cfg.table(Layer.RUNS)).where(F.col("run_id") == run.run_id).first()
     assert row["command"] == "score" and row["status"] == "ok"
     assert row["counts"]["score.rows_in"] == 302 and row["counts"]["score.rows_scored"] == 300
+    # the model version carries the reply templates: every scored question is in answer_<task>
+    answered = spark.table(cfg.table(Layer.ANSWER)).where(F.col("run_id") == run.run_id).collect()
+    assert len(answered) == 300 and {r["stage"] for r in answered} == {"score"}
+    assert all(r["answer_text"] for r in answered if r["answer_by"] != "none")
+    assert any(r["answer_by"] == "intent" for r in answered)
 
     again, res2 = score_batch(spark, cfg, str(batch))  # the latest version by default
     assert res2.embedded == 0 and res2.unique_texts == 300
@@ -91,7 +96,7 @@ def test_score_reproduces_the_pipelines_predictions_row_for_row(spark, pipeline_
     _, _, version, _, data = trained
     run, res = score_batch(spark, cfg, str(data / "test.csv"), model_ref=version, source="test")
     assert res.embedded == 0  # every test text is in the cache since the pipeline ran
-    cols = ["id", "split", "text", "label", "prediction", "probability", "model_version"]
+    cols = ["id", "split", "text", "label", "prediction", "probability", "model_version", "answer_id", "answer_by"]
     pred = spark.table(cfg.table(Layer.PRED))
     scored = pred.where((F.col("run_id") == run.run_id) & (F.col("stage") == "score")).select(*cols)
     trained_rows = pred.where((F.col("run_id") == first.run_id) & (F.col("stage") == "classify")).select(*cols)
@@ -175,6 +180,8 @@ def test_stream_scores_each_landed_row_once(spark, trained, tmp_path: Path) -> N
     _write(landing / "part-3.csv", held_out[120:150], ["text", "category"])
     assert stream(spark, cfg, landing=str(landing), model_ref=version, available_now=True, echo=lines.append) == 1
     assert spark.table(cfg.table(Layer.PRED)).count() - before == 150
+    streamed = spark.table(cfg.table(Layer.ANSWER)).where(F.col("stage") == "stream")
+    assert streamed.count() >= 150 and streamed.where("answer_by IS NULL").isEmpty()
     batches = spark.table(cfg.table(Layer.RUNS)).where(F.col("command") == "stream").collect()
     assert len(batches) >= 4 and all(r["measures"]["stream.batch_seconds"] > 0 for r in batches)
 

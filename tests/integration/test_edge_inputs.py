@@ -33,6 +33,7 @@ def _config(tmp_path: Path, train: Path, test: Path, database: str, *extra: str)
             f"work_dir={tmp_path / 'work'}",
             "report.enabled=false",
             "tracking.enabled=false",
+            "answers=null",  # reply templates are tested in test_openset_pipeline and test_deploy
             *extra,
         ],
     )
@@ -197,6 +198,7 @@ def test_source_columns_named_with_spaces_and_dots_work_end_to_end(spark, bankin
             "label_col=the label",
             "database=dmine_edge_names",
             f"work_dir={tmp_path / 'work'}",
+            "answers=null",
             "report.enabled=false",
             "tracking.enabled=false",
         ],

@@ -84,3 +84,26 @@ def test_the_readme_query_groups_unanswered_questions_by_nearest_cluster(spark, 
     cfg, run, _, _ = open_run
     unknown = spark.table(cfg.table(Layer.PRED)).where("stage = 'classify' AND prediction = 'unknown'").count()
     assert sum(r["questions"] for r in got) <= unknown
+
+
+def test_every_question_gets_a_template_or_none_and_unknown_ones_never_by_intent(spark, open_run) -> None:
+    cfg, run, reports, _ = open_run
+    rows = spark.table(cfg.table(Layer.ANSWER)).where(F.col("run_id") == run.run_id).collect()
+    pred = spark.table(cfg.table(Layer.PRED)).where((F.col("run_id") == run.run_id) & (F.col("stage") == "classify"))
+    assert len(rows) == pred.count()
+    routes = {r["answer_by"] for r in rows}
+    assert routes <= {"intent", "similarity", "none"} and {"intent", "none"} <= routes
+    for r in rows:
+        if r["answer_by"] == "intent":
+            assert r["answer_intent"] == r["prediction"] != "unknown" and r["probability"] >= 0.5
+        elif r["answer_by"] == "similarity":
+            assert r["answer_score"] >= 0.5
+        else:
+            assert r["answer_id"] is None and r["answer_score"] is None
+    m = {
+        r["metric"]: r["value"]
+        for r in spark.table(cfg.table(Layer.METRICS)).where(F.col("run_id") == run.run_id).collect()
+    }
+    # a confident intent's own template is the right one for nearly every question answered that way
+    assert m["answer_accuracy_by_intent"] > 0.9
+    assert "answers (22 templates)" in reports["classify"].summary

@@ -61,6 +61,16 @@ def test_the_search_stage_writes_k_neighbours_per_query_and_the_1nn_agreement(sp
     assert f"1-NN label agreement {metric['value']:.4f}" in report.line()
 
 
+def test_the_report_shows_example_neighbours_with_their_texts(spark, searched) -> None:
+    from dmine_spark.analyze.report import render_report
+
+    cfg, run, _, _ = searched
+    page = render_report(spark, cfg, run.run_id)
+    assert "<h2>Example neighbours</h2>" in page
+    section = page.split("<h2>Example neighbours</h2>", 1)[1].split("<h2>", 1)[0]
+    assert section.count("<tr>") == 1 + 5 * 3  # the header, then 5 questions with their 3 nearest rows
+
+
 def test_a_second_query_runs_no_spark_job_and_no_model_load(spark, searched) -> None:
     import dmine_spark as dm
     from dmine_spark.features.encoder import is_loaded
