@@ -343,6 +343,9 @@ def clean_text(
     return out
 
 
+_STEPS: dict[tuple, tuple] = {}  # TextCleaner's step expressions, by settings and Spark context
+
+
 class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """pyspark.ml stage that writes the cleaned, PII-masked text of ``inputCol`` to ``outputCol``.
 
@@ -536,17 +539,43 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
     def _output_columns(self) -> list[tuple[str, DataType]]:
         return [(self.getOutputCol(), StringType())]
 
+    _STEP_PARAMS = ("stripHtml", "unicode", "urls", "zeroWidth", "piiTypes", "lowercase", "maxChars", "backend")
+
+    def _steps(self, tmp: str) -> tuple[Column | None, Column | None, Column, Column]:
+        """The step expressions over column ``tmp`` (normalise, mask, case, cut), built once per settings.
+
+        Building them takes thousands of calls into the JVM (about a second); an
+        interactive caller (``dmine search``) cleans one text at a time, so they
+        are kept per settings and Spark context and reused: a Column is an
+        unresolved expression, valid for any DataFrame of the session.
+        """
+        from pyspark import SparkContext
+
+        key = (tmp, id(SparkContext._active_spark_context), *(repr(self.getOrDefault(p)) for p in self._STEP_PARAMS))
+        got = _STEPS.get(key)
+        if got is None:
+            norm = None if self._sparknlp() else self.normalized(F.col(tmp))
+            masked = self.masked(F.col(tmp))
+            got = _STEPS[key] = (
+                norm,
+                masked["text"] if masked is not None else None,
+                self.cased(F.col(tmp)),
+                self.cut(F.col(tmp)),
+            )
+        return got
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self.transformSchema(dataset.schema)
         # one projection per step: a single expression would copy the cleaned text's whole expression into
         # every place the masking reads it, and Spark would spend seconds planning it
         tmp = "_dmine_clean"
-        out = self.normalize_frame(dataset.withColumn(tmp, F.col(self.getInputCol())), tmp)
-        masked = self.masked(F.col(tmp))
+        norm, masked, cased, cut = self._steps(tmp)
+        out = dataset.withColumn(tmp, F.col(self.getInputCol()))
+        out = out.withColumn(tmp, norm) if norm is not None else self.normalize_frame(out, tmp)
         if masked is not None:
-            out = out.withColumn(tmp, masked["text"])
-        out = self.tokenize_frame(out.withColumn(tmp, self.cased(F.col(tmp))), tmp)
-        return out.withColumn(self.getOutputCol(), self.cut(F.col(tmp))).drop(tmp)
+            out = out.withColumn(tmp, masked)
+        out = self.tokenize_frame(out.withColumn(tmp, cased), tmp)
+        return out.withColumn(self.getOutputCol(), cut).drop(tmp)
 
 
 @dataclass
