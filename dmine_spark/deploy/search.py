@@ -7,9 +7,10 @@ own cleaner, keyed as the embedding cache keys it
 (:func:`~dmine_spark.prepare.clean.text_key_of`), embedded by the same model
 settings as the cache (:func:`~dmine_spark.features.embed.resolve_spec`,
 loaded once through :func:`~dmine_spark.features.encoder.get_encoder`) and
-looked up in the index. Cleaned texts and vectors are memoised by text, so a
-text asked again runs no Spark job and no model call; a new text runs one
-small cleaning job on the driver's own rows.
+looked up in the index. A new text is cleaned on the driver without a Spark
+job (:meth:`~dmine_spark.prepare.clean.TextCleaner.clean_local`); cleaned
+texts and vectors are memoised by text, so a text asked again runs no model
+call either.
 """
 
 from __future__ import annotations
@@ -102,15 +103,18 @@ class Searcher:
         return cls.load(cfg.task, spark=spark, work_dir=cfg.work_dir, version=version)
 
     def clean(self, texts: Sequence[str]) -> list[str | None]:
-        """``texts`` as the version's cleaner leaves them (None: nothing left); new texts in one Spark job."""
+        """``texts`` as the version's cleaner leaves them (None: nothing left).
+
+        New texts are cleaned on the driver without a Spark job
+        (:meth:`~dmine_spark.prepare.clean.TextCleaner.clean_local`).
+        """
         new = [t for t in dict.fromkeys(texts) if t not in self._cleaned]
         if new:
             if self.cleaner is None:
                 self._cleaned.update({t: t for t in new})
             else:
-                df = self.spark.createDataFrame([(i, t) for i, t in enumerate(new)], "i INT, text STRING")
-                out = self.cleaner.transform(df).select("i", "text").collect()
-                self._cleaned.update({new[r["i"]]: r["text"] or None for r in out})
+                out = self.cleaner.clean_local(new, self.spark)
+                self._cleaned.update({t: c or None for t, c in zip(new, out, strict=True)})
         return [self._cleaned[t] for t in texts]
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:

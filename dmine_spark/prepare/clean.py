@@ -34,7 +34,7 @@ from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol, Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StringType
 
@@ -64,6 +64,7 @@ __all__ = [
     "text_key_of",
     "clean_text",
     "TextCleaner",
+    "LOCAL_MAX_TEXTS",
     "CleanResult",
     "text_rows",
     "clean_frame",
@@ -345,6 +346,29 @@ def clean_text(
 
 _STEPS: dict[tuple, tuple] = {}  # TextCleaner's step expressions, by settings and Spark context
 
+LOCAL_MAX_TEXTS = 256
+"""The most texts :meth:`TextCleaner.clean_local` evaluates on the driver; more go through a Spark job."""
+
+
+def _evaluate_locally(spark: SparkSession, texts: list[str], name: str, expr: Column) -> list[str | None]:
+    """``expr`` (over a string column ``name``) of each of ``texts``, evaluated from a ``VALUES`` relation.
+
+    Spark's optimizer folds a deterministic projection of local rows into local
+    rows (ConvertToLocalRelation), so the result is computed while planning and
+    collected without a job; when it cannot (a Python UDF in ``expr``), one
+    small job runs and the result is the same.
+    """
+    if not texts:
+        return []
+    # each text as the hex of its UTF-8 bytes: no quoting to get wrong (and no named parameters, which the
+    # Delta SQL extension's parser leaves unbound)
+    values = ", ".join(f"({i}, CAST(X'{t.encode('utf-8').hex()}' AS STRING))" for i, t in enumerate(texts))
+    rows = spark.sql(f"SELECT * FROM VALUES {values} AS v(i, {name})").select("i", expr.alias("out")).collect()
+    out: list[str | None] = [None] * len(texts)
+    for r in rows:
+        out[r["i"]] = r["out"]
+    return out
+
 
 class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """pyspark.ml stage that writes the cleaned, PII-masked text of ``inputCol`` to ``outputCol``.
@@ -563,6 +587,98 @@ class TextCleaner(SchemaChecked, Transformer, HasInputCol, HasOutputCol, Default
                 self.cut(F.col(tmp)),
             )
         return got
+
+    def _local_steps(self, tmp: str) -> tuple[Column, Column, Column | None]:
+        """:meth:`clean_local`'s JVM steps over ``tmp``, built once per settings and Spark context.
+
+        The format characters :func:`clean_text` removes before NFKC; the
+        normalisation without its Unicode step (NFKC is done in Python by
+        :func:`nfkc_batch`, the function the ``nfkc`` UDF runs); and the case
+        and cut after masking (None when neither applies).
+        """
+        from pyspark import SparkContext
+
+        key = ("local", tmp, id(SparkContext._active_spark_context))
+        key += tuple(repr(self.getOrDefault(p)) for p in self._STEP_PARAMS)
+        got = _STEPS.get(key)
+        if got is None:
+            unicode = self.getOrDefault("unicode")
+            rest = self.copy({self.unicode: "none"}) if unicode == "nfkc" else self
+            after = self.lowercase_or_cut()
+            got = _STEPS[key] = (
+                remove_format_chars(F.col(tmp), self.getOrDefault("zeroWidth")),
+                rest.normalized(F.col(tmp)),
+                self.cut(self.cased(F.col(tmp))) if after else None,
+            )
+        return got
+
+    def lowercase_or_cut(self) -> bool:
+        """Whether anything follows the masking: lowercasing or a length cut."""
+        return bool(self.getOrDefault("lowercase")) or self.getOrDefault("maxChars") > 0
+
+    def clean_local(self, texts: Sequence[str | None], spark: SparkSession | None = None) -> list[str | None]:
+        """Each of a few ``texts`` cleaned as :meth:`transform` cleans it, on the driver, without a Spark job.
+
+        For an interactive caller (``dmine search``, ``dm.Searcher``): a Spark
+        job costs a second or so, planning the masking expression a third of
+        one. The JVM steps are evaluated by the driver's optimizer over a
+        ``VALUES`` relation (Spark folds a projection of local rows into local
+        rows, so nothing is scheduled); NFKC runs :func:`nfkc_batch` and PII
+        masking runs :func:`~dmine_spark.prepare.pii_rules.mask_text`, the
+        Python twins of the ``nfkc`` UDF and of
+        :func:`~dmine_spark.prepare.pii.mask_pii` that the tests hold equal to
+        them. The result equals :meth:`transform`'s, text for text (a property
+        test compares them).
+
+        More than :data:`LOCAL_MAX_TEXTS` texts, and the ``sparknlp``
+        backend, go through :meth:`transform` in one Spark job instead.
+
+        Parameters
+        ----------
+        texts : sequence of str or None
+            The raw texts; None stays None.
+        spark : SparkSession, optional
+            The session (default: the active one).
+
+        Returns
+        -------
+        list of str or None
+            The cleaned texts, in the order of ``texts``.
+        """
+        spark = spark or SparkSession.active()
+        texts = list(texts)
+        if self._sparknlp() or len(texts) > LOCAL_MAX_TEXTS:
+            return self._clean_by_job(texts, spark)
+        from dmine_spark.prepare.pii_rules import mask_text
+
+        tmp = "_dmine_clean"
+        pre, norm, after = self._local_steps(tmp)
+        at = [i for i, t in enumerate(texts) if t is not None]
+        out: list[str | None] = list(texts)
+        if self.getOrDefault("unicode") == "nfkc":
+            wide = [i for i in at if not out[i].isascii()]  # ASCII is in NFKC already (clean_text's ascii_only)
+            if wide:
+                kept = _evaluate_locally(spark, [out[i] for i in wide], tmp, pre)
+                for i, t in zip(wide, nfkc_batch(pa.array(kept, pa.string())).to_pylist(), strict=True):
+                    out[i] = t
+        for i, t in zip(at, _evaluate_locally(spark, [out[i] for i in at], tmp, norm), strict=True):
+            out[i] = t
+        types = self.getOrDefault("piiTypes")
+        if types:
+            for i in at:
+                out[i] = mask_text(out[i], types)[0]
+        if after is not None:
+            for i, t in zip(at, _evaluate_locally(spark, [out[i] for i in at], tmp, after), strict=True):
+                out[i] = t
+        return out
+
+    def _clean_by_job(self, texts: list[str | None], spark: SparkSession) -> list[str | None]:
+        df = spark.createDataFrame(list(enumerate(texts)), "i INT, text STRING")
+        rows = self.copy({self.inputCol: "text", self.outputCol: "_dmine_out"}).transform(df).collect()
+        out: list[str | None] = [None] * len(texts)
+        for r in rows:
+            out[r["i"]] = r["_dmine_out"]
+        return out
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self.transformSchema(dataset.schema)

@@ -28,7 +28,7 @@ from dmine_spark.prepare.clean import (
 )
 from dmine_spark.prepare.pii import mask_pii
 from dmine_spark.prepare.pii_rules import PLACEHOLDERS, mask_text
-from tests.strategies import ZWJ, ZWNJ, batches, embedded_pii, placeholder_count
+from tests.strategies import ZWJ, ZWNJ, batches, embedded_pii, placeholder_count, texts
 
 # a few examples, each a batch of dozens of texts in one Spark job (plus the hand-picked TRICKY batch)
 SPARK_PROPERTY = settings(
@@ -255,3 +255,37 @@ def test_embedded_values_are_masked_through_the_whole_cleaner(spark, cases) -> N
             assert PLACEHOLDERS[kind] in out, (kind, text, out)
             assert value not in out and value.lower() not in out, (kind, text, out)
             assert not re.search("[0-9]{4}", _outside_placeholders(out)), (kind, text, out)
+
+
+# the settings a saved cleaner may carry, each through both paths
+LOCAL_CLEANERS = {
+    "default": {},
+    "lower_cut_mask": dict(lowercase=True, maxChars=24, urls="mask"),
+    "fullwidth_remove_all": dict(unicode="fullwidth", urls="remove", zeroWidth="remove_all", piiTypes=["email"]),
+    "plain": dict(stripHtml=False, unicode="none", piiTypes=[]),
+}
+
+
+@SPARK_PROPERTY
+@given(st.lists(st.one_of(st.none(), texts, embedded_pii().map(lambda c: c[0])), min_size=10, max_size=60))
+@example(TRICKY)
+def test_cleaning_on_the_driver_equals_the_stage(spark, values) -> None:
+    """``clean_local`` (no Spark job: Python NFKC and masking twins) gives ``transform``'s text, text for text."""
+    df = spark.createDataFrame(list(enumerate(values)), "i INT, t STRING").coalesce(1)
+    for name, kw in LOCAL_CLEANERS.items():
+        cleaner = TextCleaner(inputCol="t", outputCol="cleaned", **kw)
+        want = [r.cleaned for r in sorted(cleaner.transform(df).collect(), key=lambda r: r.i)]
+        assert cleaner.clean_local(values, spark) == want, name
+
+
+def test_cleaning_on_the_driver_runs_no_job_for_a_query(spark) -> None:
+    """A query's cleaning is folded into planning: no Spark job, whatever Unicode and PII it holds."""
+    cleaner = TextCleaner(inputCol="t", outputCol="cleaned", lowercase=True, maxChars=80)
+    tracker = spark.sparkContext.statusTracker()
+    spark.sparkContext.setJobGroup("dmine-clean-local", "clean_local")
+    try:
+        out = cleaner.clean_local(["Ｍｙ card 4111 1111 1111 1111 never\u200b came <b>!</b>", None], spark)
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    assert out == ["my card <CARD> never came !", None]
+    assert tracker.getJobIdsForGroup("dmine-clean-local") == []
