@@ -180,6 +180,8 @@ def pipeline_run(spark, dirty_slice, tmp_path_factory: pytest.TempPathFactory):
         f"sources.train.path={d}/train.csv",
         f"sources.test.path={d}/test.csv",
         "cluster.k=12",
+        "search.enabled=true",
+        "search.k=5",
         "database=dmine_it",
         f"work_dir={tmp_path_factory.mktemp('pipeline_work')}",
     ]

@@ -62,7 +62,18 @@ def test_every_duplicate_points_at_a_kept_row(spark, pipeline_run) -> None:
 def test_result_tables_are_in_the_catalog(spark, pipeline_run) -> None:
     cfg, _, _, _ = pipeline_run
     tables = {t.name for t in spark.catalog.listTables(cfg.database)}
-    expected = {"raw", "clean", "quarantine", "dup", "emb", "pred", "confusion", "cluster", "cluster_terms"}
+    expected = {
+        "raw",
+        "clean",
+        "quarantine",
+        "dup",
+        "emb",
+        "pred",
+        "confusion",
+        "cluster",
+        "cluster_terms",
+        "neighbors",
+    }
     assert {f"{layer}_banking77" for layer in expected} | {"metrics", "runs", "quality", "emb_cache"} <= tables
 
 
@@ -101,7 +112,7 @@ def test_accuracy_is_above_the_floor_and_matches_the_predictions(spark, pipeline
     pred = _this_run(spark, cfg, run, Layer.PRED, "classify")
     assert m["accuracy"] == pytest.approx(pred.where("label = prediction").count() / pred.count())
     assert 0.0 < m["silhouette_cosine"] < 1.0
-    assert [r.stage for r in reports] == ["ingest", "clean", "embed", "classify", "cluster"]
+    assert [r.stage for r in reports] == ["ingest", "clean", "embed", "classify", "cluster", "search"]
 
 
 def test_the_runs_table_records_the_run(spark, pipeline_run) -> None:
@@ -110,7 +121,7 @@ def test_the_runs_table_records_the_run(spark, pipeline_run) -> None:
     assert len(rows) == 1
     r = rows[0]
     assert r["status"] == "ok" and r["config_hash"] == cfg.config_hash()
-    assert set(r["stage_seconds"]) == {"ingest", "clean", "embed", "classify", "cluster"}
+    assert set(r["stage_seconds"]) == {"ingest", "clean", "embed", "classify", "cluster", "search"}
     assert r["counts"]["rows_in"] == run.counts["rows_in"]
     assert r["measures"]["embed.rows_per_s"] > 0
     assert r["ended_at"] >= r["started_at"]

@@ -1,4 +1,4 @@
-"""The search stage and `dmine search` on a BANKING77 slice: neighbours table, 1-NN agreement, the saved index."""
+"""The search stage and `dmine search` on the BANKING77 slice of the session's pipeline run: neighbours, 1-NN, index."""
 
 from __future__ import annotations
 
@@ -13,28 +13,13 @@ from tests.conftest import PIPELINE_CONF, REPO
 
 pytestmark = pytest.mark.slow
 
-SLICE = [
-    "sources.train.sample=0.15",
-    "sources.test.sample=0.1",
-    "search.enabled=true",
-    "search.k=5",
-    "database=dmine_search",
-    "tracking.enabled=false",
-    "report.enabled=false",
-]
-
 
 @pytest.fixture(scope="module")
-def searched(spark, tmp_path_factory: pytest.TempPathFactory):
-    """ingest, clean, embed and search of the demo pipeline on a slice, in the test session."""
-    from dmine_spark.config import load_config
-    from dmine_spark.runner.run import run_stages
-
-    work = tmp_path_factory.mktemp("search_work")
-    overrides = [*SLICE, f"work_dir={work}"]
-    cfg = load_config(PIPELINE_CONF, overrides)
-    run, reports = run_stages(spark, cfg, ["ingest", "clean", "embed", "search"], progress=False)
-    return cfg, run, reports[-1], overrides
+def searched(pipeline_run):
+    """The demo pipeline on the dirty slice (every stage, search on with k = 5), run once for the session."""
+    cfg, run, reports, overrides = pipeline_run
+    assert cfg.search.enabled and cfg.search.k == 5
+    return cfg, run, next(r for r in reports if r.stage == "search"), overrides
 
 
 def test_the_search_stage_writes_k_neighbours_per_query_and_the_1nn_agreement(spark, searched) -> None:
@@ -56,7 +41,7 @@ def test_the_search_stage_writes_k_neighbours_per_query_and_the_1nn_agreement(sp
         .where((F.col("run_id") == run.run_id) & (F.col("metric") == "knn_top1_accuracy"))
         .first()
     )
-    # a 15% slice of the training questions still puts a same-intent question first for most test questions
+    # a quarter of the training questions still puts a same-intent question first for most test questions
     assert 0.6 <= metric["value"] <= 1.0
     assert f"1-NN label agreement {metric['value']:.4f}" in report.line()
 
@@ -71,7 +56,7 @@ def test_the_report_shows_example_neighbours_with_their_texts(spark, searched) -
     assert section.count("<tr>") == 1 + 5 * 3  # the header, then 5 questions with their 3 nearest rows
 
 
-def test_a_second_query_runs_no_spark_job_and_no_model_load(spark, searched) -> None:
+def test_later_queries_run_no_spark_job_and_no_model_load(spark, searched) -> None:
     import dmine_spark as dm
     from dmine_spark.features.encoder import is_loaded
 
@@ -85,11 +70,16 @@ def test_a_second_query_runs_no_spark_job_and_no_model_load(spark, searched) -> 
     tracker = spark.sparkContext.statusTracker()
     spark.sparkContext.setJobGroup("dmine-second-query", "second query")
     try:
-        again = searcher.query("my card still has not arrived", 3)
+        again = searcher.query("my card still has not arrived", 3)  # memoised
+        new = searcher.query("Ｔｈｅ ATM ate my card, call me on +44 20 7946 0958", 3)  # cleaned on the driver
     finally:
         spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
     assert tracker.getJobIdsForGroup("dmine-second-query") == []
     assert again.equals(first)
+    assert searcher.clean(["Ｔｈｅ ATM ate my card, call me on +44 20 7946 0958"]) == [
+        "The ATM ate my card, call me on <PHONE>"
+    ]
+    assert new["label"].iloc[0] == "card_swallowed"
 
 
 def test_dmine_search_prints_the_nearest_training_questions(searched) -> None:
