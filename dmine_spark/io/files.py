@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pyspark.sql import SparkSession
 
-__all__ = ["write_bytes", "read_bytes", "is_local", "copy_dir", "local_dir"]
+__all__ = ["write_bytes", "read_bytes", "is_local", "copy_dir", "local_dir", "loaded_once"]
+
+T = TypeVar("T")
 
 
 def _fs_path(spark: SparkSession, path: str):
@@ -82,3 +87,37 @@ def local_dir(spark: SparkSession, path: str) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="dmine_model_"))
     fs.copyToLocalFile(False, p, spark.sparkContext._jvm.org.apache.hadoop.fs.Path(str(dest)), True)
     return dest / p.getName()
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_once(kind: str, digest: str, data: bytes, load: Callable[[bytes], T]) -> T:
+    """This process's copy of a model stage's artefact, loaded from ``data`` once per ``(kind, digest)``.
+
+    A stage ships its artefact (a scikit-learn estimator, an index, reference
+    vectors) to the executors inside its UDF's closure; each Python worker
+    loads it on its first batch and keeps it for every later batch and task,
+    as the embedding engine keeps its model. Threads of one process load it
+    once (a lock).
+
+    Parameters
+    ----------
+    kind : str
+        What the artefact is (``"sklearn"``, ``"faiss"``...): one digest may be
+        loaded as two kinds.
+    digest : str
+        A content hash of ``data`` (SHA-256 hex), computed once by the caller.
+    data : bytes
+        The serialised artefact.
+    load : callable
+        ``bytes -> object``; called at most once per ``(kind, digest)`` in the
+        process. What it raises reaches the caller, and nothing is kept.
+    """
+    key = (kind, digest)
+    with _LOADED_LOCK:
+        got = _LOADED.get(key)
+        if got is None:
+            got = _LOADED[key] = load(data)
+    return got

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -40,7 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, DoubleType, StringType, StructField, StructType
 
-from dmine_spark.io.files import read_bytes, write_bytes
+from dmine_spark.io.files import loaded_once, read_bytes, write_bytes
 from dmine_spark.io.persist import Persisted
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.mine.openset import unit_rows
@@ -122,19 +121,15 @@ def match_answers(
     return idx, score, by
 
 
-_LIBRARY: dict[str, tuple[np.ndarray, np.ndarray, list[str | None]]] = {}
-_LIBRARY_LOCK = threading.Lock()
+def _load_library(data: bytes) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    got = np.load(io.BytesIO(data), allow_pickle=False)
+    meta = json.loads(bytes(got["meta"]).decode("utf-8"))
+    return np.asarray(meta["ids"], dtype=object), got["vectors"], meta["intents"]
 
 
 def _library(digest: str, data: bytes) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """This process's copy of the templates in ``data`` (ids, embeddings, intents), loaded once per artefact."""
-    with _LIBRARY_LOCK:
-        lib = _LIBRARY.get(digest)
-        if lib is None:
-            got = np.load(io.BytesIO(data), allow_pickle=False)
-            meta = json.loads(bytes(got["meta"]).decode("utf-8"))
-            lib = _LIBRARY[digest] = (np.asarray(meta["ids"], dtype=object), got["vectors"], meta["intents"])
-    return lib
+    return loaded_once("answer-library", digest, data, _load_library)
 
 
 class AnswerMatcher(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictionCol, HasProbabilityCol):

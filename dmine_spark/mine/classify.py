@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -55,7 +54,7 @@ from pyspark.sql.types import ArrayType, DataType, DoubleType, NumericType, Stri
 from dmine_spark.config import CLASSIFIERS
 from dmine_spark.config import Estimator as EstimatorSpec
 from dmine_spark.config.estimators import check_params
-from dmine_spark.io.files import read_bytes, write_bytes
+from dmine_spark.io.files import loaded_once, read_bytes, write_bytes
 from dmine_spark.io.persist import Persisted, class_path, load_class
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.mine.metrics import cv_folds_for, training_classes_error
@@ -114,17 +113,9 @@ def _sk_loads(data: bytes) -> Any:
     return sio.loads(data, trusted=untrusted)
 
 
-_SK_CACHE: dict[str, Any] = {}
-_SK_LOCK = threading.Lock()
-
-
 def _sk_estimator(digest: str, data: bytes) -> Any:
     """This process's copy of the estimator in ``data``, loaded once per artefact."""
-    with _SK_LOCK:
-        est = _SK_CACHE.get(digest)
-        if est is None:
-            est = _SK_CACHE[digest] = _sk_loads(data)
-    return est
+    return loaded_once("sklearn", digest, data, _sk_loads)
 
 
 def sk_scores(estimator: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +57,7 @@ from pyspark.sql.types import (
 )
 
 from dmine_spark.config import SearchConfig
-from dmine_spark.io.files import read_bytes, write_bytes
+from dmine_spark.io.files import loaded_once, read_bytes, write_bytes
 from dmine_spark.io.persist import Persisted
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.mine.textmodel import text_model
@@ -425,10 +424,6 @@ class HnswParams:
     ef_search: int = 128
 
 
-_FAISS_LOCK = threading.Lock()
-_INDEXES: dict[str, Any] = {}
-
-
 def build_index(vectors: np.ndarray, kind: str = "hnsw", params: HnswParams | None = None, threads: int = 0) -> Any:
     """A faiss index over the L2-normalised ``vectors`` (inner product = cosine).
 
@@ -473,17 +468,17 @@ def _index_bytes(index: Any) -> bytes:
 
 
 def _load_index(digest: str, data: bytes, ef_search: int) -> Any:
-    """This process's copy of the index in ``data``, deserialised once per index."""
-    with _FAISS_LOCK:
-        index = _INDEXES.get(digest)
-        if index is None:
-            import faiss
+    """This process's copy of the index in ``data``, deserialised once per index and ``ef_search``."""
 
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-            if hasattr(index, "hnsw"):
-                index.hnsw.efSearch = ef_search
-            _INDEXES[digest] = index
-    return index
+    def load(b: bytes) -> Any:
+        import faiss
+
+        index = faiss.deserialize_index(np.frombuffer(b, dtype=np.uint8))
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = ef_search
+        return index
+
+    return loaded_once(f"faiss-ef{ef_search}", digest, data, load)
 
 
 def _search(index: Any, x: np.ndarray, k: int, ef_search: int) -> tuple[np.ndarray, np.ndarray]:

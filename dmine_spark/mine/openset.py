@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,7 +43,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, DoubleType
 
-from dmine_spark.io.files import read_bytes, write_bytes
+from dmine_spark.io.files import loaded_once, read_bytes, write_bytes
 from dmine_spark.io.persist import Persisted
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 
@@ -292,9 +291,6 @@ def open_set_curve(scores: np.ndarray, is_open: np.ndarray, points: int = 21) ->
 
 # --------------------------------------------------------------------------- the stage
 
-_MEMORY: dict[str, np.ndarray] = {}
-_MEMORY_LOCK = threading.Lock()
-
 
 def _npy_bytes(x: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -304,11 +300,7 @@ def _npy_bytes(x: np.ndarray) -> bytes:
 
 def _memory(digest: str, data: bytes) -> np.ndarray:
     """This process's copy of the reference rows in ``data``, loaded once per artefact."""
-    with _MEMORY_LOCK:
-        m = _MEMORY.get(digest)
-        if m is None:
-            m = _MEMORY[digest] = unit_rows(np.load(io.BytesIO(data), allow_pickle=False))
-    return m
+    return loaded_once("openset-memory", digest, data, lambda b: unit_rows(np.load(io.BytesIO(b), allow_pickle=False)))
 
 
 class OpenSetHead(Persisted, SchemaChecked, Model, HasFeaturesCol, HasPredictionCol, HasProbabilityCol):
