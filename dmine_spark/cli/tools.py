@@ -28,8 +28,9 @@ _VARIANTS = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("what", choices=["embed", "prepare", "search", "openset"])
+    sp.add_argument("what", choices=["embed", "prepare", "search", "openset", "recommend"])
     sp.add_argument("--seeds", type=int, default=5, help="openset: seeds per known-intent ratio (default 5)")
+    sp.add_argument("--ranker", choices=["logreg", "gbt"], default="logreg", help="recommend: the hybrid's ranker")
     sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
     sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
     sp.add_argument("--work-dir", help="prepare: where generated data and outputs go (default: the work dir)")
@@ -50,7 +51,8 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
 @command(
     "bench",
     "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale), "
-    "`dmine bench search` (nearest neighbours), `dmine bench openset` (BANKING77 open intent protocol)",
+    "`dmine bench search` (nearest neighbours), `dmine bench openset` (BANKING77 open intent protocol), "
+    "`dmine bench recommend` (MovieLens recommendation protocol)",
     _bench_args,
 )
 def bench(args: argparse.Namespace) -> int:
@@ -60,6 +62,8 @@ def bench(args: argparse.Namespace) -> int:
         res = _bench_search(args)
     elif args.what == "openset":
         res = _bench_openset(args)
+    elif args.what == "recommend":
+        res = _bench_recommend(args)
     elif args.gpu:
         from dmine_spark.tools.bench import bench_gpu
 
@@ -124,6 +128,15 @@ def _bench_openset(args: argparse.Namespace) -> dict:
     work = Path(args.work_dir) if args.work_dir else default_work_dir()
     session(profile("local", None, required=False), work, "dmine-bench-openset")
     return bench_openset(datasets_dir(args.datasets), work_dir=work, seeds=tuple(range(args.seeds)), echo=echo)
+
+
+def _bench_recommend(args: argparse.Namespace) -> dict:
+    from dmine_spark.cli.common import profile, session
+    from dmine_spark.tools.bench_recommend import bench_recommend
+
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    session(profile("local", None, required=False), work, "dmine-bench-recommend")
+    return bench_recommend(datasets_dir(args.datasets), work_dir=work, ranker=args.ranker, echo=echo)
 
 
 def _datagen_args(sp: argparse.ArgumentParser) -> None:

@@ -129,3 +129,51 @@ def test_als_on_implicit_feedback_recommends_better_than_popularity(spark, split
     pop = R.ranking_metrics(R.top_k_unseen(one, R.popularity_scores(split.train), 10, seen=seen), split.val, 10)
     assert als["users"] == pop["users"] > 50
     assert als["ndcg_at_k"] > pop["ndcg_at_k"] > 0.0
+
+
+def test_candidate_features_and_the_hybrid_ranker_score_every_candidate(spark, split) -> None:
+    rng = np.random.default_rng(5)
+    item_ids = [r[0] for r in split.train.select("item_id").distinct().orderBy("item_id").collect()]
+    cold_ids = [r[0] for r in split.cold_items.orderBy("item_id").collect()]
+    vec = {i: rng.normal(size=4) for i in item_ids + cold_ids}
+    item_vectors = spark.createDataFrame([(i, v.tolist()) for i, v in vec.items()], "item_id INT, vector ARRAY<DOUBLE>")
+    users = R.dense_index(split.train, "user_id", "u")
+    items = R.dense_index(split.train, "item_id", "i")
+    model = R.fit_als(split.train, users, items, R.AlsParams(rank=4, max_iter=3))
+    au, ai = R.als_vectors(model, users, items)
+    profiles = R.user_profiles(split.train, item_vectors)
+    pop = R.popularity_scores(split.train)
+    genres = spark.createDataFrame([(i, f"g{i % 3}") for i in vec], "item_id INT, genre STRING")
+    seen = split.train.select("user_id", "item_id")
+    pairs = R.top_k_unseen(au, ai, 20, seen=seen).select("user_id", "item_id")
+    cold_pairs = profiles.select("user_id").limit(5).crossJoin(split.cold_items)
+    now = split.train.agg(F.max("ts")).first()[0]
+    feats = R.candidate_features(
+        pairs.unionByName(cold_pairs),
+        split.train,
+        als_users=au,
+        als_items=ai,
+        profiles=profiles,
+        item_vectors=item_vectors,
+        popularity=pop,
+        item_genres=genres,
+        now=now,
+    ).persist()
+    assert feats.count() == pairs.count() + cold_pairs.count()
+    for f in R.FEATURES:
+        assert feats.where(F.col(f).isNull()).isEmpty(), f
+    cold = feats.join(split.cold_items, "item_id")
+    assert cold.where("als_score != 0 OR log_popularity != 0 OR has_interactions != 0").isEmpty()
+    assert cold.where("content_score = 0").count() < cold.count()  # content scores cold items
+    # als_score is the dot product of the factors
+    r = feats.join(split.cold_items, "item_id", "left_anti").first()
+    u = np.array(au.where(F.col("user_id") == r["user_id"]).first()["vector"])
+    i = np.array(ai.where(F.col("item_id") == r["item_id"]).first()["vector"])
+    assert r["als_score"] == pytest.approx(float(u @ i), rel=1e-4)
+    ranker = R.HybridRanker().fit(feats, split.val.where("positive"))
+    scored = ranker.score(feats)
+    assert scored.count() == feats.count()
+    assert scored.where("score < 0 OR score > 1 OR score IS NULL").isEmpty()
+    assert set(ranker.importances) == set(R.FEATURES)
+    with pytest.raises(ValueError, match="logreg or gbt"):
+        R.HybridRanker(model_type="forest").fit(feats, split.val.where("positive"))

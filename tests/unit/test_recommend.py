@@ -35,3 +35,19 @@ def test_random_recall_is_k_over_the_candidates() -> None:
     assert random_recall_at_k(400, 10) == 10 / 400
     assert random_recall_at_k(5, 10) == 1.0
     assert random_recall_at_k(0, 10) == 0.0
+
+
+def test_movie_texts_are_title_genres_and_distinct_tags() -> None:
+    import pytest
+
+    from dmine_spark.tools.bench_recommend import item_texts
+    from tests.conftest import DATASETS
+
+    movielens = DATASETS / "movielens_latest_small"
+    if not (movielens / "movies.csv").is_file():
+        pytest.fail(f"MovieLens not found at {movielens}; set DMINE_DATASETS to the shared datasets folder")
+    ids, texts, genres = item_texts(movielens)
+    assert len(ids) == len(texts) == len(genres) == 9742
+    toy = texts[ids.index(1)]
+    assert toy.startswith("Toy Story (1995) Adventure Animation Children Comedy Fantasy")
+    assert toy.count("pixar") == 1  # the tag applied by several users appears once
