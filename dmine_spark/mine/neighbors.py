@@ -67,6 +67,7 @@ __all__ = [
     "INDEX_KINDS",
     "normalize_rows",
     "block_topk",
+    "rank_columns",
     "merge_topk",
     "recall_at_k",
     "label_agreement",
@@ -159,14 +160,31 @@ def block_topk(
         if exclude is not None:
             rows = np.flatnonzero(exclude[start:stop] >= 0)
             scores[rows, exclude[start:stop][rows]] = -np.inf
-        if kk < m:
-            part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        else:
-            part = np.broadcast_to(np.arange(m), (stop - start, m))
-        got = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -got), axis=1)
-        pos[start:stop] = np.take_along_axis(part, order, axis=1)
-        top[start:stop] = np.take_along_axis(got, order, axis=1)
+        pos[start:stop], top[start:stop] = rank_columns(scores, kk)
+    return pos, top
+
+
+def rank_columns(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best columns of each row of ``scores``, best first, ties by ascending column.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n, m)
+        ``-inf`` marks a column never to return.
+    k : int
+        Columns kept per row, 1 <= k <= m.
+
+    Returns
+    -------
+    (ndarray of shape (n, k), ndarray of shape (n, k))
+        Column positions (int64; -1 where only ``-inf`` columns were left) and their scores (float32).
+    """
+    n, m = scores.shape
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < m else np.broadcast_to(np.arange(m), (n, m))
+    got = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -got), axis=1)
+    pos = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top = np.take_along_axis(got, order, axis=1).astype(np.float32)
     pos[~np.isfinite(top)] = -1
     return pos, top
 

@@ -42,7 +42,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
-from dmine_spark.mine.neighbors import normalize_rows
+from dmine_spark.mine.neighbors import normalize_rows, rank_columns
 
 __all__ = [
     "RANKING_METRICS",
@@ -230,13 +230,7 @@ def topk_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) ->
             scores[i, cols] = -np.inf
     if kk == 0:
         return np.full((n, 0), -1, dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.broadcast_to(np.arange(m), (n, m))
-    got = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -got), axis=1)
-    pos = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    top = np.take_along_axis(got, order, axis=1).astype(np.float32)
-    pos[~np.isfinite(top)] = -1
-    return pos, top
+    return rank_columns(scores, kk)
 
 
 def _items_matrix(items: DataFrame, vec_col: str, cosine: bool, max_items: int) -> tuple[np.ndarray, np.ndarray]:
