@@ -58,8 +58,19 @@ RUNS_SCHEMA = StructType(
 
 
 def reconcile(counts: dict[str, int]) -> int:
-    """Rows unaccounted for: ``rows_in - clean - quarantined - duplicates`` (0 when all add up)."""
-    return counts["rows_in"] - counts["rows_clean"] - counts["rows_quarantined"] - counts["rows_duplicate"]
+    """Rows unaccounted for: ``rows_in - clean - quarantined - duplicates - interactions - attached`` (0 when all add up).
+
+    ``rows_interactions`` (kept in ``interactions_<task>``) and ``rows_attached``
+    (``item_text`` rows joined onto a text row) count only where such sources exist.
+    """
+    kept_elsewhere = counts.get("rows_interactions", 0) + counts.get("rows_attached", 0)
+    return (
+        counts["rows_in"]
+        - counts["rows_clean"]
+        - counts["rows_quarantined"]
+        - counts["rows_duplicate"]
+        - kept_elsewhere
+    )
 
 
 def _executor_count(sc: SparkContext) -> int:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from dmine_spark.analyze.record import StageReport
     from dmine_spark.analyze.runs import RunRecorder
 
-__all__ = ["run_pipeline", "print_stage", "print_end", "search"]
+__all__ = ["run_pipeline", "print_stage", "print_end", "search", "recommend"]
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -53,9 +53,14 @@ def print_end(run: RunRecorder, cfg: PipelineConfig, command: str) -> None:
     echo(f"run {run.run_id} finished in {run.seconds:.1f}s")
     if "rows_in" in run.counts:
         c = run.counts
+        elsewhere = "".join(
+            f" + {c[key]:,} {what}"
+            for key, what in (("rows_interactions", "interactions"), ("rows_attached", "attached texts"))
+            if key in c
+        )
         echo(
             f"rows: {c['rows_in']:,} in = {c['rows_clean']:,} clean + {c['rows_quarantined']:,} quarantined"
-            f" + {c['rows_duplicate']:,} duplicates"
+            f" + {c['rows_duplicate']:,} duplicates{elsewhere}"
         )
     if "report" in run.labels:
         echo(f"report: {run.labels['report']}")
@@ -108,8 +113,45 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recommend_args(sp: argparse.ArgumentParser) -> None:
+    pipeline_args(sp)
+    sp.add_argument(
+        "--user",
+        action="append",
+        help="a user id: their top k from the latest recommender (repeatable; none: the stage)",
+    )
+    sp.add_argument("--k", type=int, help="items per user (default: recommend.k)")
+    sp.add_argument("--model", help="<task>-recs-<kind>@v<N> (default: the latest of recommend.serve)")
+
+
+def recommend(args: argparse.Namespace) -> int:
+    """``dmine recommend CONFIG``: the recommend stage; ``--user ID``: that user's top k from the latest model."""
+    if not args.user:
+        return run_pipeline(args)
+    if args.k is not None and args.k < 1:
+        raise ConfigError(f"recommend --k: expected a number of items of at least 1, got {args.k}")
+    cfg, spark = pipeline_session(args)
+    from dmine_spark.deploy.recommend import recommend_users
+
+    version, recs = recommend_users(spark, cfg, args.user, k=args.k, version=args.model)
+    k = args.k or cfg.recommend.k
+    echo(f"dmine recommend: {version}, top {k}")
+    for user in args.user:
+        echo(f"user {user}:")
+        mine = recs[recs["user_id"] == str(user)]
+        if mine.empty:
+            echo("  (nothing to recommend: the model has no vector for this user; the hybrid and popularity have)")
+        for r in mine.itertuples(index=False):
+            text = r.text if isinstance(r.text, str) else ""
+            echo(f"  {r.rank:>2}. {r.score:.4f}  {r.item_id}  {text[:100]}")
+    return 0
+
+
 for _stage in STAGES:
     if _stage.name == "search":  # the stage, or with texts a lookup in the index it saved
         command(_stage.name, f"{_stage.help}; with TEXT, the nearest rows of each text", _search_args)(search)
+        continue
+    if _stage.name == "recommend":  # the stage, or with --user one user's list from the saved recommender
+        command(_stage.name, f"{_stage.help}; with --user ID, that user's top k", _recommend_args)(recommend)
         continue
     command(_stage.name, f"{_stage.help} (one stage, from and to the catalog tables)", pipeline_args)(run_pipeline)

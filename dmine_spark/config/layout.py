@@ -38,6 +38,9 @@ class Layer(str, Enum):
     CLUSTER = "cluster"
     CLUSTER_TERMS = "cluster_terms"
     NEIGHBORS = "neighbors"
+    INTERACTIONS = "interactions"
+    RECS = "recs"
+    SIMILAR_ITEMS = "similar_items"
     OPEN_CURVE = "open_curve"
     ANSWER = "answer"
     ANSWER_LIBRARY = "answer_library"
@@ -81,6 +84,9 @@ _STAGE = {
     Layer.CLUSTER: "predictions",
     Layer.CLUSTER_TERMS: "reporting",
     Layer.NEIGHBORS: "predictions",
+    Layer.INTERACTIONS: "raw",
+    Layer.RECS: "predictions",
+    Layer.SIMILAR_ITEMS: "predictions",
     Layer.OPEN_CURVE: "reporting",
     Layer.ANSWER: "predictions",
     Layer.ANSWER_LIBRARY: "intermediate",

@@ -39,6 +39,8 @@ __all__ = [
     "ClusterConfig",
     "HnswConfig",
     "SearchConfig",
+    "AlsGridConfig",
+    "RecommendConfig",
     "AnswersConfig",
     "ReportConfig",
     "TrackingConfig",
@@ -121,6 +123,18 @@ class SourceConfig(Strict):
     reproduces them exactly; unset: ``sample_seed``, the seed splits have always used, so rows stay put."""
     derive: dict[str, str] = Field(default_factory=dict)
     """New columns from Spark SQL expressions over the columns as read, e.g. ``{text: "concat_ws('. ', title, body)"}``."""
+    role: Literal["text", "interactions", "item_text"] = "text"
+    """``text``: rows with a text column, cleaned and embedded (``raw_<task>``, ``clean_<task>``);
+    ``interactions``: who did what to which item and when (``recommend``'s columns), kept in
+    ``interactions_<task>``; ``item_text``: more text about the rows of another source (tags, say), joined onto
+    that source's text by id before cleaning (``attach_to``, ``attach_on``)."""
+    attach_to: str | None = None
+    """``item_text``: the text source (with an ``id_col``) whose rows this text belongs to."""
+    attach_on: str | None = None
+    """``item_text``: this source's column holding the ``attach_to`` row's ``id_col`` value."""
+    attach_sep: str = ". "
+    """``item_text``: what goes between a row's text and its attached texts; the attached texts (each distinct
+    text once, in file order) are joined by ``, ``."""
 
     _options_as_strings = field_validator("options", mode="before")(lambda v: spark_strings(v))
 
@@ -198,6 +212,10 @@ class SourceConfig(Strict):
         if self.encoding and self.format not in ("csv", "json", "text"):
             raise ValueError(f"encoding applies to csv, json and text files, not to format {self.format!r}")
 
+        if self.role == "item_text" and (not self.attach_to or not self.attach_on):
+            raise ValueError("role 'item_text' needs attach_to (a text source) and attach_on (the column of its id)")
+        if self.role != "item_text" and (self.attach_to or self.attach_on):
+            raise ValueError(f"attach_to and attach_on apply to role item_text, not to role {self.role!r}")
         if self.format == "table" and not self.table:
             raise ValueError("format 'table' needs table: <database>.<table>")
         if self.format == "jdbc":
@@ -548,6 +566,80 @@ class SearchConfig(Strict):
     """A query row that is also in the corpus is never its own neighbour."""
 
 
+class AlsGridConfig(Strict):
+    """The ALS grid: every combination is fitted on the training window and the best NDCG@k on validation wins."""
+
+    ranks: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    """Latent factors per user and item."""
+    alphas: list[float] = Field(default_factory=lambda: [1.0, 10.0], min_length=1)
+    """Confidence of an interaction: ``1 + alpha`` (Hu, Koren & Volinsky 2008)."""
+    reg_params: list[float] = Field(default_factory=lambda: [0.05], min_length=1)
+    """L2 regularisation."""
+    max_iter: int = Field(default=10, ge=1)
+    """Alternating sweeps."""
+
+
+class RecommendConfig(Strict):
+    """Recommendations: popularity, MLlib ALS, content-based and a hybrid ranker, evaluated on a time split."""
+
+    enabled: bool = False
+    """Run the recommend stage."""
+    interactions: str | None = None
+    """The source of role ``interactions`` (default: the only one)."""
+    items: str | None = None
+    """The text source whose rows are the items, with an ``id_col`` that ``item_col`` values match (default: the
+    only text source with an ``id_col``); its texts are embedded by the embed stage."""
+    user_col: str = "user_id"
+    """The interactions' user column."""
+    item_col: str = "item_id"
+    """The interactions' item column (the items source's ``id_col`` values)."""
+    value_col: str | None = "value"
+    """The rating or weight (null: every interaction is a positive one of value 1)."""
+    time_col: str = "ts"
+    """When it happened: a timestamp, or epoch seconds as a number."""
+    positive_min: float = 4.0
+    """An interaction of at least this value is positive (4.0 on a 0.5–5 star scale); every interaction counts
+    as seen and is never recommended back."""
+    category_col: str | None = None
+    """A column of the items source with the item's categories (genres): the hybrid's genre affinities."""
+    category_sep: str = "|"
+    """What separates the categories in ``category_col``."""
+    k: int = Field(default=10, ge=1, le=1000)
+    """Items per user in ``recs_<task>`` and the cut-off of the ranking metrics."""
+    candidates: int = Field(default=50, ge=1)
+    """Candidates per user from each base recommender for the hybrid ranker."""
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Each user's latest share of interactions held out for test."""
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """The share before them: the validation window (ALS grid, hybrid ranker)."""
+    cold_item_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Share of liked items whose interactions are all held out: the cold-start test."""
+    min_user_interactions: int = Field(default=5, ge=1)
+    """A user with fewer interactions keeps them all in training."""
+    seed: int = 42
+    """Seed of the cold-start choice and of ALS."""
+    als: AlsGridConfig = Field(default_factory=AlsGridConfig)
+    """The ALS grid."""
+    half_life_days: float | None = Field(default=365.0, gt=0.0)
+    """Content profiles: a like this many days older than the user's latest weighs half (null: all alike)."""
+    recent_days: float = Field(default=90.0, gt=0.0)
+    """The hybrid's recent popularity counts likes in these last days."""
+    ranker: Literal["logreg", "gbt"] = "logreg"
+    """The hybrid's ranker: MLlib logistic regression or gradient-boosted trees."""
+    serve: Literal["hybrid", "als", "content", "popularity"] = "hybrid"
+    """The model whose top k fills ``recs_<task>`` and answers ``dmine recommend``."""
+    similar_items: int = Field(default=10, ge=0, le=1000)
+    """Neighbours per item in ``similar_items_<task>``, by the items' text embeddings (0: no table)."""
+    max_items: int = Field(default=1_000_000, gt=0)
+    """Most items scored: their vectors are broadcast to every executor."""
+
+    @model_validator(mode="after")
+    def _fractions(self) -> RecommendConfig:
+        if self.test_fraction + self.val_fraction >= 1.0:
+            raise ValueError("test_fraction + val_fraction must leave a training part (sum below 1)")
+        return self
+
+
 class ReportConfig(Strict):
     """The HTML run report."""
 
@@ -719,6 +811,8 @@ class PipelineConfig(Strict):
     """Clustering."""
     search: SearchConfig = Field(default_factory=SearchConfig)
     """Nearest-neighbour search."""
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    """Recommendations from interactions and item text."""
     answers: AnswersConfig | None = None
     """Reply templates matched to each classified question (null: no answer matching)."""
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -742,6 +836,72 @@ class PipelineConfig(Strict):
         return v
 
     @model_validator(mode="after")
+    def _roles(self) -> PipelineConfig:
+        """Every role source points at what it needs; the recommend stage finds its sources and columns."""
+        text = self.text_sources()
+        if not text:
+            raise ValueError("sources: at least one source of role text is required (the texts to mine)")
+        for name, src in self.sources.items():
+            if src.role == "item_text":
+                target = self.sources.get(src.attach_to or "")
+                if target is None or target.role != "text" or not target.id_col:
+                    raise ValueError(
+                        f"sources.{name}.attach_to: {src.attach_to!r} is not a text source with an id_col "
+                        f"(text sources: {', '.join(text)})"
+                    )
+                if src.attach_on not in src.column_map() and src.attach_on not in src.column_map().values():
+                    raise ValueError(
+                        f"sources.{name}.attach_on: column {src.attach_on!r} is not declared in its schema"
+                    )
+        r = self.recommend
+        inter = [n for n, s in self.sources.items() if s.role == "interactions"]
+        if inter:
+            for name in inter:
+                declared = {*self.sources[name].column_map(), *self.sources[name].column_map().values()}
+                for key in ("user_col", "item_col", "time_col", "value_col"):
+                    col = getattr(r, key)
+                    if col is not None and col not in declared:
+                        raise ValueError(
+                            f"recommend.{key}: column {col!r} is not declared in sources.{name}.schema "
+                            f"(columns: {', '.join(self.sources[name].column_map().values())})"
+                        )
+        if not r.enabled:
+            return self
+        if r.interactions is None:
+            if len(inter) != 1:
+                raise ValueError(
+                    "recommend: give recommend.interactions, the source of role interactions "
+                    f"({', '.join(inter) if inter else 'none is declared: set role: interactions on one'})"
+                )
+            r.__dict__["interactions"] = inter[0]
+        elif r.interactions not in inter:
+            raise ValueError(f"recommend.interactions: {r.interactions!r} is not a source of role interactions")
+        with_ids = [n for n in text if self.sources[n].id_col]
+        if r.items is None:
+            if len(with_ids) != 1:
+                raise ValueError(
+                    "recommend: give recommend.items, the text source of the items (with an id_col): "
+                    f"{', '.join(with_ids) if with_ids else 'no text source sets id_col'}"
+                )
+            r.__dict__["items"] = with_ids[0]
+        elif r.items not in with_ids:
+            raise ValueError(f"recommend.items: {r.items!r} is not a text source with an id_col")
+        items = self.sources[r.items]
+        if items.dedup:
+            raise ValueError(
+                f"sources.{r.items}.dedup: every item must keep its row (two items may share a text); set dedup: false"
+            )
+        if r.category_col is not None and r.category_col not in {*items.column_map(), *items.column_map().values()}:
+            raise ValueError(f"recommend.category_col: column {r.category_col!r} is not declared in sources.{r.items}")
+        if not self.embed.enabled:
+            raise ValueError("recommend: the content-based and hybrid recommenders read the embed stage's vectors")
+        return self
+
+    def text_sources(self) -> list[str]:
+        """The names of the sources of role ``text`` (the rows that are cleaned and embedded), in order."""
+        return [n for n, s in self.sources.items() if s.role == "text"]
+
+    @model_validator(mode="after")
     def _storage_column_names(self) -> PipelineConfig:
         """Column keys may name a column as its file does (``ticket text``); they are kept as its storage name."""
         names: dict[str, str] = {}
@@ -759,6 +919,9 @@ class PipelineConfig(Strict):
         for src in self.sources.values():
             put(src, "required", [to(c) for c in src.required])
             put(src, "id_col", to(src.id_col))
+            put(src, "attach_on", to(src.attach_on))
+        for key in ("user_col", "item_col", "value_col", "time_col", "category_col"):
+            put(self.recommend, key, to(getattr(self.recommend, key)))
         for section, keys in (
             (self.regress, ("categorical", "numeric")),
             (self.features, ("categorical", "numeric", "time")),

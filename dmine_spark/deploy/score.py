@@ -103,7 +103,7 @@ def input_source(
     ``source`` (default: the first), so new data is read exactly as the
     training data was; the label may be absent.
     """
-    name = source or next(iter(cfg.sources))
+    name = source or cfg.text_sources()[0]
     if name not in cfg.sources:
         raise ConfigError(f"--source: no source named {name!r} in the config (sources: {', '.join(cfg.sources)})")
     tmpl = cfg.sources[name]

@@ -76,7 +76,7 @@ def stream_id(checkpoint: Path) -> str:
 
 
 def _template(cfg: PipelineConfig) -> tuple[str, SourceConfig]:
-    name = cfg.stream.source or next(iter(cfg.sources))
+    name = cfg.stream.source or cfg.text_sources()[0]
     if name not in cfg.sources:
         raise ConfigError(f"stream.source: no source named {name!r} (sources: {', '.join(cfg.sources)})")
     return name, cfg.sources[name]

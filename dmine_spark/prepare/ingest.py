@@ -74,6 +74,7 @@ RULES = (
     "missing_required_field",
     "unknown_label",
     "duplicate_id",
+    "unknown_item",
 )
 _REPLACEMENT_CHAR = "\ufffd"
 _MALFORMED = "record does not parse against the declared schema"
@@ -426,19 +427,33 @@ def read_source(
 
 
 def read_sources(spark: SparkSession, cfg: PipelineConfig) -> dict[str, IngestResult]:
-    """Every source of ``cfg`` through :func:`read_source`, with the text column and ``required`` columns required."""
-    return {
-        name: read_source(
+    """Every source of ``cfg`` through :func:`read_source`, each with the columns its role requires.
+
+    A ``text`` source requires the text column (and is checked against
+    ``labels``); an ``interactions`` source the recommend section's user,
+    item, time and value columns; an ``item_text`` source its ``attach_on``
+    column and the text column. ``required`` columns come on top.
+    """
+    r = cfg.recommend
+    out = {}
+    for name, src in cfg.sources.items():
+        if src.role == "interactions":
+            own = [c for c in (r.user_col, r.item_col, r.time_col, r.value_col) if c]
+            label_col, labels = None, None
+        elif src.role == "item_text":
+            own, label_col, labels = [src.attach_on, cfg.text_col], None, None
+        else:
+            own, label_col, labels = [cfg.text_col], cfg.label_col, cfg.labels
+        out[name] = read_source(
             spark,
             name,
             src,
-            required=sorted({cfg.text_col, *src.required}),
-            label_col=cfg.label_col,
-            labels=cfg.labels,
+            required=sorted({*own, *src.required}),
+            label_col=label_col,
+            labels=labels,
             staging=str(cfg.paths.staging),
         )
-        for name, src in cfg.sources.items()
-    }
+    return out
 
 
 def source_rows(

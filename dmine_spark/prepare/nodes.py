@@ -14,23 +14,57 @@ from functools import reduce
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, NumericType, TimestampNTZType, TimestampType
 
 from dmine_spark.config import CleanConfig, ConfigError, LanguageConfig, NearDupConfig, PiiConfig
 from dmine_spark.prepare.clean import CleanResult, TextCleaner, apply_near_duplicates, clean_frame, text_rows
 from dmine_spark.prepare.ingest import IngestResult
 
-__all__ = ["IngestOutput", "CleanOutput", "ingest", "clean"]
+__all__ = [
+    "Attach",
+    "InteractionColumns",
+    "IngestOutput",
+    "CleanOutput",
+    "ingest",
+    "interaction_rows",
+    "attach_texts",
+    "clean",
+]
+
+
+@dataclass(frozen=True)
+class Attach:
+    """An ``item_text`` source: its rows' text joins the ``target`` source's row whose id is their ``on`` column."""
+
+    source: str
+    target: str
+    target_id: str
+    on: str
+    sep: str = ". "
+
+
+@dataclass(frozen=True)
+class InteractionColumns:
+    """The interactions' columns: user, item, time and (optional) value."""
+
+    user: str
+    item: str
+    time: str
+    value: str | None = None
 
 
 @dataclass
 class IngestOutput:
     """What ingest made of the sources.
 
-    ``raw`` holds every parsed, complete row (``id``, ``split``, ``source``,
-    ``source_file``, the declared columns, ``pii_counts`` when masking);
-    ``quarantine`` every other row (``id``, ``split`` = the source,
-    ``source_file``, ``rule``, ``reason``, ``raw``); ``totals`` every row read,
-    per source, counted independently of the two outputs so a lost row shows.
+    ``raw`` holds every parsed, complete row of the text sources (``id``,
+    ``split``, ``source``, ``source_file``, the declared columns,
+    ``pii_counts`` when masking), attached texts joined in; ``quarantine``
+    every other row (``id``, ``split`` = the source, ``source_file``,
+    ``rule``, ``reason``, ``raw``); ``interactions`` the interactions
+    sources' kept rows (:func:`interaction_rows`); ``attached`` the
+    ``item_text`` rows joined onto a text row; ``totals`` every row read, per
+    source, counted independently of the outputs so a lost row shows.
     """
 
     raw: DataFrame
@@ -39,21 +73,145 @@ class IngestOutput:
     pii_types: list[str] = field(default_factory=list)
     encodings: dict[str, IngestResult] = field(default_factory=dict)
     """The sources decoded from another encoding (their ``encoding`` and per-file ``files``)."""
+    interactions: DataFrame | None = None
+    attached: DataFrame | None = None
+    """``source`` of each item_text row that joined a text row (for the row accounting)."""
 
 
-def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | None, pii: PiiConfig) -> IngestOutput:
-    """Union the sources' rows and mask PII in the text column and in quarantined raw content.
+def interaction_rows(rows: DataFrame, cols: InteractionColumns, where: str) -> DataFrame:
+    """``id, split, source, source_file, user_id, item_id, value, ts``: an interactions source's rows, typed.
+
+    ``user_id`` and ``item_id`` are strings (an item id is the items
+    source's ``id_col`` value), ``value`` a double (1.0 without a value
+    column) and ``ts`` a timestamp (numbers are epoch seconds).
 
     Raises
     ------
     ConfigError
-        When ``label_col`` is not a column of some source.
+        When the time column is neither a number, a date nor a timestamp.
     """
-    for name, res in sources.items():
+    t = rows.schema[cols.time].dataType
+    if isinstance(t, NumericType):
+        ts = F.timestamp_seconds(F.col(cols.time))
+    elif isinstance(t, (TimestampType, TimestampNTZType, DateType)):
+        ts = F.col(cols.time).cast("timestamp")
+    else:
+        raise ConfigError(
+            f"recommend.time_col: column {cols.time!r} of {where} is {t.simpleString().upper()}; declare it "
+            "TIMESTAMP, or a number of epoch seconds (LONG)"
+        )
+    return rows.select(
+        "id",
+        "split",
+        "source",
+        "source_file",
+        F.col(cols.user).cast("string").alias("user_id"),
+        F.col(cols.item).cast("string").alias("item_id"),
+        (F.col(cols.value).cast("double") if cols.value else F.lit(1.0)).alias("value"),
+        ts.alias("ts"),
+    )
+
+
+def attach_texts(
+    rows: DataFrame, extra: DataFrame, a: Attach, *, text_col: str
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Join ``extra``'s texts (an ``item_text`` source) onto the ``a.target`` rows of ``rows`` they name.
+
+    Each target row's text becomes ``text + sep + t1, t2, ...``: its attached
+    texts trimmed, each distinct one once, in file order.
+
+    Returns
+    -------
+    (DataFrame, DataFrame, DataFrame)
+        ``rows`` with the texts joined; the ``extra`` rows that joined
+        (``id``, ``source``); the ones naming no kept target row, as
+        quarantine rows (rule ``unknown_item``).
+    """
+    prefix = f"{a.target}:"
+    keyed = (
+        extra.withColumn("_seq", F.monotonically_increasing_id())
+        .withColumn("_key", F.concat(F.lit(prefix), F.col(a.on).cast("string")))
+        .withColumn("_t", F.trim(F.col(text_col)))
+    )
+    targets = rows.where(F.col("source") == a.target).select(F.col("id").alias("_key"))
+    matched = keyed.join(targets, "_key", "left_semi")
+    unknown = keyed.join(targets, "_key", "left_anti")
+    texts = matched.groupBy("_key").agg(
+        F.array_join(
+            F.array_distinct(F.transform(F.array_sort(F.collect_list(F.struct("_seq", "_t"))), lambda x: x["_t"])),
+            ", ",
+        ).alias("_attached")
+    )
+    joined = rows.join(texts, rows["id"] == texts["_key"], "left").select(
+        *[
+            F.when(F.col("_attached").isNotNull(), F.concat_ws(a.sep, F.col(c), F.col("_attached")))
+            .otherwise(F.col(c))
+            .alias(c)
+            if c == text_col
+            else F.col(c)
+            for c in rows.columns
+        ]
+    )
+    quarantine = unknown.select(
+        "id",
+        "split",
+        "source_file",
+        F.lit("unknown_item").alias("rule"),
+        F.format_string(
+            f"{a.on} '%s' is no kept row's {a.target_id} in source {a.target}", F.col(a.on).cast("string")
+        ).alias("reason"),
+        F.to_json(F.struct(F.col(a.on), F.col(text_col))).alias("raw"),
+    )
+    return joined, matched.select("id", "source"), quarantine
+
+
+def ingest(
+    sources: dict[str, IngestResult],
+    *,
+    text_col: str,
+    label_col: str | None,
+    pii: PiiConfig,
+    roles: dict[str, str] | None = None,
+    attach: list[Attach] | None = None,
+    interaction_cols: InteractionColumns | None = None,
+) -> IngestOutput:
+    """Union the text sources' rows, join attached texts, type the interactions; mask PII in the text.
+
+    Parameters
+    ----------
+    sources : dict
+        Each source's :class:`~dmine_spark.prepare.ingest.IngestResult`, by name.
+    roles : dict, optional
+        Each source's role (``text``, ``interactions``, ``item_text``); default: all ``text``.
+    attach : list of Attach, optional
+        The ``item_text`` sources and the text source each joins.
+    interaction_cols : InteractionColumns, optional
+        The columns of the ``interactions`` sources.
+
+    Raises
+    ------
+    ConfigError
+        When ``label_col`` is not a column of some text source, or an interactions source's time column has
+        a type that is not a time.
+    """
+    roles = roles or {}
+    text = {n: r for n, r in sources.items() if roles.get(n, "text") == "text"}
+    for name, res in text.items():
         if label_col and label_col not in res.rows.columns:
             raise ConfigError(f"label_col: column {label_col!r} is not declared in sources.{name}.schema")
-    rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), [r.rows for r in sources.values()])
-    quarantine = reduce(lambda a, b: a.unionByName(b), [r.quarantine for r in sources.values()])
+    rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), [r.rows for r in text.values()])
+    quarantines = [r.quarantine for r in sources.values()]
+    attached = []
+    for a in attach or []:
+        rows, matched, unknown = attach_texts(rows, sources[a.source].rows, a, text_col=text_col)
+        attached.append(matched)
+        quarantines.append(unknown)
+    quarantine = reduce(lambda a, b: a.unionByName(b), quarantines)
+    inter = [
+        interaction_rows(r.rows, interaction_cols, f"sources.{n}")
+        for n, r in sources.items()
+        if roles.get(n) == "interactions" and interaction_cols is not None
+    ]
     types = list(pii.types) if pii.enabled else []
     if types:
         from dmine_spark.prepare.pii import mask_pii
@@ -65,7 +223,7 @@ def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | 
         quarantine = quarantine.withColumn("raw", mask_pii(F.col("raw"), types)["text"])
     quarantine = quarantine.select("id", "split", "source_file", "rule", "reason", F.col("raw").cast("string"))
     # a column stored under another name than its file's keeps that name as its comment
-    renamed = {k: v for r in sources.values() for k, v in r.renamed.items()}
+    renamed = {k: v for r in text.values() for k, v in r.renamed.items()}
     if renamed:
         rows = rows.select(
             *[
@@ -79,6 +237,8 @@ def ingest(sources: dict[str, IngestResult], *, text_col: str, label_col: str | 
         totals={n: r.total for n, r in sources.items()},
         pii_types=types,
         encodings={n: r for n, r in sources.items() if r.encoding},
+        interactions=reduce(lambda a, b: a.unionByName(b), inter) if inter else None,
+        attached=reduce(lambda a, b: a.unionByName(b), attached) if attached else None,
     )
 
 

@@ -60,7 +60,8 @@ def _write(ctx: StageContext, w: Write, out: Any, stage_name: str, versions: dic
     df: DataFrame | None = getattr(out, w.attr)
     if df is None:  # an output the config did not ask for (e.g. no answers section)
         return
-    version = versions.get(w.version) if w.version else None
+    key = w.version(cfg) if callable(w.version) else w.version
+    version = versions.get(key) if key else None
     if w.mode == "append":
         append_table(prediction_rows(df, run_id=run_id, model_version=version, stage=stage_name), name)
         return
@@ -155,6 +156,11 @@ def run_stages(
                 "rows_clean": run.counts["clean.rows_out"],
                 "rows_quarantined": run.counts["ingest.rows_quarantined"] + run.counts["clean.rows_quarantined"],
                 "rows_duplicate": run.counts["clean.rows_duplicate"],
+                **{
+                    f"rows_{k}": run.counts[f"ingest.rows_{k}"]
+                    for k in ("interactions", "attached")
+                    if f"ingest.rows_{k}" in run.counts
+                },
             }
             for k, v in counts.items():
                 run.count(k, v)

@@ -213,3 +213,39 @@ def test_a_spark_nlp_backend_on_the_4x_line_is_one_line_naming_35(tmp_path: Path
     assert len(lines) == 1 and lines[0].startswith("dmine: error: ")
     assert "Spark NLP has no build for Spark 4" in lines[0] and "--spark 3.5" in lines[0]
     assert not (tmp_path / "metastore_db").exists()  # refused before a JVM started
+
+
+MOVIELENS_CONF = REPO / "conf" / "base" / "pipelines" / "movielens.yaml"
+
+
+def test_the_movielens_config_finds_its_interactions_items_and_stages() -> None:
+    from dmine_spark.runner.stages import default_stages
+
+    cfg = load_config(MOVIELENS_CONF, check_paths=False)
+    assert cfg.text_sources() == ["movies"]
+    assert (cfg.recommend.interactions, cfg.recommend.items) == ("ratings", "movies")
+    assert cfg.sources["tags"].role == "item_text" and cfg.sources["tags"].attach_on == "movieId"
+    assert default_stages(cfg) == ["ingest", "clean", "embed", "recommend"]
+    assert cfg.table("recs") == "dmine.recs_movielens"
+    assert cfg.table("similar_items") == "dmine.similar_items_movielens"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("recommend.time_col=when", "recommend.time_col: column 'when' is not declared in sources.ratings.schema"),
+        ("sources.movies.dedup=true", "sources.movies.dedup: every item must keep its row"),
+        ("sources.tags.attach_to=ratings", "sources.tags.attach_to: 'ratings' is not a text source with an id_col"),
+        ("sources.tags.attach_on=nope", "sources.tags.attach_on: column 'nope' is not declared in its schema"),
+        ("recommend.items=tags", "recommend.items: 'tags' is not a text source with an id_col"),
+        ("recommend.interactions=movies", "recommend.interactions: 'movies' is not a source of role interactions"),
+        ("recommend.test_fraction=0.95", "test_fraction + val_fraction must leave a training part"),
+        ("embed.enabled=false", "recommend: the content-based and hybrid recommenders read the embed stage's vectors"),
+        ("sources.movies.role=interactions", "at least one source of role text is required"),
+    ],
+)
+def test_a_recommend_config_mistake_is_one_line_naming_the_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(MOVIELENS_CONF, [override], check_paths=False)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
