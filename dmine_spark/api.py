@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dmine_spark.config import Layer, PipelineConfig, SparkProfile, WorkDir, load_config, load_profile
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame, SparkSession
 
@@ -144,6 +145,20 @@ class Pipeline:
         from dmine_spark.deploy.score import score_batch
 
         return score_batch(spark, self.config, input, model_ref=model)[1]
+
+    def recommend(
+        self, spark: SparkSession, users: list[str], *, k: int | None = None, model: str | None = None
+    ) -> pd.DataFrame:
+        """Each of ``users``' top ``k`` unseen items from the latest recommender (``recommend.serve``) or ``model``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``user_id, rank, item_id, score, text`` (:func:`~dmine_spark.deploy.recommend.recommend_users`).
+        """
+        from dmine_spark.deploy.recommend import recommend_users
+
+        return recommend_users(spark, self.config, users, k=k, version=model)[1]
 
     def table(self, layer: Layer | str) -> str:
         """The name of this pipeline's table of ``layer`` (``pred`` → ``dmine.pred_banking77``)."""

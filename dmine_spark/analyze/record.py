@@ -108,6 +108,17 @@ def ingest(rec: Recording) -> StageReport:
     q_counts = {r["split"]: r["count"] for r in q_written.groupBy("split").count().collect()}
     q_rules = group_counts(q_written, "rule")  # quarantined rows: split holds the source name
     in_counts = {name: df.count() for name, df in out.totals.items()}
+    # interactions and attached texts are kept outside raw_<task>: they count as kept rows of their sources
+    for key, kept in (
+        ("interactions", rec.table(Layer.INTERACTIONS) if out.interactions is not None else None),
+        ("attached", out.attached),
+    ):
+        if kept is None:
+            continue
+        found = {r["source"]: r["count"] for r in kept.groupBy("source").count().collect()}
+        run.count(f"ingest.rows_{key}", sum(found.values()))
+        for name, n in found.items():
+            raw_counts[name] = raw_counts.get(name, 0) + n
     columns = [c for c in raw.columns if c not in ("id", "split", "source", "source_file", "run_id", "pii_counts")]
     profile = column_profile(raw, columns, by="source")
     pii = _pii_totals(raw, out.pii_types, by="source")
@@ -151,6 +162,9 @@ def ingest(rec: Recording) -> StageReport:
         },
     )
     split_counts = {r["split"]: r["count"] for r in raw.groupBy("split").count().collect()}
+    for name, src in cfg.sources.items():
+        if src.role != "text":  # interactions and attached texts by source
+            split_counts[f"{name} ({src.role})"] = raw_counts.get(name, 0)
     per_split = ", ".join(f"{k} {v:,}" for k, v in sorted(split_counts.items()))
     return StageReport("ingest", f"{n_in:,} rows read ({per_split}), {n_q:,} quarantined", values={"rows_in": n_in})
 
@@ -205,7 +219,7 @@ def check_rows_left(cfg: PipelineConfig, steps_by_source: dict[str, dict[str, fl
     ConfigError
         When a source with rows kept none; the tables of the stages that ran are written.
     """
-    counts = {name: steps_by_source.get(name, {}) for name in cfg.sources}
+    counts = {name: steps_by_source.get(name, {}) for name in steps_by_source if name in cfg.sources}
     message = rows_left_error(cfg.task, counts, {name: cfg.quarantine_view(name) for name in cfg.sources})
     if message:
         raise ConfigError(message)
@@ -223,7 +237,7 @@ def clean(rec: Recording) -> StageReport:
     langs = group_counts(kept, "language", by="source") if out.language else {}
     clean_rows = rec.table(Layer.CLEAN)
     lengths = length_quantiles(clean_rows, by="source")
-    for name in cfg.sources:
+    for name in cfg.text_sources():
         steps = by_split.get(name, {})
 
         def n(prefix: str, steps: dict[str, float] = steps) -> float:
@@ -268,8 +282,10 @@ def clean(rec: Recording) -> StageReport:
         if step == "ingest" and metric == "quarantined":
             rules = ingest_rules.setdefault(source, {})
             rules[f"quarantine:{key}"] = rules.get(f"quarantine:{key}", 0) + value
-    steps_in = {name: dict(by_split.get(name, {})) for name in cfg.sources}
+    steps_in = {name: dict(by_split.get(name, {})) for name in cfg.text_sources()}
     for name, rules in ingest_rules.items():
+        if name not in steps_in:  # interactions and attached texts are not cleaned
+            continue
         for key, value in rules.items():
             steps_in.setdefault(name, {})[key] = steps_in.get(name, {}).get(key, 0) + value
     check_rows_left(cfg, steps_in)
@@ -644,6 +660,53 @@ def search(rec: Recording) -> StageReport:
     )
 
 
+def recommend(rec: Recording) -> StageReport:
+    """Each recommender's ranking metrics on the warm and cold-start tests into ``metrics``; users, items, coverage."""
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    r = cfg.recommend
+    ev = out.evaluation
+    k = r.k
+    for part, figures in (("test_warm", ev.warm), ("test_cold", ev.cold)):
+        for kind, values in figures.items():
+            named = {m.replace("_at_k", f"_at_{k}"): v for m, v in values.items()}
+            write_metrics(rec.spark, cfg, run, f"recommend.{kind}", part, named, model_version=rec.versions[kind])
+            for m in ("ndcg_at_k", "recall_at_k"):
+                run.measure(f"recommend.{part}.{kind}.{m.replace('_at_k', f'_at_{k}')}", values[m])
+    ratios = ev.ratios()
+    write_metrics(
+        rec.spark,
+        cfg,
+        run,
+        "recommend",
+        "test",
+        {
+            **{f.replace("_at_k", f"_at_{k}"): v for f, v in ratios.items()},
+            f"random_cold_recall_at_{k}": ev.random_cold_recall,
+            **{f"als_grid_ndcg_at_{k}[{label}]": v for label, v in ev.als_grid.items()},
+        },
+        model_version=rec.versions[r.serve],
+    )
+    for key, n in {**out.counts, **{f"split.{p}": v for p, v in ev.sizes.items()}}.items():
+        run.count(f"recommend.{key}", n)
+    for kind in ("popularity", "als", "content", "hybrid"):
+        run.label(f"recommend.{kind}.model_version", rec.versions[kind])
+    written = rec.table(Layer.RECS)
+    served = written.select("user_id").distinct().count()
+    if served != out.counts["recommended_users"]:
+        raise RuntimeError(
+            f"recommend wrote top-k lists for {served} users but scored {out.counts['recommended_users']}"
+        )
+    w = ev.warm
+    return StageReport(
+        "recommend",
+        f"{rec.versions[r.serve]}: top {k} for {served:,} users; warm NDCG@{k} hybrid {w['hybrid']['ndcg_at_k']:.4f}, "
+        f"ALS {w['als']['ndcg_at_k']:.4f}, popularity {w['popularity']['ndcg_at_k']:.4f}, content "
+        f"{w['content']['ndcg_at_k']:.4f}; cold-start recall@{k} content {ev.cold['content']['recall_at_k']:.4f}, "
+        f"hybrid {ev.cold['hybrid']['recall_at_k']:.4f} (random {ev.random_cold_recall:.4f})",
+        values={f"{kind}.ndcg_at_{k}": v["ndcg_at_k"] for kind, v in w.items()},
+    )
+
+
 RECORDERS = {
     "ingest": ingest,
     "clean": clean,
@@ -654,5 +717,6 @@ RECORDERS = {
     "finetune": finetune,
     "cluster": cluster,
     "search": search,
+    "recommend": recommend,
 }
 """The recorder of each stage, by stage name."""

@@ -22,7 +22,15 @@ from pyspark.ml import PipelineModel, Transformer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from dmine_spark.config import AnswersConfig, ClassifyConfig, ClusterConfig, ConfigError, FinetuneConfig, RegressConfig
+from dmine_spark.config import (
+    AnswersConfig,
+    ClassifyConfig,
+    ClusterConfig,
+    ConfigError,
+    FinetuneConfig,
+    RecommendConfig,
+    RegressConfig,
+)
 from dmine_spark.features.embed import Embedder
 from dmine_spark.mine.answers import AnswerMatcher
 from dmine_spark.mine.classify import ClassifierHead, as_vector, fit_named_classifier
@@ -41,10 +49,12 @@ __all__ = [
     "RegressOutput",
     "FinetuneOutput",
     "ClusterOutput",
+    "RecommendOutput",
     "classify",
     "regress",
     "finetune",
     "cluster",
+    "recommend",
     "selection_metrics",
 ]
 
@@ -534,3 +544,94 @@ def selection_metrics(head: ClassifierHead) -> dict[str, float]:
     return {
         f"cv_f1[{json.dumps(sel['params'], sort_keys=True)}]": sel["cv_f1"] for sel in head.info.get("selection", [])
     }
+
+
+@dataclass
+class RecommendOutput(_Persisted):
+    """The evaluation's figures, the four recommenders fitted on every interaction, each user's top k from the
+    served one (``user_id, rank, item_id, score``) and each item's most similar items."""
+
+    evaluation: Any = None
+    models: dict[str, Any] = field(default_factory=dict)
+    recs: DataFrame | None = None
+    similar: DataFrame | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def pipeline(self, kind: str) -> PipelineModel:
+        """The ``kind`` recommender as a one-stage ``PipelineModel`` (what the model store saves)."""
+        return PipelineModel(stages=[self.models[kind]])
+
+    popularity_model = property(lambda self: self.pipeline("popularity"))
+    als_model = property(lambda self: self.pipeline("als"))
+    content_model = property(lambda self: self.pipeline("content"))
+    hybrid_model = property(lambda self: self.pipeline("hybrid"))
+
+
+def recommend(
+    interactions: DataFrame,
+    items: DataFrame,
+    categories: DataFrame | None,
+    section: RecommendConfig,
+    *,
+    progress: Any = None,
+    echo: Any = None,
+) -> RecommendOutput:
+    """Evaluate the recommenders, fit them on every interaction and score every user with the served one.
+
+    Parameters
+    ----------
+    interactions : DataFrame
+        The interactions table's rows (``user_id, item_id, value, ts``).
+    items : DataFrame
+        ``item_id, vector``: each item's cached text embedding.
+    categories : DataFrame or None
+        ``item_id, genre``: each item's categories (the hybrid's affinities).
+    section : RecommendConfig
+    progress : callable, optional
+        ``progress(n)`` gives a context showing the scoring of ``n`` users.
+    echo : callable, optional
+        Told the evaluation's steps (log lines).
+
+    Returns
+    -------
+    RecommendOutput
+
+    Raises
+    ------
+    ConfigError
+        When there are no interactions, or no item has both text and a positive interaction.
+    """
+    from dmine_spark.mine.recommender import evaluate_recommenders, fit_recommenders, interactions_frame, similar_items
+
+    out = RecommendOutput()
+    with out.on_error():
+        inter = interactions_frame(interactions, section.positive_min).persist()
+        vectors = items.persist()
+        out._cached.extend([inter, vectors])
+        n_inter, n_items = inter.count(), vectors.count()
+        if n_inter == 0:
+            raise ConfigError(f"recommend: sources.{section.interactions} has no interactions left after ingest")
+        liked_with_text = inter.where("positive").join(vectors, "item_id", "left_semi").limit(1).count()
+        if not liked_with_text:
+            raise ConfigError(
+                f"recommend: no liked item (value >= positive_min {section.positive_min}) has a text in "
+                f"sources.{section.items}; do recommend.item_col values match that source's id_col?"
+            )
+        users = inter.select("user_id").distinct().count()
+        out.counts = {"interactions": n_inter, "users": users, "items_with_text": n_items}
+        say = echo or (lambda s: None)
+        out.evaluation = evaluate_recommenders(inter, vectors, categories, section, echo=say, cached=out._cached)
+        out.models = fit_recommenders(inter, vectors, categories, section, out.evaluation, cached=out._cached)
+        recs = out.models[section.serve].recommend(None, section.k).persist()
+        out._cached.append(recs)
+        with progress(users) if progress else _nothing():
+            out.counts["recommended_users"] = recs.select("user_id").distinct().count()
+        out.recs = recs
+        if section.similar_items:
+            out.similar = similar_items(vectors, section.similar_items, max_items=section.max_items)
+    return out
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

@@ -478,7 +478,7 @@ def ranking_metrics(
         ``precision_at_k, recall_at_k, ndcg_at_k, map_at_k`` (and ``coverage``), floats in [0, 1];
         ``users``, the number of users evaluated.
     """
-    top = recs.where(F.col("rank") <= k)
+    top = recs.where(F.col("rank") <= k).persist()  # read twice: the metrics and the coverage
     rel = test.where("positive")
     if item_index is not None:
         top = top.join(item_index, "item_id").withColumn("item_id", F.col("i"))
@@ -506,6 +506,7 @@ def ranking_metrics(
     frame.unpersist()
     if catalogue_size:
         out["coverage"] = top.select("item_id").distinct().count() / catalogue_size
+    top.unpersist()
     return out
 
 
@@ -631,6 +632,8 @@ def candidate_features(
     DataFrame
         ``user_id, item_id`` and the :data:`FEATURES` columns (doubles, never null).
     """
+    # every feature reads the candidates: computed once (a pool of top-k lists is several Python scoring jobs)
+    candidates = candidates.select("user_id", "item_id").localCheckpoint()
     out = candidates
     if als_users is not None and als_items is not None:
         out = out.join(pair_scores(candidates, als_users, als_items, out="als_score"), ["user_id", "item_id"], "left")

@@ -11,6 +11,7 @@ lists the stages without starting one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # the stage table is read by the CLI's parser: Spark and the 
 
 __all__ = ["Write", "Save", "Stage", "STAGES", "stage_names", "default_stages"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Write:
@@ -32,13 +35,13 @@ class Write:
     (predictions, in the predictions table's columns); ``quarantine``
     replaces this stage's rows of the quarantine table; ``view`` is the
     embedding view over the cache. ``version`` names the saved model whose
-    ``model_version`` the rows carry.
+    ``model_version`` the rows carry (or picks it from the config).
     """
 
     layer: Layer
     attr: str = ""
     mode: Literal["overwrite", "append", "quarantine", "view"] = "overwrite"
-    version: str | None = None
+    version: str | Callable[[PipelineConfig], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,21 @@ def _needs_label(cfg: PipelineConfig, stage: str) -> None:
 def _ingest(ctx: StageContext) -> Any:
     from dmine_spark.prepare import nodes as prepare_nodes
 
-    cfg = ctx.cfg
-    return prepare_nodes.ingest(ctx.sources(), text_col=cfg.text_col, label_col=cfg.label_col, pii=cfg.pii)
+    cfg, r = ctx.cfg, ctx.cfg.recommend
+    attach = [
+        prepare_nodes.Attach(n, s.attach_to, cfg.sources[s.attach_to].id_col, s.attach_on, s.attach_sep)
+        for n, s in cfg.sources.items()
+        if s.role == "item_text"
+    ]
+    return prepare_nodes.ingest(
+        ctx.sources(),
+        text_col=cfg.text_col,
+        label_col=cfg.label_col,
+        pii=cfg.pii,
+        roles={n: s.role for n, s in cfg.sources.items()},
+        attach=attach,
+        interaction_cols=prepare_nodes.InteractionColumns(r.user_col, r.item_col, r.time_col, r.value_col),
+    )
 
 
 def _clean(ctx: StageContext) -> Any:
@@ -89,7 +105,7 @@ def _clean(ctx: StageContext) -> Any:
         ctx.read(Layer.RAW),
         text_col=cfg.text_col,
         label_col=cfg.label_col,
-        dedup_sources=[n for n, s in cfg.sources.items() if s.dedup],
+        dedup_sources=[n for n, s in cfg.sources.items() if s.dedup and s.role == "text"],
         clean=cfg.clean,
         pii=cfg.pii,
         language=cfg.language,
@@ -264,6 +280,50 @@ def _search(ctx: StageContext) -> Any:
     )
 
 
+def _recommend(ctx: StageContext) -> Any:
+    import re
+
+    from pyspark.sql import functions as F
+
+    from dmine_spark.mine import nodes as mine_nodes
+
+    r = ctx.cfg.recommend
+    prefix = f"{r.items}:"
+    item_id = F.expr(f"substring(id, {len(prefix) + 1})")
+    clean = ctx.read(Layer.CLEAN).where(F.col("source") == r.items).select("id", "text", "text_key")
+    items = ctx.embedded(clean).select(item_id.alias("item_id"), F.col("embedding").alias("vector"))
+    categories = None
+    if r.category_col:
+        raw = ctx.read(Layer.RAW).where(F.col("source") == r.items)
+        categories = (
+            raw.select(
+                item_id.alias("item_id"), F.explode(F.split(r.category_col, re.escape(r.category_sep))).alias("g")
+            )
+            .select("item_id", F.trim("g").alias("genre"))
+            .where(F.length("genre") > 0)
+            .distinct()
+        )
+    interactions = ctx.read(Layer.INTERACTIONS).where(F.col("source") == r.interactions)
+    return mine_nodes.recommend(
+        interactions, items, categories, r, progress=ctx.progress("recommend"), echo=lambda line: log.info(line)
+    )
+
+
+def _recs_meta(kind: str) -> Callable[[PipelineConfig, Any], dict[str, Any]]:
+    def meta(cfg: PipelineConfig, out: Any) -> dict[str, Any]:
+        ev = out.evaluation
+        extra: dict[str, Any] = {"k": cfg.recommend.k, "warm": ev.warm[kind], "cold": ev.cold[kind]}
+        if kind in ("als", "hybrid"):
+            extra["als_params"] = ev.als_best.label()
+        if kind == "hybrid":
+            extra.update(ranker=cfg.recommend.ranker, ranker_weights=ev.ranker_weights)
+        if kind in ("content", "hybrid"):
+            extra["embed_model"] = cfg.embed.model
+        return _trained_by(cfg, kind=kind, interactions=out.counts.get("interactions"), **extra)
+
+    return meta
+
+
 def _trained_by(cfg: PipelineConfig, **extra: Any) -> dict[str, Any]:
     return {"pipeline": cfg.name, "task": cfg.task, **extra}
 
@@ -273,7 +333,11 @@ STAGES: tuple[Stage, ...] = (
         "ingest",
         "read every source with its schema into raw_<task>; rows breaking a rule to quarantine_<task>",
         _ingest,
-        (Write(Layer.RAW, "raw"), Write(Layer.QUARANTINE, "quarantine", "quarantine")),
+        (
+            Write(Layer.RAW, "raw"),
+            Write(Layer.INTERACTIONS, "interactions"),
+            Write(Layer.QUARANTINE, "quarantine", "quarantine"),
+        ),
     ),
     Stage(
         "clean",
@@ -401,6 +465,21 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         enabled=lambda cfg: cfg.search.enabled,
+    ),
+    Stage(
+        "recommend",
+        "evaluate popularity, ALS, content-based and hybrid recommenders on a time split; each user's top k "
+        "into recs_<task>, each item's neighbours into similar_items_<task>",
+        _recommend,
+        (
+            Write(Layer.RECS, "recs", version=lambda cfg: cfg.recommend.serve),
+            Write(Layer.SIMILAR_ITEMS, "similar", version="content"),
+        ),
+        saves=tuple(
+            Save(kind, f"{kind}_model", lambda cfg, kind=kind: f"{cfg.task}-recs-{kind}", _recs_meta(kind))
+            for kind in ("popularity", "als", "content", "hybrid")
+        ),
+        enabled=lambda cfg: cfg.recommend.enabled,
     ),
 )
 """Every stage, in the order ``dmine run`` runs them."""
