@@ -686,7 +686,7 @@ def recommend(rec: Recording) -> StageReport:
         },
         model_version=rec.versions[r.serve],
     )
-    for key, n in {**out.counts, **{f"split.{p}": v for p, v in ev.sizes.items()}}.items():
+    for key, n in {**out.counts, **{f"split.{p}": v for p, v in ev.sizes.items() if p != "items_with_text"}}.items():
         run.count(f"recommend.{key}", n)
     for kind in ("popularity", "als", "content", "hybrid"):
         run.label(f"recommend.{kind}.model_version", rec.versions[kind])

@@ -240,7 +240,8 @@ def _items_matrix(items: DataFrame, vec_col: str, cosine: bool, max_items: int) 
             f"recommend: {n:,} items to score is more than max_items ({max_items:,}); raise recommend.max_items "
             "if the driver and each executor can hold that many item vectors"
         )
-    pdf = items.select("item_id", F.col(vec_col).alias("v")).toPandas()
+    # in id order, whatever the partitioning: ties then go to the lower id, the same on every run and reload
+    pdf = items.select("item_id", F.col(vec_col).alias("v")).toPandas().sort_values("item_id", kind="stable")
     ids = pdf["item_id"].to_numpy()
     mat = np.stack([np.asarray(v, dtype=np.float32) for v in pdf["v"]]) if len(pdf) else np.zeros((0, 1), np.float32)
     return ids, (normalize_rows(mat) if cosine and len(mat) else mat)
@@ -281,7 +282,8 @@ def top_k_unseen(
     Returns
     -------
     DataFrame
-        ``user_id, rank, item_id, score``; ``rank`` 1..k (int), ``score`` a double.
+        ``user_id, rank, item_id, score``; ``rank`` 1..k (int), ``score`` a double; equal scores are
+        ranked by ascending ``item_id``, so the lists do not depend on how ``items`` is partitioned.
 
     Raises
     ------

@@ -98,6 +98,18 @@ def test_top_k_never_returns_a_seen_item_and_equals_a_full_sort(spark, split) ->
         )
 
 
+def test_tied_scores_rank_the_same_however_the_items_are_partitioned(spark, split) -> None:
+    # popularity has many ties (items liked equally often): the cut at k must not depend on partitioning
+    pop = R.popularity_scores(split.train)
+    users = split.train.select("user_id").distinct().withColumn("vector", F.array(F.lit(1.0)))
+    seen = split.train.select("user_id", "item_id")
+    one = R.top_k_unseen(users, pop.repartition(1), 25, seen=seen).collect()
+    other = R.top_k_unseen(users, pop.orderBy(F.desc("item_id")).repartition(3, "item_id"), 25, seen=seen).collect()
+    assert sorted(one) == sorted(other)
+    scores = [r["score"] for r in one]
+    assert len(set(scores)) < len(scores)  # the case has ties
+
+
 def test_ranking_metrics_match_their_definitions_on_a_hand_made_case(spark) -> None:
     recs = spark.createDataFrame(
         [(1, 1, 10), (1, 2, 20), (1, 3, 30), (2, 1, 40), (2, 2, 50), (2, 3, 60)], "user_id INT, rank INT, item_id INT"
