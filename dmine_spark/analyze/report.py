@@ -11,6 +11,8 @@ the stages the run had:
 * open-set detection (``classify.open_set``): open-class precision and recall
   against the threshold (``open_curve_<task>``), with the threshold the model uses;
 * example neighbours (the search stage): a few eval rows with their nearest corpus rows;
+* recommendations (the recommend stage): each recommender's ranking metrics on the warm and
+  cold-start tests, and a few users' top items with their texts;
 * clusters: a 2-D PCA map of a sample coloured by cluster and labelled with the
   cluster names, and the name table with top terms and exemplars;
 * embedding throughput: texts and tokens embedded per second of encoding in
@@ -142,6 +144,7 @@ def _metrics_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> s
     if not _exists(spark, name):
         return ""
     m = spark.table(name).where((F.col("run_id") == run_id) & (F.col("task") == cfg.task)).collect()
+    m = [r for r in m if not r["stage"].startswith("recommend")]  # the recommenders have their own section
     if not m:
         return ""
     main = [r for r in m if "." not in r["metric"] or r["metric"].startswith("cv_")]
@@ -256,6 +259,46 @@ def _neighbors_section(spark: SparkSession, cfg: PipelineConfig, run_id: str, qu
     return "<h2>Example neighbours</h2>" + _table(
         ["question", "label", "rank", "nearest row", "its label", "cosine"], rows, {2, 5}
     )
+
+
+def _recommend_section(spark: SparkSession, cfg: PipelineConfig, run_id: str, users: int = 3) -> str:
+    """The recommenders' ranking metrics on the warm and cold-start tests, and a few users' top items."""
+    name = cfg.table(Layer.METRICS)
+    if not cfg.recommend.enabled or not _exists(spark, name):
+        return ""
+    m = spark.table(name).where(
+        (F.col("run_id") == run_id) & (F.col("task") == cfg.task) & F.col("stage").startswith("recommend.")
+    )
+    got = m.collect()
+    if not got:
+        return ""
+    k = cfg.recommend.k
+    cols = [f"precision_at_{k}", f"recall_at_{k}", f"ndcg_at_{k}", f"map_at_{k}", "coverage"]
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in got:
+        row = table.setdefault((r["split"], r["stage"].split(".", 1)[1]), {"version": r["model_version"] or ""})
+        row[r["metric"]] = float(r["value"])
+    rows = [
+        [split, kind, *[v.get(c, 0.0) for c in cols], v["version"]]
+        for (split, kind), v in sorted(table.items(), key=lambda kv: (kv[0][0] != "test_warm", kv[0][1]))
+    ]
+    head = ["test", "recommender", f"precision@{k}", f"recall@{k}", f"NDCG@{k}", f"MAP@{k}", "coverage", "version"]
+    out = ["<h2>Recommendations</h2>", _table(head, rows, {2, 3, 4, 5, 6})]
+    recs, clean = cfg.table(Layer.RECS), cfg.table(Layer.CLEAN)
+    if _exists(spark, recs) and _exists(spark, clean):
+        r = spark.table(recs).where(F.col("run_id") == run_id)
+        first = [x["user_id"] for x in r.select("user_id").distinct().orderBy("user_id").limit(users).collect()]
+        prefix = f"{cfg.recommend.items}:"
+        texts = spark.table(clean).select(F.expr(f"substring(id, {len(prefix) + 1})").alias("item_id"), "text")
+        shown = r.where(F.col("user_id").isin(first) & (F.col("rank") <= 5)).join(texts, "item_id", "left")
+        example = [
+            [x["user_id"], int(x["rank"]), x["item_id"], x["text"] or "", float(x["score"])]
+            for x in shown.orderBy("user_id", "rank").collect()
+        ]
+        out.append(
+            "<h3>Example recommendations</h3>" + _table(["user", "rank", "item", "text", "score"], example, {1, 4})
+        )
+    return "".join(out)
 
 
 def _cluster_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
@@ -402,6 +445,7 @@ def render_report(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
         _open_set_section(spark, cfg, run_id),
         _cluster_section(spark, cfg, run_id),
         _neighbors_section(spark, cfg, run_id),
+        _recommend_section(spark, cfg, run_id),
         _throughput_section(spark, cfg, run_id),
     ]
     body = head + "".join(s for s in sections if s)

@@ -200,3 +200,16 @@ def test_the_notebook_shows_the_metric_table_and_recommendations(spark, recs_run
     assert "|hybrid    |test_warm|" in out and "|content   |test_cold|" in out
     assert "cold_content_recall_vs_random" in out
     assert "a-new-user" in out  # the hybrid's list for a user it never saw
+
+
+def test_the_report_has_the_ranking_table_and_example_lists(spark, recs_run) -> None:
+    from dmine_spark.analyze.report import render_report
+
+    cfg, run, _, _ = recs_run
+    page = render_report(spark, cfg, run.run_id)
+    section = page.split("<h2>Recommendations</h2>", 1)[1]
+    assert "NDCG@10" in section and "test_cold" in section and "movielens-recs-hybrid@v1" in section
+    assert "<h3>Example recommendations</h3>" in section
+    first = spark.table(cfg.table(Layer.RECS)).orderBy("user_id", "rank").first()
+    assert f"<td>{first['item_id']}</td>" in section
+    assert "regParam" not in page.split("<h2>Recommendations</h2>", 1)[0]  # not among the generic metrics
