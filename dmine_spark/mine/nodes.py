@@ -628,7 +628,7 @@ def recommend(
             out.counts["recommended_users"] = recs.select("user_id").distinct().count()
         out.recs = recs
         if section.similar_items:
-            out.similar = similar_items(vectors, section.similar_items, max_items=section.max_items)
+            out.similar = similar_items(vectors, section.similar_items)
     return out
 
 

@@ -465,13 +465,15 @@ def fit_recommenders(
     return models
 
 
-def similar_items(item_vectors: DataFrame, k: int, *, max_items: int = 1_000_000) -> DataFrame:
+def similar_items(item_vectors: DataFrame, k: int) -> DataFrame:
     """``item_id, rank, neighbor_id, score``: each item's ``k`` most similar other items by text cosine.
 
-    Computed like a user's top k (:func:`~dmine_spark.mine.recommend.top_k_unseen`):
-    each item is a "user" whose vector is its own and whose only seen item is itself.
+    The customer-service search's exact neighbours
+    (:func:`~dmine_spark.mine.neighbors.exact_topk`, the items against
+    themselves, each item's own row left out; blocked when the catalogue is
+    too large to broadcast).
     """
-    as_users = item_vectors.select(F.col("item_id").alias("user_id"), "vector")
-    self_pairs = item_vectors.select(F.col("item_id").alias("user_id"), "item_id")
-    got = R.top_k_unseen(as_users, item_vectors, k, seen=self_pairs, cosine=True, max_items=max_items)
-    return got.select(F.col("user_id").alias("item_id"), "rank", F.col("item_id").alias("neighbor_id"), "score")
+    from dmine_spark.mine.neighbors import exact_topk
+
+    got = exact_topk(item_vectors, item_vectors, k, id_col="item_id", vec_col="vector", exclude_self=True)
+    return got.select(F.col("id").alias("item_id"), "rank", "neighbor_id", "score")
