@@ -707,6 +707,31 @@ def recommend(rec: Recording) -> StageReport:
     )
 
 
+def trends(rec: Recording) -> StageReport:
+    """Counts of rows, entities and windows; the new alerts written to ``alerts_<task>`` and sent to the sinks."""
+    from dmine_spark.analyze.alerts import publish
+
+    cfg, run, out = rec.cfg, rec.run, rec.out
+    for key, n in out.counts.items():
+        run.count(f"trends.{key}", n)
+    if out.counts["rows"] != out.counts["rows_with_entity"] + out.counts["rows_without_entity"]:
+        raise RuntimeError(f"trends lost rows: {out.counts}")
+    pub = publish(cfg, out.alerts, run_id=run.run_id, stage="trends")
+    run.count("trends.alerts_new", pub.new)
+    if cfg.trends.webhook is not None:
+        run.count("trends.webhook_delivered", pub.delivered)
+        run.count("trends.webhook_failed", pub.failed)
+    c = out.counts
+    sinks = f"; webhook {pub.delivered} delivered, {pub.failed} failed" if cfg.trends.webhook is not None else ""
+    return StageReport(
+        "trends",
+        f"{c['rows']:,} texts, {c['rows_with_entity']:,} with an entity ({c['rows_without_entity']:,} without), "
+        f"{c['entities']:,} entities over {c['windows']:,} windows of {cfg.trends.window}; {c['alerts']:,} alerts "
+        f"({pub.new:,} new){sinks}",
+        values={"alerts": float(c["alerts"]), "entities": float(c["entities"])},
+    )
+
+
 RECORDERS = {
     "ingest": ingest,
     "clean": clean,
@@ -718,5 +743,6 @@ RECORDERS = {
     "cluster": cluster,
     "search": search,
     "recommend": recommend,
+    "trends": trends,
 }
 """The recorder of each stage, by stage name."""

@@ -301,6 +301,82 @@ def _recommend_section(spark: SparkSession, cfg: PipelineConfig, run_id: str, us
     return "".join(out)
 
 
+def _trends_section(spark: SparkSession, cfg: PipelineConfig, run_id: str, top: int = 4) -> str:
+    """The watched class's share per window for the entities with the most texts, alert markers, the alerts."""
+    import matplotlib.pyplot as plt
+
+    t = cfg.trends
+    ts_name, alerts_name = cfg.table(Layer.SENTIMENT_TS), cfg.table(Layer.ALERTS)
+    if not t.enabled or not _exists(spark, ts_name):
+        return ""
+    ts = spark.table(ts_name)
+    busiest = [
+        r["entity"]
+        for r in ts.where(F.col("label") == t.label)
+        .groupBy("entity")
+        .agg(F.sum("volume").alias("v"))
+        .orderBy(F.desc("v"), "entity")
+        .limit(top)
+        .collect()
+    ]
+    if not busiest:
+        return ""
+    series = (
+        ts.where((F.col("label") == t.label) & F.col("entity").isin(busiest))
+        .select("entity", "window_start", "share", "volume")
+        .orderBy("window_start")
+        .collect()
+    )
+    alerts = spark.table(alerts_name) if _exists(spark, alerts_name) else None
+    marks = (
+        alerts.where(F.col("entity").isin(busiest)).select("entity", "window_start", "rule").collect() if alerts else []
+    )
+    fig, axes = plt.subplots(len(busiest), 1, figsize=(9, 1.9 * len(busiest)), sharex=True, squeeze=False)
+    for ax, entity in zip(axes[:, 0], busiest, strict=True):
+        pts = [(r["window_start"], r["share"]) for r in series if r["entity"] == entity]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#3d5a80", linewidth=1)
+        share_at = dict(pts)
+        hits = [m["window_start"] for m in marks if m["entity"] == entity and m["rule"].startswith("share")]
+        ax.scatter(hits, [share_at.get(h, 0.0) for h in hits], color="#d1495b", zorder=3, s=22, label="alert")
+        ax.set_ylabel(entity, rotation=0, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+    axes[0, 0].set_title(f"Share of {t.label} per {t.window} window; red: share alerts")
+    fig.autofmt_xdate()
+    out = [
+        "<h2>Sentiment over time and alerts</h2>",
+        _figure(
+            _png(fig),
+            f"The {t.label} share of the {len(busiest)} entities with the most texts, per {t.window}, with alerts",
+            "fig-trends",
+        ),
+    ]
+    if alerts is not None:
+        recent = alerts.orderBy(F.desc("window_start"), "entity").limit(20).collect()
+        rows = [
+            [
+                a["entity"],
+                f"{a['window_start']:%Y-%m-%d %H:%M}",
+                a["rule"],
+                float(a["observed"]),
+                float(a["baseline"]),
+                float(a["score"]),
+                int(a["volume"]),
+                " | ".join(a["examples"] or [])[:400],
+            ]
+            for a in recent
+        ]
+        n = alerts.count()
+        out.append(
+            f"<h3>Alerts ({n:,} in {html.escape(alerts_name)}; the latest 20)</h3>"
+            + _table(
+                ["entity", "window", "rule", "observed", "baseline", "score", "texts", "example texts"],
+                rows,
+                {3, 4, 5, 6},
+            )
+        )
+    return "".join(out)
+
+
 def _cluster_section(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -446,6 +522,7 @@ def render_report(spark: SparkSession, cfg: PipelineConfig, run_id: str) -> str:
         _cluster_section(spark, cfg, run_id),
         _neighbors_section(spark, cfg, run_id),
         _recommend_section(spark, cfg, run_id),
+        _trends_section(spark, cfg, run_id),
         _throughput_section(spark, cfg, run_id),
     ]
     body = head + "".join(s for s in sections if s)

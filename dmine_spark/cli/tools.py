@@ -28,7 +28,13 @@ _VARIANTS = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("what", choices=["embed", "prepare", "search", "openset", "recommend"])
+    sp.add_argument("what", choices=["embed", "prepare", "search", "openset", "recommend", "alerts"])
+    sp.add_argument(
+        "--seed",
+        type=int,
+        default=2,
+        help="alerts: the replay's seed (default 2; the default rules were chosen on seed 1)",
+    )
     sp.add_argument("--seeds", type=int, default=5, help="openset: seeds per known-intent ratio (default 5)")
     sp.add_argument("--ranker", choices=["logreg", "gbt"], default="logreg", help="recommend: the hybrid's ranker")
     sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
@@ -52,7 +58,8 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     "bench",
     "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale), "
     "`dmine bench search` (nearest neighbours), `dmine bench openset` (BANKING77 open intent protocol), "
-    "`dmine bench recommend` (MovieLens recommendation protocol)",
+    "`dmine bench recommend` (MovieLens recommendation protocol), `dmine bench alerts` (alert recall and false "
+    "alerts on the financial replay)",
     _bench_args,
 )
 def bench(args: argparse.Namespace) -> int:
@@ -64,6 +71,8 @@ def bench(args: argparse.Namespace) -> int:
         res = _bench_openset(args)
     elif args.what == "recommend":
         res = _bench_recommend(args)
+    elif args.what == "alerts":
+        res = _bench_alerts(args)
     elif args.gpu:
         from dmine_spark.tools.bench import bench_gpu
 
@@ -130,6 +139,15 @@ def _bench_openset(args: argparse.Namespace) -> dict:
     return bench_openset(datasets_dir(args.datasets), work_dir=work, seeds=tuple(range(args.seeds)), echo=echo)
 
 
+def _bench_alerts(args: argparse.Namespace) -> dict:
+    from dmine_spark.cli.common import profile, session
+    from dmine_spark.tools.bench_alerts import bench_alerts
+
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    session(profile("local", None, required=False), work, "dmine-bench-alerts")
+    return bench_alerts(datasets_dir(args.datasets), work_dir=work, seed=args.seed, echo=echo)
+
+
 def _bench_recommend(args: argparse.Namespace) -> dict:
     from dmine_spark.cli.common import profile, session
     from dmine_spark.tools.bench_recommend import bench_recommend
@@ -142,7 +160,19 @@ def _bench_recommend(args: argparse.Namespace) -> dict:
 def _datagen_args(sp: argparse.ArgumentParser) -> None:
     from dmine_spark.tools.datagen import FaultRates
 
-    sp.add_argument("--rows", type=int, required=True, help="number of rows")
+    sp.add_argument("--rows", type=int, help="number of rows (not with --replay)")
+    sp.add_argument(
+        "--replay",
+        action="store_true",
+        help="replay Twitter financial news texts over time with injected sentiment episodes (manifest, "
+        "train.csv and pipeline.yaml in --out)",
+    )
+    sp.add_argument("--entities", type=int, default=12, help="--replay: cashtags replayed (default 12)")
+    sp.add_argument("--windows", type=int, default=364, help="--replay: windows in the period (default 364)")
+    sp.add_argument("--window-hours", type=int, default=24, help="--replay: hours per window (default 24)")
+    sp.add_argument(
+        "--episodes-per-entity", type=int, default=6, help="--replay: injected episodes per entity (default 6)"
+    )
     sp.add_argument("--out", required=True, help="new output folder for the part files and _manifest.json")
     sp.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     sp.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
@@ -156,6 +186,10 @@ def _datagen_args(sp: argparse.ArgumentParser) -> None:
 
 @command("datagen", "generate N rows from the real datasets, with faults counted in a manifest", _datagen_args)
 def datagen(args: argparse.Namespace) -> int:
+    if args.replay:
+        return _replay(args)
+    if args.rows is None:
+        raise ConfigError("datagen: give --rows N (or --replay)")
     from dmine_spark.tools import datagen as gen
 
     rates = {f.name: getattr(args, f"rate_{f.name}") for f in fields(gen.FaultRates)}
@@ -184,6 +218,29 @@ def datagen(args: argparse.Namespace) -> int:
     )
     echo("  faults: " + ", ".join(f"{k} {v:,}" for k, v in m["counts"].items()))
     echo(f"  manifest: {res.out / gen.MANIFEST}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from dmine_spark.tools.replay import MANIFEST, ReplayConfig, replay
+
+    shape = ReplayConfig(
+        entities=args.entities,
+        windows=args.windows,
+        window_hours=args.window_hours,
+        episodes_per_entity=args.episodes_per_entity,
+    )
+    try:
+        m = replay(args.out, datasets_dir(args.datasets), shape, seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    echo(
+        f"datagen --replay: {m['rows']:,} texts of {len(m['entities'])} entities over {m['windows']} windows of "
+        f"{m['window_hours']} h, {len(m['episodes'])} episodes -> {args.out}/replay.csv"
+    )
+    echo(f"  training texts (never replayed): {m['train_rows']:,} in {args.out}/train.csv")
+    echo(f"  manifest: {Path(args.out) / MANIFEST}")
+    echo(f"  run it: dmine run {m['config']}")
     return 0
 
 

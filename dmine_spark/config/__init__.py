@@ -55,8 +55,14 @@ from dmine_spark.config.pipeline import (
     TrackingConfig,
 )
 from dmine_spark.config.spark import DatabricksAutoscale, DatabricksCluster, SparkProfile, SubmitConfig
+from dmine_spark.config.trends import AlertRuleConfig, EntitiesConfig, TrendsConfig, WebhookConfig, interval_seconds
 
 __all__ = [
+    "AlertRuleConfig",
+    "EntitiesConfig",
+    "TrendsConfig",
+    "WebhookConfig",
+    "interval_seconds",
     "ConfigError",
     "Strict",
     "Estimator",

@@ -41,6 +41,9 @@ class Layer(str, Enum):
     INTERACTIONS = "interactions"
     RECS = "recs"
     SIMILAR_ITEMS = "similar_items"
+    ENTITIES = "entities"
+    SENTIMENT_TS = "sentiment_ts"
+    ALERTS = "alerts"
     OPEN_CURVE = "open_curve"
     ANSWER = "answer"
     ANSWER_LIBRARY = "answer_library"
@@ -87,6 +90,9 @@ _STAGE = {
     Layer.INTERACTIONS: "raw",
     Layer.RECS: "predictions",
     Layer.SIMILAR_ITEMS: "predictions",
+    Layer.ENTITIES: "intermediate",
+    Layer.SENTIMENT_TS: "reporting",
+    Layer.ALERTS: "reporting",
     Layer.OPEN_CURVE: "reporting",
     Layer.ANSWER: "predictions",
     Layer.ANSWER_LIBRARY: "intermediate",

@@ -21,6 +21,7 @@ from dmine_spark.config.errors import Strict, spark_strings
 from dmine_spark.config.estimators import CLASSIFIERS, REGRESSORS, check_params
 from dmine_spark.config.features import FeaturesSection
 from dmine_spark.config.layout import Layer, WorkDir
+from dmine_spark.config.trends import TrendsConfig
 
 __all__ = [
     "FILE_FORMATS",
@@ -825,6 +826,8 @@ class PipelineConfig(Strict):
     """Streaming scoring."""
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     """Drift monitoring."""
+    trends: TrendsConfig = Field(default_factory=TrendsConfig)
+    """Entities, sentiment per entity over time, and alerts."""
 
     @field_validator("sources")
     @classmethod
@@ -897,6 +900,34 @@ class PipelineConfig(Strict):
             raise ValueError("recommend: the content-based and hybrid recommenders read the embed stage's vectors")
         return self
 
+    @model_validator(mode="after")
+    def _trends(self) -> PipelineConfig:
+        """The trends' time column is a text source's, and its watched classes are the pipeline's labels."""
+        t = self.trends
+        if not t.enabled:
+            return self
+        if t.time_col is not None:
+            holders = [
+                n
+                for n in self.text_sources()
+                if t.time_col
+                in {*self.sources[n].column_map(), *self.sources[n].column_map().values(), *self.sources[n].derive}
+            ]
+            if not holders:
+                raise ValueError(
+                    f"trends.time_col: column {t.time_col!r} is not declared in any text source's schema (nor "
+                    f"derived): declare it in the monitored source ({', '.join(self.text_sources())})"
+                )
+        if self.labels:
+            for rule in t.rules:
+                label = t.rule_label(rule)
+                if label is not None and label not in self.labels:
+                    raise ValueError(
+                        f"trends: the rules watch class {label!r}, which is not one of labels "
+                        f"({', '.join(self.labels)}); set trends.label"
+                    )
+        return self
+
     def text_sources(self) -> list[str]:
         """The names of the sources of role ``text`` (the rows that are cleaned and embedded), in order."""
         return [n for n, s in self.sources.items() if s.role == "text"]
@@ -922,6 +953,7 @@ class PipelineConfig(Strict):
             put(src, "attach_on", to(src.attach_on))
         for key in ("user_col", "item_col", "value_col", "time_col", "category_col"):
             put(self.recommend, key, to(getattr(self.recommend, key)))
+        put(self.trends, "time_col", to(self.trends.time_col))
         for section, keys in (
             (self.regress, ("categorical", "numeric")),
             (self.features, ("categorical", "numeric", "time")),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -158,6 +159,7 @@ def score_rows(
     store: Callable[[PipelineConfig, DataFrame, DataFrame], None] | None = None,
     with_embedding: bool = False,
     stage: str = "score",
+    arrival: datetime | None = None,
 ) -> ScoreResult:
     """Clean (the model's cleaner, the clean step's row rules), embed (cache misses only) and classify ``rows``.
 
@@ -174,6 +176,9 @@ def score_rows(
         appends the quarantined rows, then the predictions.
     with_embedding : bool
         Keep the ``embedding`` column in the predictions handed to ``store``.
+    arrival : datetime, optional
+        With ``trends`` on and no ``trends.time_col`` in ``rows``: the ``event_time`` of every row (a stream's
+        batch time). A ``trends.time_col`` of ``rows`` is each row's ``event_time`` otherwise.
 
     Returns
     -------
@@ -196,6 +201,9 @@ def score_rows(
             "id", "split", "source_file", "text", "text_key", "label"
         )
         scored, report = predict_clean(model, clean, run_id=run_id)
+        times = event_times(cfg, rows, arrival)
+        if times is not None:
+            scored = scored.join(times, "id", "left")
         predictions = prediction_rows(
             scored,
             run_id=run_id,
@@ -232,6 +240,22 @@ def score_rows(
         model_version=version,
         stats=report.stats if report else {},
     )
+
+
+def event_times(cfg: PipelineConfig, rows: DataFrame, arrival: datetime | None = None) -> DataFrame | None:
+    """``id, event_time`` of ``rows`` when the trends are on (None otherwise); one row per id."""
+    from dmine_spark.mine.trends import event_time
+
+    t = cfg.trends
+    if not t.enabled:
+        return None
+    if t.time_col is not None and t.time_col in rows.columns:
+        at = event_time(rows, t.time_col)
+    elif arrival is not None:
+        at = F.lit(arrival).cast("timestamp")
+    else:
+        at = F.lit(None).cast("timestamp")
+    return rows.select("id", at.alias("event_time")).dropDuplicates(["id"])
 
 
 def _append(cfg: PipelineConfig, predictions: DataFrame, quarantined: DataFrame) -> None:
@@ -295,6 +319,24 @@ def score_batch(
             )
             total = got.total.count()
             res = score_rows(spark, cfg, got.rows, got.quarantine, model, version, run.run_id)
+        if cfg.trends.enabled:
+            with run.stage("trends"):
+                from dmine_spark.deploy.trends import model_labels, record_trends, update_trends
+
+                batch = spark.table(cfg.table(Layer.PRED)).where(
+                    (F.col("run_id") == run.run_id) & (F.col("stage") == "score")
+                )
+                step = update_trends(
+                    spark,
+                    cfg,
+                    batch=batch,
+                    scope=F.col("stage") == "score",
+                    key=f"score:{run.run_id}",
+                    stage="score",
+                    run_id=run.run_id,
+                    labels=model_labels(cfg, model),
+                )
+            record_trends(run, step)
         record(run, res)
         run.count("rows_in", total)
         if total != res.rows_in:

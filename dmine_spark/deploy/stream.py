@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -45,6 +46,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from dmine_spark.analyze.runs import RunRecorder
 from dmine_spark.config import ConfigError, Layer, PipelineConfig, SourceConfig
 from dmine_spark.deploy.score import load_scoring_model, record, score_rows
+from dmine_spark.deploy.trends import Watermarks, model_labels, record_trends, update_trends
 from dmine_spark.io.tables import append_table, ensure_database, set_table_format, table_format
 from dmine_spark.prepare.ingest import CORRUPT_COL, _atomic, parse_schema, source_rows
 
@@ -382,11 +384,51 @@ def stream(
             return False
         return not spark.table(table).where(F.col("batch_key") == key).isEmpty()
 
+    marks = Watermarks(ckpt)
+    labels = model_labels(cfg, model) if cfg.trends.enabled else []
+
+    def trends(run: RunRecorder, key: str, batch_id: int) -> None:
+        """The batch's entities, windows and closed windows' alerts: keyed writes, so a replay repeats nothing."""
+        with run.stage("trends"):
+            step = update_trends(
+                spark,
+                cfg,
+                batch=spark.table(predictions).where(F.col("batch_key") == key),
+                scope=F.col("batch_key").startswith(f"{sid}:"),
+                key=key,
+                stage="stream",
+                run_id=run.run_id,
+                labels=labels,
+                watermark_before=marks.before(batch_id),
+                streaming=True,
+                echo=echo,
+            )
+        marks.save(batch_id, step.watermark)
+        record_trends(run, step)
+        _fault("after_trends", batch_id)
+        wm = f", watermark {step.watermark:%Y-%m-%d %H:%M}" if step.watermark else ""
+        new = step.published.new if step.published else 0
+        echo(
+            f"batch {batch_id}: trends: {step.windows_updated:,} windows updated, {step.windows_closed:,} closed, "
+            f"{step.late_rows:,} late rows, {new:,} new alerts{wm}"
+        )
+
     def process(batch: DataFrame, batch_id: int) -> None:
         t0 = time.perf_counter()
         key = f"{sid}:{batch_id}"
         if written(predictions, key):
             echo(f"batch {batch_id}: already written before a restart, skipped")
+            if cfg.trends.enabled:  # the trends may not have been: they are keyed, so doing them again is safe
+                run = RunRecorder(spark, cfg, "stream")
+                run.label("stream.id", sid)
+                run.label("stream.replayed_batch", key)
+                try:
+                    trends(run, key, batch_id)
+                except BaseException as exc:
+                    failed.append(exc)
+                    run.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+                    raise
+                run.finish("ok")
             return
         changed_before = files.check_scored(batch_id) if files else 0
         try:
@@ -407,6 +449,7 @@ def stream(
         run = RunRecorder(spark, cfg, "stream")
         run.label("stream.id", sid)
         run.label("stream.input", what)
+        arrival = datetime.now(timezone.utc).replace(tzinfo=None)  # the batch's rows arrived now (no time column)
         run.count("stream.batch_id", batch_id)
 
         def store(cfg: PipelineConfig, scored: DataFrame, quarantined: DataFrame) -> None:
@@ -441,12 +484,15 @@ def stream(
                     batch_key=key,
                     store=store,
                     stage="stream",
+                    arrival=arrival,
                 )
             # the batch wrote through its own session: this one's cached listing of the tables is stale
             for table in (predictions, quarantine):
                 if spark.catalog.tableExists(table):
                     spark.catalog.refreshTable(table)
             record(run, res, "stream")
+            if cfg.trends.enabled:
+                trends(run, key, batch_id)
             run.count("rows_in", total)
             if total != res.rows_in:
                 raise RuntimeError(f"stream batch {batch_id} lost rows: {total} read, {res.rows_in} accounted for")

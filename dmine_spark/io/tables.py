@@ -41,6 +41,7 @@ __all__ = [
     "append_table",
     "replace_partition",
     "merge_new_keys",
+    "upsert_rows",
     "track_versions",
     "read_table",
     "list_tables",
@@ -69,6 +70,7 @@ PREDICTION_SCHEMA = (
     ("stage", "string"),
     ("run_id", "string"),
     ("batch_key", "string"),
+    ("event_time", "timestamp"),
     ("scored_at", "timestamp"),
 )
 """Columns of the predictions table ``pred_<task>``, appended to by classify, finetune, score and stream.
@@ -284,6 +286,43 @@ def merge_new_keys(df: DataFrame, name: str, keys: list[str], *, retries: int = 
                 if "Concurrent" not in str(exc) or attempt == retries:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+    finally:
+        spark.catalog.dropTempView(view)
+    _note_version(spark, name, fmt)
+
+
+def upsert_rows(df: DataFrame, name: str, keys: list[str]) -> None:
+    """Make ``df``'s rows the rows of ``name`` for their ``keys``: replaced where held, added where not.
+
+    ``df`` is taken in the table's columns (one it lacks is null).
+
+    With Delta this is one ``MERGE ... WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *``.
+    Parquet has no merge: the table is rewritten with the other keys' rows and ``df``'s (fine for the small
+    aggregate tables this serves, such as ``sentiment_ts_<task>``).
+    """
+    spark = df.sparkSession
+    df = df.dropDuplicates(keys)
+    fmt = _prepare(spark, name, keep=True)
+    if not spark.catalog.tableExists(name):
+        write_table(df, name)
+        return
+    have = spark.table(name).schema
+    df = df.select(
+        *[F.col(f.name) if f.name in df.columns else F.lit(None).cast(f.dataType).alias(f.name) for f in have]
+    )
+    if fmt != "delta":
+        kept = spark.table(name).join(df.select(*keys), keys, "left_anti")
+        both = kept.unionByName(df).localCheckpoint()
+        write_table(both, name)
+        return
+    view = f"_dmine_upsert_{abs(hash((name, time.time_ns())))}"
+    df.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    try:
+        spark.sql(
+            f"MERGE INTO {_q(name)} t USING {view} s ON {on} WHEN MATCHED THEN UPDATE SET * "
+            "WHEN NOT MATCHED THEN INSERT *"
+        )
     finally:
         spark.catalog.dropTempView(view)
     _note_version(spark, name, fmt)

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["ShareRule", "VolumeRule", "Alert", "share_alerts", "volume_alerts"]
+__all__ = ["ShareRule", "VolumeRule", "Alert", "share_alerts", "volume_alerts", "detect_series"]
 
 
 @dataclass(frozen=True)
@@ -188,3 +189,44 @@ def volume_alerts(totals: Sequence[int], rule: VolumeRule) -> list[Alert]:
                 out.append(Alert(t, rule.name, float(n[t]), mean, z))
                 silent_until = t + rule.cooldown_windows
     return out
+
+
+_ALERT_COLUMNS = ["entity", "window_start", "rule", "label_pos", "observed", "baseline", "score", "volume"]
+
+
+def detect_series(
+    frame: pd.DataFrame, rules: Sequence[tuple[ShareRule | VolumeRule, int | None]], window_seconds: int
+) -> pd.DataFrame:
+    """The alerts of one entity's windows, every window from its first to its last (empty ones count as 0).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One entity's windows: ``entity``, ``window_start`` (timestamps on the window grid), ``volume`` and
+        ``n0, n1, ...`` (texts of each class).
+    rules : sequence of (rule, class position)
+        A :class:`ShareRule` with the position of its class's ``n`` column, or a :class:`VolumeRule` with None.
+    window_seconds : int
+        The window length: the grid on which missing windows are filled in.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``entity, window_start, rule, label_pos, observed, baseline, score, volume``, one row per alert.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=_ALERT_COLUMNS)
+    entity = frame["entity"].iloc[0]
+    f = frame.assign(window_start=pd.to_datetime(frame["window_start"])).groupby("window_start").sum(numeric_only=True)
+    grid = pd.date_range(f.index.min(), f.index.max(), freq=pd.Timedelta(seconds=window_seconds))
+    f = f.reindex(grid, fill_value=0)
+    totals = f["volume"].to_numpy()
+    rows = []
+    for rule, pos in rules:
+        if isinstance(rule, VolumeRule):
+            found = volume_alerts(totals, rule)
+        else:
+            found = share_alerts(f[f"n{pos}"].to_numpy(), totals, rule)
+        for a in found:
+            rows.append((entity, grid[a.window], a.rule, pos, a.observed, a.baseline, a.score, int(totals[a.window])))
+    return pd.DataFrame(rows, columns=_ALERT_COLUMNS)

@@ -309,6 +309,29 @@ def _recommend(ctx: StageContext) -> Any:
     )
 
 
+def _trends(ctx: StageContext) -> Any:
+    from pyspark.sql import functions as F
+
+    from dmine_spark.mine import trends as trends_nodes
+
+    cfg, t = ctx.cfg, ctx.cfg.trends
+    if t.time_col is None:
+        raise ConfigError("trends.time_col: dmine run needs each text's event time; name its column")
+    split = t.split or cfg.classify.eval_split
+    pred = ctx.read(Layer.PRED).where((F.col("split") == split) & F.col("stage").isin("classify", "finetune"))
+    latest = pred.orderBy(F.desc("scored_at")).select("run_id", "stage").first()
+    if latest is None:
+        raise LookupError(f"trends: no predictions of split {split!r} yet; run the classify stage first")
+    pred = pred.where((F.col("run_id") == latest["run_id"]) & (F.col("stage") == latest["stage"]))
+    raw = ctx.read(Layer.RAW)
+    times = raw.select("id", trends_nodes.event_time(raw, t.time_col).alias("event_time"))
+    rows = pred.select("id", "text", "prediction", "probability").join(times, "id", "left")
+    labels = cfg.labels or sorted(r[0] for r in pred.select("prediction").distinct().collect() if r[0] is not None)
+    dictionary = trends_nodes.load_dictionary(ctx.spark, t.entities.dictionary) if t.entities.dictionary else None
+    ctx.run.label("trends.predictions", f"{latest['stage']} run {latest['run_id']}")
+    return trends_nodes.trends(rows, t, labels, dictionary)
+
+
 def _recs_meta(kind: str) -> Callable[[PipelineConfig, Any], dict[str, Any]]:
     def meta(cfg: PipelineConfig, out: Any) -> dict[str, Any]:
         ev = out.evaluation
@@ -423,6 +446,14 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         enabled=lambda cfg: cfg.finetune.enabled,
+    ),
+    Stage(
+        "trends",
+        "entities of the monitored split's texts into entities_<task>, sentiment per entity and time window into "
+        "sentiment_ts_<task>, and the alerts of its shifts into alerts_<task>",
+        _trends,
+        (Write(Layer.ENTITIES, "entities"), Write(Layer.SENTIMENT_TS, "series")),
+        enabled=lambda cfg: cfg.trends.enabled and (cfg.classify.enabled or cfg.finetune.enabled),
     ),
     Stage(
         "cluster",

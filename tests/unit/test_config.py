@@ -249,3 +249,41 @@ def test_a_recommend_config_mistake_is_one_line_naming_the_key(override: str, ex
         load_config(MOVIELENS_CONF, [override], check_paths=False)
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+FINANCE_CONF = REPO / "conf" / "base" / "pipelines" / "finance_news.yaml"
+_TRENDS = ["trends.enabled=true", "trends.label=bearish", "sources.test.schema=text STRING, label STRING, at TIMESTAMP"]
+
+
+def test_trends_config_runs_its_stage_after_the_classifier() -> None:
+    from dmine_spark.runner.stages import default_stages
+
+    cfg = load_config(FINANCE_CONF, [*_TRENDS, "trends.time_col=at"], check_paths=False)
+    stages = default_stages(cfg)
+    assert stages.index("trends") == stages.index("classify") + 1
+    assert [(r.kind, r.method) for r in cfg.trends.rules] == [
+        ("share", "zscore"),
+        ("share", "cusum"),
+        ("volume", "zscore"),
+    ]
+    assert cfg.table("alerts") == "dmine.alerts_finance_news"
+    assert cfg.table("sentiment_ts") == "dmine.sentiment_ts_finance_news"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trends.time_col=when", "trends.time_col: column 'when' is not declared in any text source's schema"),
+        ("trends.label=negative", "trends: the rules watch class 'negative', which is not one of labels"),
+        ("trends.window=1 fortnight", "trends.window: '1 fortnight' is not an interval such as '1 hour'"),
+        ("trends.watermark=0 days", "trends.watermark: '0 days' is not an interval"),
+        ("trends.rules=[{kind: volume}, {kind: volume}]", "trends.rules: two rules are the same rule"),
+        ("trends.rules=[{kind: volume, label: bearish}]", "a volume rule counts texts"),
+        ("trends.webhook={url: ftp://x}", "is not an http:// or https:// URL"),
+    ],
+)
+def test_a_trends_config_mistake_is_one_line_naming_the_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(FINANCE_CONF, [*_TRENDS, override], check_paths=False)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
