@@ -246,8 +246,10 @@ def pipeline_config(out: Path, *, window: str = "24 hours") -> dict[str, Any]:
         },
         "clean": {"strip_html": True, "urls": "remove", "max_chars": 1000},
         "embed": {"max_length": 128},
+        # balanced class weights: the watched class is the rare one, and an episode shows through its recall
         "classify": {
             "model": "sk_logreg",
+            "params": {"class_weight": "balanced"},
             "grid": {"C": [1.0, 10.0, 100.0]},
             "cv_folds": 3,
             "train_split": "train",
