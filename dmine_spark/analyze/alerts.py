@@ -109,6 +109,7 @@ def publish(
     """
     table = cfg.table(Layer.ALERTS)
     t = cfg.trends
+    alerts = alerts.persist(StorageLevel.MEMORY_AND_DISK)  # counted, then filtered: the rules run once
     stamped = alerts.select(
         "*", F.lit(run_id).alias("run_id"), F.lit(stage).alias("stage"), F.current_timestamp().alias("created_at")
     )
@@ -120,6 +121,7 @@ def publish(
             merge_new_keys(fresh, table, ["alert_id"])
     finally:
         fresh.unpersist()
+        alerts.unpersist()
     out = Published(offered=offered, new=len(rows), rows=rows)
     say = echo or log.info
     for a in rows:

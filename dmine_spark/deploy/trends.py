@@ -25,7 +25,7 @@ window it touches.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,6 @@ class TrendsStep:
     windows_closed: int = 0
     watermark: datetime | None = None
     published: Published | None = None
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _utc(ts: datetime | None) -> datetime | None:

@@ -3,7 +3,7 @@
 The monitored rows are predictions with an event time (``id, text,
 prediction, probability, event_time``). :func:`entity_rows` finds the
 entities each text mentions (:mod:`dmine_spark.features.entities`),
-:func:`series` counts each entity's texts per class in event-time windows
+:func:`wide_series` counts each entity's texts per class in event-time windows
 (Spark's ``window()``), :func:`detect` applies the alert rules of
 :mod:`dmine_spark.mine.alerts` to each entity's series (one pandas group per
 entity, ``applyInPandas``) and :func:`with_examples` adds the texts that
@@ -37,7 +37,6 @@ __all__ = [
     "event_time",
     "load_dictionary",
     "entity_rows",
-    "series",
     "wide_series",
     "detect",
     "with_examples",
@@ -160,23 +159,6 @@ def _windowed(rows: DataFrame, entities: DataFrame, window: str) -> DataFrame:
         .where(F.col("event_time").isNotNull())
         .select("*", w.start.alias("window_start"), w.end.alias("window_end"))
     )
-
-
-def series(rows: DataFrame, entities: DataFrame, window: str, labels: list[str]) -> DataFrame:
-    """``sentiment_ts`` rows (:data:`SERIES_SCHEMA`): per entity, window and class, the count and the share.
-
-    Parameters
-    ----------
-    rows : DataFrame
-        ``id, prediction, event_time``; a row with no event time is left out.
-    entities : DataFrame
-        ``id, entity`` (:func:`entity_rows`).
-    window : str
-        The window length (``1 day``); windows start at multiples of it from the epoch, in UTC.
-    labels : list of str
-        Every class: a window gets a row for each, with ``n = 0`` when none of its texts has it.
-    """
-    return to_long(wide_series(rows, entities, window, labels), labels)
 
 
 def to_long(wide: DataFrame, labels: list[str]) -> DataFrame:

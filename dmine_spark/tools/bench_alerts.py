@@ -126,7 +126,8 @@ def bench_alerts(
         "recall_ratio": ratio,
         "rows": manifest["rows"],
         "seconds": seconds,
-        "accuracy": run.labels.get("classify.model_version"),
+        "model_version": run.labels.get("classify.model_version"),
+        "accuracy": run.measures.get("classify.accuracy"),
         "shape": {k: getattr(shape, k) for k in ("entities", "windows", "window_hours", "volume", "sizes")},
         "seed": seed,
     }
