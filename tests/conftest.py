@@ -96,10 +96,10 @@ def spark(work_dir: Path):
 
 @pytest.fixture(scope="session")
 def encoder():
-    """The default model, loaded once for every test that needs it."""
+    """The default model in fp32 (the reference the other precisions are compared to), loaded once."""
     from dmine_spark.features.encoder import ModelSpec, get_encoder
 
-    return get_encoder(ModelSpec(), num_threads=2)
+    return get_encoder(ModelSpec(precision="fp32"), num_threads=2)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from dmine_spark.config import ConfigError, default_work_dir
 __all__ = ["bench", "datagen", "fuzz"]
 
 _BENCH_KEYS = (
+    "default_ratio_vs_st",
+    "default_cosine_to_fp32",
     "ratio_vs_st",
     "ratio_vs_naive",
     "int8_ratio_vs_st",
@@ -21,10 +23,11 @@ _BENCH_KEYS = (
     "mfu_fp32",
     "gemm_efficiency",
     "int8_accuracy_loss_pt",
+    "default_accuracy_loss_pt",
     "ratio_vs_sparknlp",
     "ratio_vs_sparknlp_bert",
 )
-_VARIANTS = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp")
+_VARIANTS = ("st", "naive", "dmine_default", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp")
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
@@ -47,7 +50,9 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     sp.add_argument("--datasets", help="the shared datasets folder (default: $DMINE_DATASETS)")
-    sp.add_argument("--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 vectors")
+    sp.add_argument(
+        "--accuracy", action="store_true", help="also BANKING77 accuracy of fp32 against int8 and default vectors"
+    )
     sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
     sp.add_argument("--model", help="local model directory for --gpu")
     sp.add_argument("--only", help=f"embed: a comma list of variants to run, of {','.join(_VARIANTS)} (default: all)")

@@ -327,9 +327,9 @@ class EmbedConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: the GPU Spark gives a task, else the CPU."""
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
-    """``auto``: bf16 on a GPU, fp32 on a CPU; ``int8`` is an optional, faster CPU path."""
+    """``auto``: bf16 on a GPU and on CPUs with AMX or AVX512-BF16, else fp32; ``int8`` is an optional CPU path."""
     backend: Literal["auto", "torch", "openvino", "onnxruntime", "sparknlp", "sparknlp-bert"] = "auto"
-    """The engine: ``auto`` runs fp32 on a CPU with OpenVINO, int8 with ONNX Runtime, the rest with torch.
+    """The engine: ``auto`` runs fp32 and bf16 on a CPU with OpenVINO, int8 with ONNX Runtime, the rest with torch.
     ``sparknlp`` (Spark 3.5 line) runs the same model in Spark NLP's E5Embeddings (same pooling, same
     vectors); ``sparknlp-bert`` in BertEmbeddings + SentenceEmbeddings(AVERAGE) (Spark NLP's classic pooling)."""
     records_per_partition: int = Field(default=2000, gt=0)

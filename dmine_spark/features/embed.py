@@ -16,6 +16,7 @@ saved model all go through it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,8 @@ from dmine_spark.features.encoder import (
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.io.tables import merge_new_keys
 from dmine_spark.prepare.clean import text_key
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "embed_udf",
@@ -209,7 +212,11 @@ def resolve_spec(spark: SparkSession, spec: ModelSpec) -> ModelSpec:
     """Fix ``device`` and ``precision`` on the driver, so cache keys name what executors will run.
 
     A GPU is used when Spark schedules GPUs to tasks, or in local mode when
-    this machine has one; ``auto`` precision is then bf16, else fp32.
+    this machine has one; ``auto`` precision is then bf16. On CPUs ``auto`` is
+    :func:`~dmine_spark.features.encoder.auto_precision` of an executor's CPU:
+    bf16 where it computes bf16 natively (AMX or AVX512-BF16), else fp32. Local mode reads this
+    machine's flags; on a cluster one single-task job reads an executor's (a
+    cluster is taken to have one kind of CPU; if the job fails, fp32).
     """
     if spec.backend in SPARKNLP_BACKENDS:  # Spark NLP's ONNX engine: fp32 on the executors' CPUs
         return replace(spec, device="cpu", precision="fp32")
@@ -222,8 +229,28 @@ def resolve_spec(spark: SparkSession, spec: ModelSpec) -> ModelSpec:
             gpu = torch.cuda.is_available()
         spec = replace(spec, device="cuda" if gpu else "cpu")
     if spec.precision == "auto":
-        spec = replace(spec, precision="bf16" if spec.device == "cuda" else "fp32")
+        spec = replace(spec, precision=_executor_auto_precision(spark, spec))
     return spec
+
+
+def _executor_auto_precision(spark: SparkSession, spec: ModelSpec) -> str:
+    """``auto_precision`` on an executor's CPU (this machine's in local mode)."""
+    from dmine_spark.features.encoder import auto_precision
+
+    if spec.device == "cuda" or spark.sparkContext.master.startswith("local"):
+        return auto_precision(spec.device, spec.head)
+    head = spec.head
+    try:
+        return spark.sparkContext.parallelize([0], 1).map(lambda _: _auto_precision_here(head)).first()
+    except Exception as exc:  # an executor that cannot say runs what every CPU can
+        log.warning("embed.precision auto: could not read an executor's CPU flags (%s); using fp32", exc)
+        return "fp32"
+
+
+def _auto_precision_here(head: str) -> str:
+    from dmine_spark.features.encoder import auto_precision
+
+    return auto_precision("cpu", head)
 
 
 @dataclass

@@ -36,6 +36,8 @@ __all__ = [
     "resolve_model_dir",
     "model_archive_name",
     "get_encoder",
+    "auto_precision",
+    "cpu_flags",
     "onnx_model",
     "int8_onnx_model",
     "sparknlp_model_folder",
@@ -70,16 +72,18 @@ class ModelSpec:
     device : {"auto", "cpu", "cuda"}
         ``auto`` takes a GPU when one is visible, else the CPU.
     precision : {"auto", "fp32", "bf16", "fp16", "int8"}
-        ``auto`` is bf16 on a GPU and fp32 on the CPU. ``int8`` (CPU only)
+        ``auto`` is bf16 on a GPU and on a CPU with native bf16 arithmetic
+        (AMX-BF16 or AVX512-BF16, see :func:`auto_precision`), fp32 elsewhere. ``int8`` (CPU only)
         quantises the linear layers dynamically: faster, slightly different vectors.
     head : {"embedding", "classification"}
         ``classification`` loads a fine-tuned sequence classifier (such as
         :func:`dmine_spark.mine.finetune.finetune` saves) and returns class
         probabilities in its ``id2label`` order instead of pooled vectors.
     backend : {"auto", "torch", "openvino", "onnxruntime"}
-        The engine that runs the model. ``auto`` runs fp32 embeddings on a CPU
-        with OpenVINO when it is installed (measured faster than torch there,
-        same vectors), int8 with ONNX Runtime, and everything else with torch.
+        The engine that runs the model. ``auto`` runs fp32 and bf16 embeddings on
+        a CPU with OpenVINO when it is installed (measured faster than torch there,
+        and closer to fp32 in bf16), int8 with ONNX Runtime, and everything else
+        with torch.
         ``sparknlp`` runs the same ONNX export in Spark NLP's
         ``E5Embeddings`` (mean over every wordpiece, as here; Spark 3.5 line)
         and ``sparknlp-bert`` in ``BertEmbeddings`` + ``SentenceEmbeddings``
@@ -104,8 +108,8 @@ class ModelSpec:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision == "int8" and self.backend not in ("auto", "onnxruntime"):
             raise ValueError(f"backend {self.backend!r} has no int8 path; int8 runs on onnxruntime")
-        if self.backend == "openvino" and (self.precision not in ("auto", "fp32") or self.device == "cuda"):
-            raise ValueError("backend 'openvino' runs fp32 on the CPU; use torch for bf16, fp16 or a GPU")
+        if self.backend == "openvino" and (self.precision not in ("auto", "fp32", "bf16") or self.device == "cuda"):
+            raise ValueError("backend 'openvino' runs fp32 or bf16 on the CPU; use torch for fp16 or a GPU")
         if self.backend in SPARKNLP_BACKENDS:
             if self.precision not in ("auto", "fp32") or self.device == "cuda" or self.head != "embedding":
                 raise ValueError(f"backend {self.backend!r} runs fp32 embeddings on the CPU (Spark NLP's ONNX engine)")
@@ -292,7 +296,7 @@ class Encoder:
             device = "cuda" if use_cuda else "cpu"
         self.device = torch.device(device)
         on_gpu = self.device.type == "cuda"
-        precision = spec.precision if spec.precision != "auto" else ("bf16" if on_gpu else "fp32")
+        precision = spec.precision if spec.precision != "auto" else auto_precision(self.device.type, spec.head)
         if precision == "int8" and on_gpu:
             raise ValueError("embed.precision: int8 is a CPU path; use bf16 or fp16 on a GPU")
         self.precision = precision
@@ -346,10 +350,11 @@ class Encoder:
                 )
             self._graph = _ort_runner(graph_file, threads)
         elif self.backend == "openvino":
-            # OpenVINO fp32 (its fused attention, GELU and layer-norm kernels): about 1.1x torch per core
+            # OpenVINO (its fused attention, GELU and layer-norm kernels): fp32 about 1.1-1.4x torch per
+            # core; bf16 on AMX about 1.75x OpenVINO fp32, with a mean cosine of 0.99999 to fp32
             try:
                 self._graph = _openvino_runner(
-                    onnx_model(model, self.model_dir) if model is not None else graph_file, threads
+                    onnx_model(model, self.model_dir) if model is not None else graph_file, threads, precision
                 )
             except Exception as exc:
                 if spec.backend != "auto":
@@ -645,6 +650,50 @@ def sparknlp_model_folder(model: str) -> Path:
     return folder
 
 
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic, on which ``precision: auto`` runs bf16."""
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as Linux reports them in ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def auto_precision(device: str, head: str = "embedding", flags: frozenset[str] | None = None) -> str:
+    """What ``precision: auto`` runs on ``device``: ``"bf16"`` or ``"fp32"``.
+
+    GPUs run bf16. A CPU runs bf16 for embedding models when it computes bf16
+    natively: AMX tiles (the ``amx_bf16`` flag; Intel Xeon 4th generation and
+    later) or AVX512-BF16 dot products (``avx512_bf16``; Intel Cooper Lake,
+    AMD Zen 4 and later). On the project's AVX512-BF16 machine (AMD EPYC, no
+    AMX), one thread, OpenVINO bf16 ran 1.75x OpenVINO fp32 with a mean cosine
+    of 0.99999 to fp32 vectors (docs/embedding.md, "Precision and engines").
+    Every other CPU runs fp32, where bf16 would be emulated and slower.
+    Fine-tuned classifiers (``head="classification"``) run fp32 on CPUs.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        The torch device type the encoder runs on.
+    head : {"embedding", "classification"}
+    flags : frozenset of str, optional
+        CPU feature flags; by default this machine's (:func:`cpu_flags`).
+    """
+    if device == "cuda":
+        return "bf16"
+    if head != "embedding":
+        return "fp32"
+    have = cpu_flags() if flags is None else flags
+    return "bf16" if have & NATIVE_BF16_FLAGS else "fp32"
+
+
 def _has(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -663,10 +712,13 @@ def _pick_backend(spec: ModelSpec, precision: str, device: str, head: str) -> st
         return "onnxruntime"
     graph_ok = device == "cpu" and head == "embedding"
     if spec.backend == "auto":
-        return "openvino" if graph_ok and precision == "fp32" and _has("openvino") and _has("onnx") else "torch"
+        ov_ok = graph_ok and precision in ("fp32", "bf16") and _has("openvino") and _has("onnx")
+        return "openvino" if ov_ok else "torch"
+    if spec.backend == "openvino" and (not graph_ok or precision not in ("fp32", "bf16")):
+        raise ValueError("embed.backend: openvino runs fp32 or bf16 embedding models on the CPU")
+    if spec.backend == "onnxruntime" and (not graph_ok or precision != "fp32"):
+        raise ValueError("embed.backend: onnxruntime runs fp32 (or int8) embedding models on the CPU")
     if spec.backend in ("openvino", "onnxruntime"):
-        if not graph_ok or precision != "fp32":
-            raise ValueError(f"embed.backend: {spec.backend} runs fp32 embedding models on the CPU")
         if not _has(spec.backend) or not _has("onnx"):
             raise ImportError(f"embed.backend={spec.backend} needs the {spec.backend} and onnx packages")
     return spec.backend
@@ -687,7 +739,9 @@ def _ort_runner(path: Path, threads: int) -> Callable[[np.ndarray, np.ndarray], 
     return lambda ids, mask: sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
-def _openvino_runner(path: Path, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _openvino_runner(
+    path: Path, threads: int, precision: str = "fp32"
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     import openvino as ov
 
     core = ov.Core()
@@ -696,8 +750,8 @@ def _openvino_runner(path: Path, threads: int) -> Callable[[np.ndarray, np.ndarr
         "CPU",
         {
             "INFERENCE_NUM_THREADS": max(1, threads),
-            # f32 explicitly: on CPUs with AMX OpenVINO would otherwise compute in bf16
-            "INFERENCE_PRECISION_HINT": "f32",
+            # explicit: on CPUs with AMX, OpenVINO would otherwise compute in bf16 whatever was asked
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
             # concurrent Spark tasks are separate processes: pinned threads would pile onto the same cores

@@ -146,17 +146,28 @@ def op_time_shares(texts: list[str], max_length: int = 256) -> dict[str, float]:
     return out
 
 
-def engine_rates(texts: list[str], max_length: int = 256, rounds: int = 3) -> dict[str, float]:
-    """Rows/s of each fp32 CPU engine alone on ``texts``, one thread (as each Spark task runs).
+def engine_rates(
+    texts: list[str], max_length: int = 256, rounds: int = 3, precisions: tuple[str, ...] = ("fp32",)
+) -> dict[str, float]:
+    """Rows/s of each CPU engine alone on ``texts``, one thread (as each Spark task runs).
 
     The engines take turns, ``rounds`` times, so a slow spell of a shared
-    machine falls on both. This is the measurement behind
-    ``embed.backend=auto``'s choice of engine.
+    machine falls on all of them. This is the measurement behind
+    ``embed.backend=auto``'s choice of engine for each precision. Keys are
+    the backend for fp32 (``torch``, ``openvino``) and ``backend/precision``
+    for the others (``openvino/bf16``).
     """
     from dmine_spark.features.encoder import Encoder, ModelSpec, _has
 
     backends = ["torch"] + (["openvino"] if _has("openvino") else [])
-    encs = {b: Encoder(ModelSpec(device="cpu", max_length=max_length, backend=b), num_threads=1) for b in backends}
+    encs = {
+        (b if p == "fp32" else f"{b}/{p}"): Encoder(
+            ModelSpec(device="cpu", max_length=max_length, backend=b, precision=p), num_threads=1
+        )
+        for p in precisions
+        for b in backends
+    }
+    backends = list(encs)
     secs = dict.fromkeys(backends, 0.0)
     for enc in encs.values():
         enc.encode(texts[:64])
@@ -193,7 +204,7 @@ def bench_embed(
     rows: int = 20_000,
     *,
     max_length: int = 256,  # sentence-transformers' own limit for this model, so all variants do the same work
-    variants: tuple[str, ...] = ("st", "naive", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp"),
+    variants: tuple[str, ...] = ("st", "naive", "dmine_default", "dmine_fp32", "dmine_int8", "dmine_rerun", "sparknlp"),
     work_dir: Path | None = None,
     sparknlp_rows: int = 2_000,
     echo: Any = print,
@@ -273,10 +284,18 @@ def bench_embed(
     def embed_stage(precision: str) -> tuple[float, dict[str, Any]]:
         c = load_config(cfg_path, [f"embed.precision={precision}"])
         run, reports = run_stages(spark, c, ["embed"], command="bench", progress=False)
-        backend = run.labels.get("embed.device", "").split("/")[-1]
-        return run.stage_seconds["embed"], {**run.counts, **run.measures, "backend": backend}
+        device = run.labels.get("embed.device", "")
+        tel = {**run.counts, **run.measures, "backend": device.split("/")[-1], "embed.device": device}
+        return run.stage_seconds["embed"], tel
 
     spark.sql(f"DROP TABLE IF EXISTS {cfg.table(Layer.EMB_CACHE)}")
+    if "dmine_default" in variants:
+        # the configuration users get: precision and engine left to auto (bf16 on AMX CPUs)
+        secs, tel = embed_stage("auto")
+        record("dmine_default", secs)
+        res["default_telemetry"] = tel
+        res["default_device"] = tel.get("embed.device", "")
+        echo(f"default configuration ran {res['default_device']}")
     if "dmine_fp32" in variants:
         secs, tel = embed_stage("fp32")
         record("dmine_fp32", secs)
@@ -293,10 +312,13 @@ def bench_embed(
         # what bounds it: the matmuls' own efficiency, and the time the other operators take
         res["gemm_efficiency"] = gemm_efficiency(1, matmul_peak_flops(1))
         res["op_time_shares"] = op_time_shares(texts[:800], max_length)
-        res["fp32_engine_rows_per_s"] = engine_rates(texts[:1200], max_length)
-        engines = ", ".join(f"{k} {v:.1f} rows/s" for k, v in res["fp32_engine_rows_per_s"].items())
+        rates = engine_rates(texts[:1200], max_length, precisions=("fp32", "bf16") if native_bf16() else ("fp32",))
+        res["fp32_engine_rows_per_s"] = {k: v for k, v in rates.items() if "/" not in k}
+        res["engine_rows_per_s"] = rates
+        engines = ", ".join(f"{k} {v:.1f} rows/s ({v / rates['torch']:.2f}x)" for k, v in rates.items())
         echo(
-            f"fp32 engines alone (one thread, 1,200 texts, 3 turns each): {engines}; the stage ran {res['fp32_backend']}"
+            f"engines alone (one thread, 1,200 texts, 3 turns each; ratios to torch fp32): {engines}; "
+            f"the fp32 stage ran {res['fp32_backend']}"
         )
         shares = ", ".join(f"{k} {v:.1%}" for k, v in res["op_time_shares"].items())
         echo(f"fp32 bounds: layer matmuls alone at {res['gemm_efficiency']:.1%} of peak; encoder time: {shares}")
@@ -317,11 +339,17 @@ def bench_embed(
         secs, tel = embed_stage("fp32")
         record("dmine_rerun", secs)
         res["rerun_embedded"] = tel.get("embed.embedded", 0)
+    if "dmine_default" in variants and "dmine_fp32" in variants:
+        res["default_cosine_to_fp32"] = _cache_cosine(spark, cfg.table(Layer.EMB_CACHE), res["default_device"])
+        if res["default_cosine_to_fp32"] is not None:
+            echo(f"default vectors against fp32: mean cosine {res['default_cosine_to_fp32']:.6f}")
     if with_snlp:
         res.update(_bench_sparknlp(spark, cfg_path, texts[:sparknlp_rows], work, echo=echo))
     spark.stop()
 
     r = res["rows_per_s"]
+    if "st" in r and "dmine_default" in r:
+        res["default_ratio_vs_st"] = r["dmine_default"] / r["st"]
     if "st" in r and "dmine_fp32" in r:
         res["ratio_vs_st"] = r["dmine_fp32"] / r["st"]
     if "naive" in r and "dmine_fp32" in r:
@@ -371,15 +399,43 @@ def _bench_sparknlp(spark: Any, cfg_path: Path, texts: list[str], work: Path, *,
     return out
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (where ``precision: auto`` is bf16)."""
+    from dmine_spark.features.encoder import auto_precision
+
+    return auto_precision("cpu") == "bf16"
+
+
+def _cache_cosine(spark: Any, table: str, device: str) -> float | None:
+    """Mean cosine between the default configuration's cached vectors and the fp32 ones, text by text.
+
+    ``device`` is the default run's ``embed.device`` label (``cpu/bf16/openvino``);
+    None when the default precision is fp32 itself (the same cache rows).
+    """
+    precision = device.split("/")[1] if device.count("/") >= 2 else "fp32"
+    if precision == "fp32":
+        return None
+    row = spark.sql(
+        f"""SELECT avg(aggregate(zip_with(a.embedding, b.embedding, (x, y) -> x * y), 0D, (s, v) -> s + v)
+                   / sqrt(aggregate(a.embedding, 0D, (s, v) -> s + v * v))
+                   / sqrt(aggregate(b.embedding, 0D, (s, v) -> s + v * v))) AS cos
+            FROM {table} a JOIN {table} b ON a.text_key = b.text_key AND a.max_length = b.max_length
+            WHERE a.precision = '{precision}' AND b.precision = 'fp32'"""
+    ).first()
+    return None if row is None or row["cos"] is None else float(row["cos"])
+
+
 def bench_int8_accuracy(datasets: Path, *, echo: Any = print) -> dict[str, float]:
-    """BANKING77 test accuracy of a linear head on fp32 and on int8 vectors (P4's accuracy budget).
+    """BANKING77 test accuracy of a linear head on fp32, int8 and the default precision's vectors.
 
     Frozen embeddings of the 10,003 training and 3,080 test texts, scikit-learn
-    logistic regression (C=10), each precision scored the same way.
+    logistic regression (C=10), each precision scored the same way. The
+    default precision is what ``precision: auto`` runs on this CPU
+    (:func:`~dmine_spark.features.encoder.auto_precision`).
     """
     from sklearn.linear_model import LogisticRegression
 
-    from dmine_spark.features.encoder import ModelSpec, get_encoder
+    from dmine_spark.features.encoder import ModelSpec, auto_precision, get_encoder
 
     def split(name: str) -> tuple[list[str], list[str]]:
         with open(datasets / "banking77" / f"{name}.csv", newline="", encoding="utf-8") as fh:
@@ -388,7 +444,8 @@ def bench_int8_accuracy(datasets: Path, *, echo: Any = print) -> dict[str, float
 
     (xtr, ytr), (xte, yte) = split("train"), split("test")
     out: dict[str, float] = {}
-    for precision in ("fp32", "int8"):
+    default = auto_precision("cpu")
+    for precision in dict.fromkeys(("fp32", "int8", default)):
         enc = get_encoder(ModelSpec(device="cpu", precision=precision), num_threads=os.cpu_count() or 1)
         clf = LogisticRegression(C=10.0, max_iter=2000).fit(enc.encode(xtr), ytr)
         out[f"banking77_accuracy_{precision}"] = float(clf.score(enc.encode(xte), yte))
@@ -396,6 +453,7 @@ def bench_int8_accuracy(datasets: Path, *, echo: Any = print) -> dict[str, float
             f"BANKING77 test accuracy, {precision} vectors + logistic regression: {out[f'banking77_accuracy_{precision}']:.4f}"
         )
     out["int8_accuracy_loss_pt"] = 100 * (out["banking77_accuracy_fp32"] - out["banking77_accuracy_int8"])
+    out["default_accuracy_loss_pt"] = 100 * (out["banking77_accuracy_fp32"] - out[f"banking77_accuracy_{default}"])
     return out
 
 

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from dmine_spark.config import Layer
+from dmine_spark.features.encoder import auto_precision
 from dmine_spark.io.tables import PREDICTION_SCHEMA, delta_enabled, table_provider
 from dmine_spark.runner.run import run_stages
 from tests.conftest import EMPTY, MALFORMED, MISSING, REPO
@@ -180,7 +181,7 @@ def test_an_embed_rerun_embeds_nothing_and_keeps_the_vectors(spark, pipeline_run
     assert "embed.rows_per_s" not in run.measures and "/s" not in reports[0].summary
     assert c["embed.cache_hits"] == c["embed.unique_texts"] == first.counts["embed.unique_texts"]
     assert first.counts["embed.embedded"] == first.counts["embed.unique_texts"] <= first.counts["embed.rows"]
-    assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == "cpu/fp32/openvino"
+    assert first.counts["embed.tokens"] > 0 and first.labels["embed.device"] == f"cpu/{auto_precision('cpu')}/openvino"
     after = spark.table(cfg.table(Layer.EMB)).where(F.col("id").isin([r.id for r in before]))
     assertDataFrameEqual(
         after.select("id", "embedding"), spark.createDataFrame(before, "id STRING, embedding ARRAY<FLOAT>")

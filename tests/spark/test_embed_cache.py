@@ -8,12 +8,16 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from dmine_spark.features.embed import EmbeddingCache, cache_filter
-from dmine_spark.features.encoder import ModelSpec
+from dmine_spark.features.encoder import ModelSpec, cpu_flags
 
 
 def _vectors(spark, cache: EmbeddingCache) -> dict[str, np.ndarray]:
     rows = spark.table(cache.table).where(cache_filter(cache.spec)).collect()
     return {r.text_key: np.asarray(r.embedding, dtype=np.float32) for r in rows}
+
+
+# what ``precision: auto`` runs on this machine's CPU
+AUTO = "bf16" if cpu_flags() & {"amx_bf16", "avx512_bf16"} else "fp32"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,8 @@ def filled(spark, banking77_texts):
 
 def test_the_cache_key_names_what_executors_run(filled) -> None:
     cache, *_ = filled
-    assert (cache.spec.device, cache.spec.precision) == ("cpu", "fp32")
+    # auto: bf16 where this CPU computes bf16 natively, else fp32 (the driver asks in local mode)
+    assert (cache.spec.device, cache.spec.precision) == ("cpu", AUTO)
 
 
 def test_a_first_fill_embeds_each_distinct_text_once(filled) -> None:
@@ -37,7 +42,7 @@ def test_a_first_fill_embeds_each_distinct_text_once(filled) -> None:
     assert (first.rows, first.unique_texts, first.embedded, first.cache_hits) == (150, 120, 120, 0)
     assert first.stats["rows"] == 120  # the model saw each distinct text once
     assert first.stats["tokens"] > 0 and first.stats["padded_tokens"] >= first.stats["tokens"]
-    assert any(k.startswith("rows@cpu/fp32") for k in first.stats)
+    assert any(k.startswith(f"rows@cpu/{AUTO}/openvino") for k in first.stats)
     # encoding clock time: within the pass, and never more than the tasks' encoding seconds added up
     assert first.cached_rows == 0
     assert 0 < first.encode_wall_seconds <= min(first.seconds, first.stats["encode_seconds"] + 1e-3)

@@ -63,7 +63,7 @@ def test_e5_vectors_share_the_cache_and_classic_ones_do_not(spark, texts) -> Non
     assert (e5.spec.device, e5.spec.precision) == ("cpu", "fp32")
     assert e5.fill(df).embedded == 40
     # the same key as dmine's own fp32 engines: they find every vector there
-    assert EmbeddingCache(spark, table, ModelSpec(backend="torch")).fill(df).embedded == 0
+    assert EmbeddingCache(spark, table, ModelSpec(backend="torch", precision="fp32")).fill(df).embedded == 0
     classic = EmbeddingCache(spark, table, ModelSpec(backend="sparknlp-bert"))
     assert classic.fill(df).embedded == 40
     pools = {r["pooling"]: r["n"] for r in spark.table(table).groupBy("pooling").agg(F.count("*").alias("n")).collect()}

@@ -38,11 +38,13 @@ def test_mfu_bounds_are_measured_not_assumed() -> None:
     assert shares["matmul (linear layers)"] > 0.3 and shares["attention kernel"] > 0.0
 
 
-def test_engine_rates_time_each_fp32_engine() -> None:
+def test_engine_rates_time_each_engine_and_precision() -> None:
     from dmine_spark.tools.bench import engine_rates
 
     rates = engine_rates(load_bench_texts(DATASETS, 30))
     assert set(rates) == {"torch", "openvino"} and all(r > 0 for r in rates.values())
+    rates = engine_rates(load_bench_texts(DATASETS, 30), rounds=1, precisions=("fp32", "bf16"))
+    assert set(rates) == {"torch", "openvino", "torch/bf16", "openvino/bf16"} and all(r > 0 for r in rates.values())
 
 
 def test_embed_partitions_fill_whole_waves() -> None:

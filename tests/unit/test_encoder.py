@@ -10,6 +10,8 @@ import pytest
 
 from dmine_spark.features.encoder import (
     ModelSpec,
+    auto_precision,
+    cpu_flags,
     get_encoder,
     resolve_model_dir,
     run_batches,
@@ -68,18 +70,44 @@ def test_model_spec_validates() -> None:
         ModelSpec(backend="tensorrt")
     with pytest.raises(ValueError, match="int8 runs on onnxruntime"):
         ModelSpec(precision="int8", backend="openvino")
-    with pytest.raises(ValueError, match="openvino' runs fp32 on the CPU"):
-        ModelSpec(precision="bf16", backend="openvino")
+    with pytest.raises(ValueError, match="openvino' runs fp32 or bf16 on the CPU"):
+        ModelSpec(precision="fp16", backend="openvino")
+    with pytest.raises(ValueError, match="openvino' runs fp32 or bf16 on the CPU"):
+        ModelSpec(device="cuda", backend="openvino")
+    ModelSpec(precision="bf16", backend="openvino")  # the AMX path
+
+
+def test_auto_precision_follows_the_cpu() -> None:
+    amx = frozenset({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+    assert auto_precision("cpu", flags=amx) == "bf16"
+    assert auto_precision("cpu", flags=frozenset({"avx512f", "avx512_bf16"})) == "bf16"  # Zen 4, Cooper Lake
+    # no native bf16 (AVX-512 or AVX2 alone): fp32
+    assert auto_precision("cpu", flags=frozenset({"avx512f", "avx512_vnni", "avx2"})) == "fp32"
+    assert auto_precision("cpu", flags=frozenset()) == "fp32"
+    assert auto_precision("cuda", flags=frozenset()) == "bf16"
+    assert auto_precision("cpu", "classification", flags=amx) == "fp32"  # fine-tuned classifiers stay fp32
+
+
+def test_auto_precision_is_what_this_machine_runs(encoder, banking77_texts: list[str]) -> None:
+    """On this CPU ``auto`` is bf16 exactly when it computes bf16 natively, on OpenVINO, close to fp32."""
+    enc = get_encoder(ModelSpec(device="cpu"), num_threads=2)
+    want = "bf16" if cpu_flags() & {"amx_bf16", "avx512_bf16"} else "fp32"
+    assert enc.precision == want and enc.model_id.endswith(f"@{want}") and enc.backend == "openvino"
+    texts = banking77_texts[:200]
+    a, b = encoder.encode(texts), enc.encode(texts)
+    cos = (a * b).sum(1)
+    assert cos.mean() >= 0.9999 and cos.min() >= 0.9995
 
 
 def test_auto_backend_is_openvino_for_cpu_fp32(encoder) -> None:
     # measured faster than torch for fp32 on a CPU (README: the embedding engine); same vectors
     assert encoder.spec.backend == "auto" and encoder.backend == "openvino" and encoder.model is None
-    torch_enc = get_encoder(ModelSpec(backend="torch"), num_threads=2)
+    torch_enc = get_encoder(ModelSpec(backend="torch", precision="fp32"), num_threads=2)
     texts = ["card not arrived", "why was I charged a fee for the exchange", ""]
     cos = (encoder.encode(texts) * torch_enc.encode(texts)).sum(1)
     assert cos.min() >= 0.99999
-    assert get_encoder(ModelSpec(precision="bf16"), num_threads=2).backend == "torch"
+    assert get_encoder(ModelSpec(precision="bf16"), num_threads=2).backend == "openvino"
+    assert get_encoder(ModelSpec(precision="bf16", backend="torch"), num_threads=2).backend == "torch"
 
 
 def test_resolve_default_and_directory(tmp_path) -> None:
@@ -100,7 +128,7 @@ def test_encoder_refuses_directory_without_safetensors(tmp_path) -> None:
 def test_matches_sentence_transformers(backend: str, banking77_texts: list[str]) -> None:
     from sentence_transformers import SentenceTransformer
 
-    encoder = get_encoder(ModelSpec(backend=backend), num_threads=2)
+    encoder = get_encoder(ModelSpec(backend=backend, precision="fp32"), num_threads=2)
     assert encoder.backend == backend
     texts = banking77_texts[:300]
     ours = encoder.encode(texts)
@@ -165,7 +193,7 @@ def test_arrow_and_pandas_inputs(encoder) -> None:
 
 
 def test_get_encoder_loads_once_per_spec(encoder) -> None:
-    assert get_encoder(ModelSpec(), num_threads=2) is encoder
+    assert get_encoder(ModelSpec(precision="fp32"), num_threads=2) is encoder
     assert encoder.stats.padding_ratio >= 0.0
 
 
@@ -206,11 +234,15 @@ def test_int8_export_is_made_once_and_reused(tmp_path, monkeypatch) -> None:
     np.testing.assert_array_equal(first.encode(["card lost"]), second.encode(["card lost"]))
 
 
-def test_bf16_cpu_path_is_near_exact(encoder, banking77_texts: list[str]) -> None:
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+def test_bf16_cpu_path_is_near_exact(backend: str, encoder, banking77_texts: list[str]) -> None:
     texts = banking77_texts[:200]
-    bf16 = get_encoder(ModelSpec(device="cpu", precision="bf16"), num_threads=2)
-    cos = (encoder.encode(texts) * bf16.encode(texts)).sum(1)
+    bf16 = get_encoder(ModelSpec(device="cpu", precision="bf16", backend=backend), num_threads=2)
+    assert bf16.backend == backend and bf16.precision == "bf16"
+    out = bf16.encode(texts)
+    cos = (encoder.encode(texts) * out).sum(1)
     assert cos.min() >= 0.999
+    assert out.dtype == np.float32 and not np.allclose(out, encoder.encode(texts), atol=1e-6)  # bf16 really ran
 
 
 def test_int8_export_has_eager_attention(tmp_path, monkeypatch) -> None:
