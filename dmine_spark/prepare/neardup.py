@@ -333,9 +333,8 @@ def choose_bands(threshold: float, *, recall: float = 0.95, max_hashes: int = 64
     the one with the most rows per band: the fewest candidates below the
     threshold, so the least verification work. Pairs above the threshold are
     found with higher probability (0.8 -> 0.95, 0.9 -> 0.999 with the
-    defaults for 0.8). The budget is small because computing min-hashes is
-    the costly step (MLlib hashes every shingle once per hash function),
-    while verifying a candidate pair is cheap.
+    defaults for 0.8). The budget is small because every shingle is hashed
+    once per function, and more bands mean more rows in the self-join.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"near_duplicates: threshold must be in (0, 1], got {threshold!r}")
