@@ -31,7 +31,7 @@ _VARIANTS = ("st", "naive", "dmine_default", "dmine_fp32", "dmine_int8", "dmine_
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("what", choices=["embed", "prepare", "search", "openset", "recommend", "alerts"])
+    sp.add_argument("what", choices=["embed", "prepare", "search", "openset", "recommend", "alerts", "neardup"])
     sp.add_argument(
         "--seed",
         type=int,
@@ -42,11 +42,17 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--ranker", choices=["logreg", "gbt"], default="logreg", help="recommend: the hybrid's ranker")
     sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
     sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
-    sp.add_argument("--work-dir", help="prepare: where generated data and outputs go (default: the work dir)")
+    sp.add_argument("--work-dir", help="prepare, neardup: where generated data and outputs go (default: the work dir)")
     sp.add_argument(
         "--rows",
         type=int,
-        help="texts to embed (default 20,000; 200,000 with --gpu); search: corpus and query vectors (100,000)",
+        help="texts to embed (default 20,000; 200,000 with --gpu); search: corpus and query vectors (100,000); "
+        "neardup: generated rows (1,000,000)",
+    )
+    sp.add_argument(
+        "--baseline-rows",
+        type=int,
+        help="neardup: rows for the MLlib baseline (default: --rows; 0: none); fewer rows also rerun numpy on them",
     )
     sp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     sp.add_argument("--datasets", help="the shared datasets folder (default: $DMINE_DATASETS)")
@@ -64,7 +70,8 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     "benchmarks: `dmine bench embed` (embedding engine), `dmine bench prepare` (prepare at scale), "
     "`dmine bench search` (nearest neighbours), `dmine bench openset` (BANKING77 open intent protocol), "
     "`dmine bench recommend` (MovieLens recommendation protocol), `dmine bench alerts` (alert recall and false "
-    "alerts on the financial replay)",
+    "alerts on the financial replay), `dmine bench neardup` (near-duplicate removal, numpy min-hashes against "
+    "MLlib's, with precision and recall on injected copies)",
     _bench_args,
 )
 def bench(args: argparse.Namespace) -> int:
@@ -78,6 +85,8 @@ def bench(args: argparse.Namespace) -> int:
         res = _bench_recommend(args)
     elif args.what == "alerts":
         res = _bench_alerts(args)
+    elif args.what == "neardup":
+        res = _bench_neardup(args)
     elif args.gpu:
         from dmine_spark.tools.bench import bench_gpu
 
@@ -119,6 +128,22 @@ def _bench_prepare(args: argparse.Namespace) -> dict:
     for key, value in res.get("time_ratio", {}).items():
         echo(f"time ratio {key:<10} {value:.2f}")
     return res
+
+
+def _bench_neardup(args: argparse.Namespace) -> dict:
+    from dmine_spark.tools.bench_neardup import bench_neardup
+
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    try:
+        return bench_neardup(
+            datasets_dir(args.datasets),
+            args.rows or 1_000_000,
+            work_dir=work,
+            baseline_rows=args.baseline_rows,
+            echo=echo,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _bench_search(args: argparse.Namespace) -> dict:
