@@ -309,13 +309,13 @@ class Encoder:
         if self.head == "classification":
             from transformers import AutoModelForSequenceClassification as auto
 
-        def load_model() -> Any:
+        def load_model(as_dtype: Any = dtype) -> Any:
             m = auto.from_pretrained(
                 self.model_dir,
                 local_files_only=True,
                 trust_remote_code=False,
                 use_safetensors=True,
-                dtype=dtype,
+                dtype=as_dtype,
             )
             return m.eval()
 
@@ -323,8 +323,13 @@ class Encoder:
         graph_file = None
         if self.backend != "torch":
             graph_file = _onnx_target(self.model_dir, "int8" if precision == "int8" else "fp32")
-        # a graph engine whose export this machine already holds needs only the config, not the torch weights
-        model = None if graph_file is not None and graph_file.is_file() else load_model()
+        # a graph engine whose export this machine already holds needs only the config, not the torch weights;
+        # the export is always made from the fp32 weights (it is shared by every precision, which is set when
+        # the engine compiles it), never from a bf16 copy
+        if graph_file is not None and graph_file.is_file():
+            model = None
+        else:
+            model = load_model(torch.float32 if graph_file is not None else dtype)
         if model is not None:
             self.config = model.config
         else:
@@ -366,7 +371,7 @@ class Encoder:
         if self._graph is not None:
             self.model = None
         else:
-            self.model = (model if model is not None else load_model()).to(self.device)
+            self.model = (model if model is not None else load_model()).to(device=self.device, dtype=dtype)
         self.stats = EncodeStats(load_seconds=time.perf_counter() - t0)
         self._lock = threading.Lock()
         log.info("loaded %s on %s (%s) in %.1fs", self.model_dir, self.device, precision, self.stats.load_seconds)

@@ -190,8 +190,10 @@ def test_losing_a_worker_during_embedding(guard: Path, tmp_path: Path) -> None:
 
 
 def _lose_a_worker(cluster: StandaloneCluster, guard: Path, work: Path) -> None:
-    # a larger slice, so the embedding stage runs long enough (about 30 s) to lose a worker in it
-    proc = _submit(cluster.url, work, guard, "--set", "sources.train.sample=0.35", "--set", "sources.test.sample=0.6")
+    # a larger slice in fp32, so the embedding stage runs long enough (about 30 s) to lose a worker in it
+    # (with bf16, the default on CPUs with native bf16, the stage ended in CI before a worker was lost)
+    slice_ = ["--set", "sources.train.sample=0.35", "--set", "sources.test.sample=0.6", "--set", "embed.precision=fp32"]
+    proc = _submit(cluster.url, work, guard, *slice_)
     lines: list[str] = []
     killed = threading.Event()
 

@@ -245,6 +245,19 @@ def test_bf16_cpu_path_is_near_exact(backend: str, encoder, banking77_texts: lis
     assert out.dtype == np.float32 and not np.allclose(out, encoder.encode(texts), atol=1e-6)  # bf16 really ran
 
 
+def test_a_bf16_encoder_first_still_exports_fp32_weights(tmp_path, monkeypatch, banking77_texts) -> None:
+    """The ONNX export is shared by every precision: made by a bf16 encoder, it must still hold fp32 weights."""
+    from dmine_spark.features.encoder import Encoder
+
+    monkeypatch.setenv("DMINE_ONNX_CACHE", str(tmp_path))
+    texts = banking77_texts[:50]
+    bf16 = Encoder(ModelSpec(device="cpu", precision="bf16", backend="openvino"), num_threads=1)
+    assert bf16.precision == "bf16"
+    fp32 = Encoder(ModelSpec(device="cpu", precision="fp32", backend="openvino"), num_threads=1)
+    ref = Encoder(ModelSpec(device="cpu", precision="fp32", backend="torch"), num_threads=1)
+    assert (fp32.encode(texts) * ref.encode(texts)).sum(1).min() >= 0.99999
+
+
 def test_int8_export_has_eager_attention(tmp_path, monkeypatch) -> None:
     # the SDPA form exports extra masking nodes (IsNaN, Where) that cost ONNX Runtime 12% of its time
     import onnx
