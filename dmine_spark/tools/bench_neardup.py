@@ -35,7 +35,6 @@ precision
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -203,7 +202,7 @@ def bench_neardup(
     """
     from dmine_spark.config import load_profile
     from dmine_spark.spark.session import build_session
-    from dmine_spark.tools.datagen import generate, read_manifest
+    from dmine_spark.tools.bench_prepare import bench_data
 
     if rows < 1000:
         raise ValueError(f"bench neardup: --rows {rows}: at least 1,000")
@@ -212,17 +211,7 @@ def bench_neardup(
         raise ValueError(f"bench neardup: --baseline-rows {baseline_rows}: between 0 and --rows ({rows})")
     work_dir = Path(work_dir).resolve()
 
-    def data_for(n: int) -> Path:
-        d = work_dir / "bench_data" / f"rows{n}_seed{SEED}"
-        if (d / "_manifest.json").is_file() and read_manifest(d)["rows"] == n:
-            return d
-        shutil.rmtree(d, ignore_errors=True)
-        t0 = time.perf_counter()
-        generate(d, n, fmt="parquet", seed=SEED, datasets_dir=datasets)
-        echo(f"datagen {n:,} rows in {time.perf_counter() - t0:.0f}s -> {d}")
-        return d
-
-    data = data_for(rows)
+    data = bench_data(work_dir / "bench_data", rows, SEED, datasets, echo=echo)
     spark = build_session(load_profile("local"), work_dir / "bench_catalog", app_name="dmine-bench-neardup")
     res: dict[str, Any] = {"cores": os.cpu_count(), "threshold": THRESHOLD, "seed": SEED, "data": str(data)}
     runs = [("numpy", rows), ("mllib", baseline_rows)]

@@ -243,6 +243,25 @@ def pandas_prepare(data_dir: Path) -> dict[str, Any]:
     }
 
 
+def bench_data(root: Path, rows: int, seed: int, datasets: Path, *, echo: Callable[[str], Any] = print) -> Path:
+    """Generated Parquet rows for a benchmark, ``root/rows<N>_seed<S>``, made once and reused.
+
+    A folder whose ``_manifest.json`` (written last by
+    :func:`dmine_spark.tools.datagen.generate`) names ``rows`` rows is complete
+    and is reused; anything else there is removed and generated again.
+    """
+    from dmine_spark.tools.datagen import generate, read_manifest
+
+    d = root / f"rows{rows}_seed{seed}"
+    if (d / "_manifest.json").is_file() and read_manifest(d)["rows"] == rows:
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    generate(d, rows, fmt="parquet", seed=seed, datasets_dir=datasets)
+    echo(f"datagen {rows:,} rows in {time.perf_counter() - t0:.0f}s -> {d}")
+    return d
+
+
 def bench_prepare(
     datasets: Path,
     sizes: list[int],
@@ -257,21 +276,14 @@ def bench_prepare(
     """Generate, run and measure each size; the pandas baseline at ``pandas_rows`` (default: the smallest)."""
     from dmine_spark.config import load_profile
     from dmine_spark.spark.session import build_session
-    from dmine_spark.tools.datagen import generate, read_manifest
+    from dmine_spark.tools.datagen import read_manifest
 
     work_dir = Path(work_dir).resolve()
     data_root = work_dir / "bench_data"
     res: dict[str, Any] = {"sizes": {}, "cores": os.cpu_count(), "driver_memory": driver_memory, "unicode": unicode}
 
     def data_for(n: int) -> Path:
-        d = data_root / f"rows{n}_seed{seed}"
-        if (d / "_manifest.json").is_file() and read_manifest(d)["rows"] == n:
-            return d
-        shutil.rmtree(d, ignore_errors=True)
-        t0 = time.perf_counter()
-        generate(d, n, fmt="parquet", seed=seed, datasets_dir=datasets)
-        echo(f"datagen {n:,} rows in {time.perf_counter() - t0:.0f}s -> {d}")
-        return d
+        return bench_data(data_root, n, seed, datasets, echo=echo)
 
     pandas_rows = min(sizes) if pandas_rows is None else pandas_rows  # 0: no pandas baseline
     if pandas_rows:
