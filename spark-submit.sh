@@ -136,9 +136,10 @@ print(":".join(driver_class_path()))' 2>/dev/null || true)"
   if [[ -n "$dcp" ]]; then submit_args+=(--driver-class-path "$dcp"); fi
 fi
 
-# the JVM options that keep library chatter off the console (netlib's native BLAS probe, say)
-quiet="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'from dmine_spark.spark.session import quiet_java_options
-print(quiet_java_options())' 2>/dev/null || true)"
+# the JVM options that keep library chatter off the console (netlib's native BLAS probe, say), and the
+# driver's class-data archive when `dmine jars archive` recorded one (see docs/configuration.md)
+quiet="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'from dmine_spark.spark.session import quiet_java_options, class_archive_options
+print(" ".join(filter(None, [quiet_java_options(), class_archive_options()])))' 2>/dev/null || true)"
 
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$py}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$py}"

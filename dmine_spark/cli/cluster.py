@@ -91,19 +91,32 @@ def databricks_job(args: argparse.Namespace) -> int:
 
 
 def _jars_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("action", choices=["fetch", "list"])
+    sp.add_argument(
+        "action",
+        choices=["fetch", "list", "archive"],
+        help="archive: record the driver JVM's class-data archive (faster starts; no package names)",
+    )
     sp.add_argument("names", nargs="*", help="packages (default: all)")
     sp.add_argument("--force", action="store_true", help="fetch again even when cached")
 
 
 @command(
     "jars",
-    "JVM packages (Delta Lake, Kafka, Spark NLP) for this Spark line in the local jar cache: fetch them once, or list",
+    "JVM packages (Delta Lake, Kafka, Spark NLP) for this Spark line in the local jar cache: fetch them once, "
+    "or list; archive the driver JVM's classes",
     _jars_args,
 )
 def jars(args: argparse.Namespace) -> int:
     from dmine_spark.spark import jars as cache
 
+    if args.action == "archive":
+        from dmine_spark.tools.jvm_archive import record_archive
+
+        try:
+            record_archive(force=args.force, echo=echo)
+        except RuntimeError as exc:
+            raise ConfigError(f"jars archive: {exc}") from None
+        return 0
     known = cache.packages()
     names = args.names or sorted(known)
     for name in names:

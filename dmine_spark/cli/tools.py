@@ -31,7 +31,9 @@ _VARIANTS = ("st", "naive", "dmine_default", "dmine_fp32", "dmine_int8", "dmine_
 
 
 def _bench_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("what", choices=["embed", "prepare", "search", "openset", "recommend", "alerts", "neardup"])
+    sp.add_argument(
+        "what", choices=["embed", "prepare", "search", "openset", "recommend", "alerts", "neardup", "small"]
+    )
     sp.add_argument(
         "--seed",
         type=int,
@@ -42,7 +44,9 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--ranker", choices=["logreg", "gbt"], default="logreg", help="recommend: the hybrid's ranker")
     sp.add_argument("--sizes", help="prepare: row counts, default 1000000,10000000,20000000")
     sp.add_argument("--pandas-rows", type=int, help="prepare: rows for the pandas baseline (default: smallest size)")
-    sp.add_argument("--work-dir", help="prepare, neardup: where generated data and outputs go (default: the work dir)")
+    sp.add_argument(
+        "--work-dir", help="prepare, neardup, small: where generated data and outputs go (default: the work dir)"
+    )
     sp.add_argument(
         "--rows",
         type=int,
@@ -62,6 +66,8 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--gpu", action="store_true", help="encoder core alone on a CUDA GPU, no Spark")
     sp.add_argument("--model", help="local model directory for --gpu")
     sp.add_argument("--only", help=f"embed: a comma list of variants to run, of {','.join(_VARIANTS)} (default: all)")
+    sp.add_argument("--repeat", type=int, default=3, help="small: runs of each case and variant (default 3)")
+    sp.add_argument("--cases", help="small: a comma list of pipeline_1k,ingest_clean_20,sql (default: all)")
     sp.add_argument("--sparknlp-rows", type=int, default=2000, help="embed: texts for the Spark NLP rows (3.5 line)")
 
 
@@ -71,7 +77,8 @@ def _bench_args(sp: argparse.ArgumentParser) -> None:
     "`dmine bench search` (nearest neighbours), `dmine bench openset` (BANKING77 open intent protocol), "
     "`dmine bench recommend` (MovieLens recommendation protocol), `dmine bench alerts` (alert recall and false "
     "alerts on the financial replay), `dmine bench neardup` (near-duplicate removal, numpy min-hashes against "
-    "MLlib's, with precision and recall on injected copies)",
+    "MLlib's, with precision and recall on injected copies), `dmine bench small` (whole commands on small inputs, "
+    "JVM start included)",
     _bench_args,
 )
 def bench(args: argparse.Namespace) -> int:
@@ -87,6 +94,8 @@ def bench(args: argparse.Namespace) -> int:
         res = _bench_alerts(args)
     elif args.what == "neardup":
         res = _bench_neardup(args)
+    elif args.what == "small":
+        res = _bench_small(args)
     elif args.gpu:
         from dmine_spark.tools.bench import bench_gpu
 
@@ -144,6 +153,20 @@ def _bench_neardup(args: argparse.Namespace) -> dict:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _bench_small(args: argparse.Namespace) -> dict:
+    from dmine_spark.tools.bench_small import CASES, bench_small, summary_lines
+
+    work = Path(args.work_dir) if args.work_dir else default_work_dir()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else list(CASES)
+    try:
+        res = bench_small(datasets_dir(args.datasets), work_dir=work, repeat=args.repeat, cases=cases, echo=echo)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise ConfigError(str(exc)) from None
+    for line in summary_lines(res):
+        echo(line)
+    return res
 
 
 def _bench_search(args: argparse.Namespace) -> dict:

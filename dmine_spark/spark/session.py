@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_session",
+    "class_archive_options",
     "driver_java_options",
     "merged_packages",
     "quiet_java_options",
@@ -72,11 +73,26 @@ def quiet_java_options(extra: str = "") -> str:
     return NETLIB_JAVA_ONLY
 
 
+def class_archive_options(extra: str = "") -> str:
+    """JVM options for the driver's class-data archive (:mod:`dmine_spark.spark.classcache`).
+
+    While ``$DMINE_JVM_ARCHIVE_RECORD`` names a file (``dmine jars archive``
+    sets it), the JVM records the archive there instead. ``""`` when
+    ``extra`` already has archive options of its own.
+    """
+    from dmine_spark.spark.classcache import archive_java_options, record_java_options
+
+    if "SharedArchiveFile" in extra or "ArchiveClassesAtExit" in extra:
+        return ""
+    record = os.environ.get("DMINE_JVM_ARCHIVE_RECORD")
+    return record_java_options(Path(record)) if record else archive_java_options()
+
+
 def driver_java_options(work_dir: Path, profile: SparkProfile | None = None) -> str:
-    """JVM options for the driver: quiet logging, and derby.log kept in the work dir."""
+    """JVM options for the driver: quiet logging, derby.log kept in the work dir, the class-data archive."""
     extra = profile.conf.get("spark.driver.extraJavaOptions", "") if profile else ""
     opts = f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} -Dderby.system.home={Path(work_dir).resolve()}"
-    return f"{extra} {opts} {quiet_java_options(extra)}".strip()
+    return " ".join(filter(None, [extra, opts, quiet_java_options(extra), class_archive_options(extra)]))
 
 
 def session_conf(profile: SparkProfile, work_dir: Path) -> dict[str, str]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -124,12 +125,17 @@ PREDICTIONS = "SELECT id, label, prediction FROM dmine.pred_banking77 WHERE stag
 
 @pytest.fixture(scope="module")
 def runs(cluster: StandaloneCluster, guard: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The same slice of the pipeline run by spark-submit.sh on local[2], then on the cluster."""
+    """The same slice of the pipeline run by spark-submit.sh on local[2] and on the cluster, at the same time.
+
+    The two runs share nothing (separate work dirs, catalogs and JVMs); running them side by side
+    overlaps their start-up waits.
+    """
     local_work, cluster_work = tmp_path_factory.mktemp("local_work"), tmp_path_factory.mktemp("cluster_work")
-    out = _finish(_submit("local[2]", local_work, None))
-    assert "finished" in out, out[-3000:]
-    out = _finish(_submit(cluster.url, cluster_work, guard))
-    assert "finished" in out, out[-4000:]
+    procs = [_submit("local[2]", local_work, None), _submit(cluster.url, cluster_work, guard)]
+    with ThreadPoolExecutor(2) as pool:  # both pipes are read as they fill
+        local_out, cluster_out = pool.map(_finish, procs)
+    assert "finished" in local_out, local_out[-3000:]
+    assert "finished" in cluster_out, cluster_out[-4000:]
     return local_work, cluster_work
 
 
