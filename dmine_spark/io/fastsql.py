@@ -194,6 +194,10 @@ _BINARY = {
 }
 
 
+# Spark's name of a function where sqlglot's differs
+_FUNC_NAMES = {"Concat": "concat", "ArrayAgg": "collect_list"}
+
+
 def spark_name(node: Any) -> str:
     """The column name Spark gives the unaliased select expression ``node`` (a sqlglot expression).
 
@@ -260,7 +264,7 @@ def spark_name(node: Any) -> str:
         if isinstance(n, exp.Window | exp.Subquery | exp.Exists):
             return n.sql("spark")
         if isinstance(n, exp.Func):
-            fname = "concat" if isinstance(n, exp.Concat) else n.sql_name().lower()
+            fname = _FUNC_NAMES.get(type(n).__name__, n.sql_name().lower())
             args: list[exp.Expression] = []
             for key in n.arg_types:  # Spark lists a function's arguments in its signature's order
                 value = n.args.get(key)

@@ -220,6 +220,7 @@ def test_spark_name_of_expressions() -> None:
     assert name("if(p > 0.5, 1, 0)") == "(IF((p > 0.5), 1, 0))"
     assert name("a <=> b") == "(a <=> b)"
     assert name("lower(t.text)") == "lower(text)"
+    assert name("collect_list(x)") == "collect_list(x)"
 
 
 def test_max_rows(warehouse: Path) -> None:
