@@ -85,9 +85,13 @@ def _fast_sql(args: argparse.Namespace, work_dir: Path, prof: SparkProfile) -> t
         return why
     from dmine_spark.io import fastsql
 
-    got = fastsql.plan(args.query, WorkDir(work_dir).warehouse)
-    if isinstance(got, fastsql.FastPlan):
-        got = fastsql.run(got, args.max_rows)
+    try:
+        got = fastsql.plan(args.query, WorkDir(work_dir).warehouse)
+        if isinstance(got, fastsql.FastPlan):
+            got = fastsql.run(got, args.max_rows)
+    except Exception as exc:  # a query shape the libraries choke on: Spark still answers; -vv shows why
+        log.debug("sql: the fast path failed", exc_info=True)
+        return f"the fast path failed ({type(exc).__name__})"
     return got.reason if isinstance(got, fastsql.Fallback) else got
 
 
