@@ -19,7 +19,7 @@ setup(
     install_requires=[
         # no exact pin: a runtime's own pyspark (Databricks, EMR, Dataproc) is kept when it is a supported line
         "pyspark>=3.5.0,<4.3",
-        "pyarrow>=15",
+        "pyarrow>=21",  # deltalake's Arrow datasets (fast `dmine sql`)
         "pandas>=2.2,<3",
         "numpy>=1.26",
         "pydantic>=2.6",
@@ -43,6 +43,11 @@ setup(
         "onnx>=1.16",
         # nearest-neighbour search: HNSW and flat inner-product indexes (a wheel for every platform; see docs/search.md)
         "faiss-cpu>=1.8",
+        # `dmine sql` without a JVM on a local catalog (dmine_spark/io/fastsql.py): Delta tables read by delta-rs
+        # (its Arrow datasets need pyarrow>=21), queries run in-process by DuckDB, Spark SQL rewritten by sqlglot
+        "deltalake[pyarrow]>=1.6",
+        "duckdb>=2.0",
+        "sqlglot>=30.31",
     ],
     extras_require={
         # the Spark 3.5 line (Scala 2.12) with Spark NLP's Python API: `bash dev.sh setup --spark 3.5`

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 from dmine_spark.cli.common import catalog_args, catalog_work_dir, profile, session
 from dmine_spark.cli.registry import command
-from dmine_spark.config import ConfigError
+from dmine_spark.config import ConfigError, SparkProfile, WorkDir
 
 __all__ = ["sql", "tables", "serve_sql", "format_rows"]
+
+log = logging.getLogger(__name__)
 
 
 def format_rows(cols: list[str], rows: list[tuple], fmt: str) -> str:
@@ -37,13 +41,74 @@ def _sql_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("query")
     sp.add_argument("--format", choices=["table", "tsv", "json"], default="table")
     sp.add_argument("--max-rows", type=int, default=100)
+    sp.add_argument(
+        "--engine",
+        choices=["auto", "spark", "duckdb"],
+        default="auto",
+        help="auto: DuckDB over the table files when it can answer exactly as Spark would, else Spark "
+        "(default); duckdb: DuckDB or an error saying why not; spark: always Spark",
+    )
     catalog_args(sp)
+
+
+# Spark settings under which a query could mean something else than over the warehouse folder in UTC
+_SPARK_ONLY_CONF = (
+    "spark.sql.warehouse.dir",
+    "spark.sql.catalogImplementation",
+    "spark.sql.catalog.",
+    "spark.sql.defaultCatalog",
+    "spark.sql.session.timeZone",
+    "spark.sql.ansi.",
+    "spark.sql.legacy.",
+    "spark.sql.caseSensitive",
+)
+
+
+def _no_fast_path(prof: SparkProfile) -> str | None:
+    """Why the profile's catalog cannot be read from its files without Spark, or None when it can."""
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return "running under spark-submit"
+    if prof.kind != "local" or not prof.master.startswith("local"):
+        return f"the profile's master {prof.master} is not local"
+    if prof.catalog != "hive":
+        return "the profile has no persistent (hive) catalog"
+    changed = sorted(k for k in prof.conf if k.startswith(_SPARK_ONLY_CONF))
+    if changed:
+        return f"the profile sets {changed[0]}"
+    return None
+
+
+def _fast_sql(args: argparse.Namespace, work_dir: Path, prof: SparkProfile) -> tuple[list[str], list[tuple]] | str:
+    """The query's columns and rows from DuckDB, or why Spark must answer (a log line)."""
+    why = _no_fast_path(prof)
+    if why:
+        return why
+    from dmine_spark.io import fastsql
+
+    try:
+        got = fastsql.plan(args.query, WorkDir(work_dir).warehouse)
+        if isinstance(got, fastsql.FastPlan):
+            got = fastsql.run(got, args.max_rows)
+    except Exception as exc:  # a query shape the libraries choke on: Spark still answers; -vv shows why
+        log.debug("sql: the fast path failed", exc_info=True)
+        return f"the fast path failed ({type(exc).__name__})"
+    return got.reason if isinstance(got, fastsql.Fallback) else got
 
 
 @command("sql", "run a SQL query against the dmine catalog", _sql_args)
 def sql(args: argparse.Namespace) -> int:
     work_dir = catalog_work_dir(args)
-    spark = session(profile(args.profile, args.conf_dir, required=False), work_dir, "dmine-sql")
+    prof = profile(args.profile, args.conf_dir, required=False)
+    if args.engine != "spark":
+        got = _fast_sql(args, work_dir, prof)
+        if not isinstance(got, str):
+            log.info("sql: answered by DuckDB over the table files")
+            sys.stdout.write(format_rows(*got, args.format))
+            return 0
+        if args.engine == "duckdb":
+            raise ConfigError(f"sql --engine duckdb: {got}; use --engine spark")
+        log.info("sql: answered by Spark (%s)", got)
+    spark = session(prof, work_dir, "dmine-sql")
     from pyspark.errors import AnalysisException, ParseException
 
     # pyspark logs every failed query as a JSON record; the one-line error below says it all

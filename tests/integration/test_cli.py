@@ -116,6 +116,48 @@ def test_sql_errors_are_one_line(submitted) -> None:
     assert len(errors) == 1 and "TABLE_OR_VIEW_NOT_FOUND" in errors[0]
 
 
+_SAME_ANSWER = [
+    "SELECT count(*) FROM dmine.pred_banking77",
+    # GROUP BY, avg of a CAST, a timestamp, ORDER BY and LIMIT
+    "SELECT label, count(*) AS n, avg(CAST(label = prediction AS INT)) AS acc, max(scored_at) "
+    "FROM dmine.pred_banking77 GROUP BY label ORDER BY n DESC, label LIMIT 7",
+    # a map lookup, timestamps and a map column whole
+    "SELECT run_id, counts['rows_in'], started_at, stage_seconds IS NOT NULL AS timed, labels "
+    "FROM dmine.runs ORDER BY started_at",
+    # a join of two tables
+    "SELECT c.cluster, count(*) AS n, min(p.id) FROM dmine.pred_banking77 p "
+    "JOIN dmine.cluster_banking77 c ON c.id = p.id GROUP BY c.cluster ORDER BY c.cluster",
+]
+
+
+@pytest.mark.parametrize("query", _SAME_ANSWER)
+def test_sql_duckdb_answers_as_spark_does(submitted, query: str) -> None:
+    """The fast path prints byte for byte what Spark prints over the same tables."""
+    _, env, _ = submitted
+    for fmt in ("table", "json"):
+        fast = _run([*DMINE, "sql", query, "--format", fmt, "--engine", "duckdb"], env).stdout
+        slow = _run([*DMINE, "sql", query, "--format", fmt, "--engine", "spark"], env).stdout
+        assert fast == slow
+        assert fast.strip()
+
+
+def test_sql_view_falls_back_to_spark(submitted) -> None:
+    """Views live in the metastore alone: auto asks Spark, and --engine duckdb says why it cannot."""
+    _, env, _ = submitted
+    q = "SELECT count(*) AS n FROM dmine.quarantine_banking77_train"
+    proc = _run([*DMINE, "sql", q, "--format", "json", "-v"], env)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["n"] == 0
+    assert "answered by Spark (dmine.quarantine_banking77_train has no table folder" in proc.stderr
+    fast = subprocess.run([*DMINE, "sql", q, "--engine", "duckdb"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert fast.returncode == 2
+    assert fast.stderr.strip() == (
+        "dmine: error: sql --engine duckdb: dmine.quarantine_banking77_train has no table folder "
+        "(a view, or no such table); use --engine spark"
+    )
+    answered = _run([*DMINE, "sql", "SELECT count(*) FROM dmine.runs", "-v"], env)
+    assert "answered by DuckDB" in answered.stderr
+
+
 def test_sql_without_catalog_says_so(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*DMINE, "sql", "SELECT 1"], cwd=REPO, env=_env(tmp_path / "none"), capture_output=True, text=True
