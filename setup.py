@@ -47,7 +47,7 @@ setup(
         # (its Arrow datasets need pyarrow>=21), queries run in-process by DuckDB, Spark SQL rewritten by sqlglot
         "deltalake[pyarrow]>=1.6",
         "duckdb>=2.0",
-        "sqlglot>=30.31",
+        "sqlglot>=30.31,<31",  # its expression classes change between major versions
     ],
     extras_require={
         # the Spark 3.5 line (Scala 2.12) with Spark NLP's Python API: `bash dev.sh setup --spark 3.5`
