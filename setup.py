@@ -25,6 +25,7 @@ setup(
         "pydantic>=2.6",
         "pyyaml>=6",
         "scikit-learn>=1.4",
+        "scipy>=1.11",  # connected components of near-duplicate pairs on the driver
         "torch>=2.4",
         "transformers>=4.45",
         "safetensors>=0.4",

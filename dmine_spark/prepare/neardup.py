@@ -25,14 +25,23 @@ their character shingles and keeps one row per group:
    OR single hashes, which floods short texts with candidates), and the
    candidates come from a self-join on (band, band key).
 3. Every distinct candidate pair is verified with the exact Jaccard of the two
-   shingle sets, kept as 64-bit Spark ``xxhash64`` hashes
-   (:func:`shingle_hashes`; ``array_intersect``/``array_union`` sizes), so
-   the similarities are exact up to a 64-bit hash collision; pairs at or
-   above ``threshold`` are edges. The min-hashes only choose which pairs are
-   verified: a collision among them can cost a candidate, never add an edge.
-4. Groups are the connected components of the edges (min-label propagation
-   with pointer jumping, lineage cut every round); the representative of a
-   group is its smallest id and is kept, every other row is a duplicate.
+   shingle sets; pairs at or above ``threshold`` are edges. With ``"numpy"``
+   each pair's two texts and min-hash sketches (the low 16 bits of each
+   min-hash) are joined to it; a Python worker drops the pairs whose sketches
+   agree too rarely for a pair at the threshold (:func:`sketch_cutoff`: a
+   pair at exactly the threshold is dropped with probability at most 1e-4),
+   then hashes and compares the shingles of the rest for a whole Arrow batch
+   of pairs at once (:func:`shingle_jaccard`: exact up to a 47-bit collision
+   within one pair);
+   with ``"mllib"`` the sets are Spark ``xxhash64`` arrays
+   (:func:`shingle_hashes`) compared with ``array_intersect`` and
+   ``array_union``. The min-hashes only choose which pairs are verified: a
+   collision among them can cost a candidate, never add an edge.
+4. Groups are the connected components of the edges: on the driver with
+   SciPy's ``connected_components`` (:func:`component_minima`) up to two
+   million edges, else in Spark (min-label propagation with pointer jumping,
+   lineage cut every round); the representative of a group is its smallest
+   id and is kept, every other row is a duplicate.
 
 Every input row ends in exactly one of ``kept`` and ``dups``. Rows whose text
 is null or empty after normalisation are never near-duplicates and are kept.
@@ -50,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, BinaryType, DoubleType, LongType, StringType, StructField, StructType
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -75,6 +85,9 @@ __all__ = [
     "near_duplicates",
     "normalize",
     "shingle_hashes",
+    "shingle_jaccard",
+    "sketch_cutoff",
+    "component_minima",
 ]
 
 log = logging.getLogger(__name__)
@@ -179,6 +192,70 @@ def char_shingle_hashes(texts: Sequence[str], k: int = 5) -> tuple[np.ndarray, n
     np.cumsum(windows, out=offsets[1:])
     take = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(starts[:-1] - offsets[:-1], windows)
     return h[take], offsets
+
+
+_PAIR_BITS = 16  # pairs per slice of shingle_jaccard: 2**16; the pair index takes the top 16 bits of a key
+
+
+def shingle_jaccard(texts_a: Sequence[str], texts_b: Sequence[str], k: int = 5) -> np.ndarray:
+    """Exact Jaccard similarity of the character ``k``-shingle sets of each pair of texts, a batch at once.
+
+    The shingles are those of :func:`char_shingle_hashes`. Every shingle of
+    a slice of pairs becomes one 64-bit key: the pair's index (top 16 bits),
+    47 bits of the shingle's hash, and its side (lowest bit, 0 for ``a``).
+    One ``numpy.sort`` of all keys puts each pair's equal shingles side by
+    side, ``a`` before ``b``: the distinct shingles of a pair are its runs
+    of equal keys up to the side bit (``|A | B|``), and the runs holding
+    both sides are ``|A & B|``. The similarity is exact up to a collision of
+    two distinct shingles of one pair in 47 bits (probability about
+    ``m**2 / 2**48`` for ``m`` shingles: about 1e-9 for a pair of
+    250-character texts).
+
+    Parameters
+    ----------
+    texts_a, texts_b : sequence of str, length n each
+        The pairs' texts as written (normalise first); no ``None``.
+    k : int
+        Characters per shingle, at least 1.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+        ``|A & B| / |A | B|`` per pair, in [0, 1]; 0.0 when both texts are empty.
+
+    Raises
+    ------
+    ValueError
+        If the two sequences differ in length or ``k`` is not a positive integer.
+    """
+    n = len(texts_a)
+    if len(texts_b) != n:
+        raise ValueError(f"shingle_jaccard: {n} texts in texts_a but {len(texts_b)} in texts_b")
+    out = np.zeros(n, dtype=np.float64)
+    top = np.uint64(64 - _PAIR_BITS)
+    middle = np.uint64(((1 << (64 - _PAIR_BITS)) - 1) & ~1)
+    one = np.uint64(1)
+    step = 1 << _PAIR_BITS
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        m = hi - lo
+        ha, oa = char_shingle_hashes(texts_a[lo:hi], k)
+        hb, ob = char_shingle_hashes(texts_b[lo:hi], k)
+        if len(ha) + len(hb) == 0:
+            continue
+        pair = np.arange(m, dtype=np.uint64)
+        ka = (np.repeat(pair, np.diff(oa)) << top) | (ha & middle)
+        kb = (np.repeat(pair, np.diff(ob)) << top) | (hb & middle) | one
+        keys = np.sort(np.concatenate([ka, kb]))
+        owner = (keys >> top).view(np.int64)
+        # neighbours that differ only in the side bit are one shingle in both sets (sorted: a, then b)
+        step_bits = np.empty(len(keys), dtype=np.uint64)
+        step_bits[0] = 2
+        np.bitwise_xor(keys[1:], keys[:-1], out=step_bits[1:])
+        union = np.bincount(owner[step_bits > one], minlength=m)
+        inter = np.bincount(owner[step_bits == one], minlength=m)
+        np.divide(inter, union, out=out[lo:hi], where=union > 0)
+    return out
 
 
 def minhash_parameters(num_hashes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +378,9 @@ def band_keys(signatures: np.ndarray, num_bands: int, rows_per_band: int) -> np.
     -------
     numpy.ndarray of int64, shape (n, num_bands)
         Equal keys in one band for equal min-hashes there (and, up to a
-        64-bit collision, only for them).
+        64-bit collision, only for them). The band's index is hashed into
+        its keys, so keys of different bands differ (up to a collision) and
+        one key column can stand for (band, key).
 
     Raises
     ------
@@ -312,7 +391,8 @@ def band_keys(signatures: np.ndarray, num_bands: int, rows_per_band: int) -> np.
     if width != num_bands * rows_per_band:
         raise ValueError(f"band_keys: signatures have {width} min-hashes, not {num_bands} bands x {rows_per_band} rows")
     cube = signatures.reshape(n, num_bands, rows_per_band).astype(np.uint64)
-    key = np.full((n, num_bands), np.uint64(rows_per_band), dtype=np.uint64)
+    key = np.empty((n, num_bands), dtype=np.uint64)
+    key[:] = (np.arange(num_bands, dtype=np.uint64) << np.uint64(32)) | np.uint64(rows_per_band)
     for j in range(rows_per_band):
         key *= _POLY
         key += cube[:, :, j]
@@ -393,6 +473,59 @@ def _cut(df: DataFrame) -> DataFrame:
     return df.checkpoint(eager=True) if sc.getCheckpointDir() else df.localCheckpoint(eager=True)
 
 
+_LOCAL_EDGES = 2_000_000  # verified edges up to which the groups are found on the driver
+
+
+def component_minima(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest node of each node's connected component, for an undirected edge list.
+
+    The components come from ``scipy.sparse.csgraph.connected_components``
+    over the edges as a sparse graph; nodes are ranked by their order
+    (``numpy.unique``: numbers by value, strings by code point, which is
+    Spark's order of UTF-8 strings).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, shape (m,)
+        The edges' two ends (any orderable dtype, ``object`` for strings).
+
+    Returns
+    -------
+    nodes, comps : numpy.ndarray, shape (n,)
+        Every node that ends an edge, sorted, and its component's smallest node.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` and ``b`` differ in length.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(a) != len(b):
+        raise ValueError(f"component_minima: {len(a)} edge starts but {len(b)} edge ends")
+    nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)
+    n, m = len(nodes), len(a)
+    if n == 0:
+        return nodes, nodes.copy()
+    graph = coo_matrix((np.ones(m, dtype=np.int8), (index[:m], index[m:])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    first = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))  # the nodes are sorted: the smallest index is the smallest node
+    return nodes, nodes[first[labels]]
+
+
+def _local_components(edges: DataFrame) -> DataFrame:
+    """``(node, comp)`` of ``edges`` (``a``, ``b``) found on the driver (:func:`component_minima`)."""
+    import pandas as pd
+
+    frame = edges.select("a", "b").toPandas()
+    nodes, comps = component_minima(frame["a"].to_numpy(), frame["b"].to_numpy())
+    key = edges.schema["a"].dataType
+    schema = StructType([StructField("node", key, False), StructField("comp", key, False)])
+    return _cut(edges.sparkSession.createDataFrame(pd.DataFrame({"node": nodes, "comp": comps}), schema))
+
+
 def _components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int, bool]:
     """Smallest node id of each node's connected component: ``(node, comp)``, iterations, converged."""
     both = edges.select(F.col("a").alias("src"), F.col("b").alias("dst")).unionByName(
@@ -432,36 +565,108 @@ def _components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int, 
     return labels, iterations, converged
 
 
+def sketch_cutoff(num_hashes: int, threshold: float, miss: float = 1e-4) -> int:
+    """Fewest agreeing min-hashes a candidate pair needs before its exact Jaccard is computed.
+
+    Two sets of Jaccard similarity ``J`` agree on each of ``num_hashes``
+    independent min-hashes with probability ``J`` (Broder 1997), so the
+    agreements of a pair at the threshold follow ``Binomial(num_hashes,
+    threshold)``; the cutoff is the largest count that such a pair falls
+    below with probability at most ``miss``. A pair above the threshold
+    falls below it less often still.
+
+    Parameters
+    ----------
+    num_hashes : int
+        Min-hashes per signature, at least 1.
+    threshold : float
+        The Jaccard threshold, in (0, 1].
+    miss : float
+        Largest probability of dropping a pair at exactly the threshold.
+
+    Returns
+    -------
+    int
+        The cutoff, in ``[0, num_hashes]``.
+    """
+    below, cutoff = 0.0, 0
+    for c in range(num_hashes + 1):
+        p = math.comb(num_hashes, c) * threshold**c * (1.0 - threshold) ** (num_hashes - c)
+        if below + p > miss:
+            break
+        below += p
+        cutoff = c + 1
+    return cutoff
+
+
 def _arrow_band_keys(
     batches: Iterator[pa.RecordBatch], *, shingle: int, num_bands: int, rows_per_band: int, seed: int
 ) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: ``(node, norm)`` batches in, ``(node, keys)`` out (one band key per band)."""
+    """``mapInArrow`` body: ``(node, norm)`` in, ``(node, norm, keys, sketch)`` out.
+
+    ``keys`` holds one band key per band; ``sketch`` the low 16 bits of every
+    min-hash, ``2 * num_bands * rows_per_band`` bytes (a min is small, so its
+    low bits are the random ones).
+    """
     import pyarrow as pa
 
+    width = num_bands * rows_per_band
     for batch in batches:
         n = batch.num_rows
         if n == 0:
             continue
         texts = batch.column(1).to_pylist()
         keys = np.empty((n, num_bands), dtype=np.int64)
+        sketch = np.empty((n, width), dtype=np.uint16)
         for lo in range(0, n, _ROWS_PER_SLICE):  # small slices stay in the processor's cache
             hashes, offsets = char_shingle_hashes(texts[lo : lo + _ROWS_PER_SLICE], shingle)
-            sig = minhash_signatures(hashes, offsets, num_bands * rows_per_band, seed)
+            sig = minhash_signatures(hashes, offsets, width, seed)
             keys[lo : lo + _ROWS_PER_SLICE] = band_keys(sig, num_bands, rows_per_band)
+            sketch[lo : lo + _ROWS_PER_SLICE] = sig  # the low 16 bits
         lists = pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), num_bands).cast(pa.list_(pa.int64()))
-        yield pa.RecordBatch.from_arrays([batch.column(0), lists], names=["node", "keys"])
+        offsets32 = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * (2 * width)).tobytes())
+        sketches = pa.Array.from_buffers(pa.binary(), n, [None, offsets32, pa.py_buffer(sketch.tobytes())])
+        yield pa.RecordBatch.from_arrays(
+            [batch.column(0), batch.column(1), lists, sketches], names=["node", "norm", "keys", "sketch"]
+        )
 
 
-def _arrow_shingle_sets(batches: Iterator[pa.RecordBatch], *, shingle: int) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: ``(node, norm)`` batches in, ``(node, sh)`` out (:func:`char_shingle_hashes`)."""
+def _sketch_matrix(column: pa.Array, width: int) -> np.ndarray:
+    """The ``(n, width)`` uint16 sketches of a binary Arrow column written by :func:`_arrow_band_keys`."""
+    import pyarrow as pa
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.view(np.uint16).reshape(len(column), width)
+
+
+def _arrow_verify(
+    batches: Iterator[pa.RecordBatch], *, shingle: int, threshold: float, width: int, cutoff: int
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: ``(a, b, ta, tb, sa, sb)`` in, ``(a, b, jaccard)`` out for the pairs at ``threshold`` or above.
+
+    Pairs whose sketches agree on fewer than ``cutoff`` min-hashes
+    (:func:`sketch_cutoff`) are dropped before the exact Jaccard.
+    """
     import pyarrow as pa
 
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        hashes, offsets = char_shingle_hashes(batch.column(1).to_pylist(), shingle)
-        sets = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(hashes.view(np.int64)))
-        yield pa.RecordBatch.from_arrays([batch.column(0), sets], names=["node", "sh"])
+        agree = (_sketch_matrix(batch.column(4), width) == _sketch_matrix(batch.column(5), width)).sum(axis=1)
+        likely = np.flatnonzero(agree >= cutoff)
+        if not len(likely):
+            continue
+        batch = batch.take(pa.array(likely))
+        jaccard = shingle_jaccard(batch.column(2).to_pylist(), batch.column(3).to_pylist(), shingle)
+        keep = pa.array(jaccard >= threshold)
+        if not keep.true_count:
+            continue
+        yield pa.RecordBatch.from_arrays(
+            [batch.column(0).filter(keep), batch.column(1).filter(keep), pa.array(jaccard).filter(keep)],
+            names=["a", "b", "jaccard"],
+        )
 
 
 def _numpy_schema(nodes: DataFrame, *fields: StructField) -> StructType:
@@ -469,19 +674,32 @@ def _numpy_schema(nodes: DataFrame, *fields: StructField) -> StructType:
 
 
 def _numpy_bands(nodes: DataFrame, num_bands: int, rows_per_band: int, seed: int, shingle: int) -> DataFrame:
-    """``(node, keys)``: the band keys of ``nodes`` (``node``, ``norm``) from numpy min-hashes, in Arrow batches."""
-    schema = _numpy_schema(nodes, StructField("keys", ArrayType(LongType(), False), False))
+    """``(node, norm, keys, sketch)`` of ``nodes`` (``node``, ``norm``) from numpy min-hashes, in Arrow batches."""
+    schema = _numpy_schema(
+        nodes,
+        StructField("norm", StringType(), False),
+        StructField("keys", ArrayType(LongType(), False), False),
+        StructField("sketch", BinaryType(), False),
+    )
     body = functools.partial(
         _arrow_band_keys, shingle=shingle, num_bands=num_bands, rows_per_band=rows_per_band, seed=seed
     )
     return nodes.select("node", "norm").mapInArrow(body, schema)
 
 
-def _numpy_sets(nodes: DataFrame, shingle: int) -> DataFrame:
-    """``(node, sh)``: the 64-bit shingle hashes of ``nodes`` (``node``, ``norm``) from :func:`char_shingle_hashes`."""
-    schema = _numpy_schema(nodes, StructField("sh", ArrayType(LongType(), False), False))
-    body = functools.partial(_arrow_shingle_sets, shingle=shingle)
-    return nodes.select("node", "norm").mapInArrow(body, schema)
+def _numpy_verify(candidates: DataFrame, keyed: DataFrame, shingle: int, threshold: float, width: int) -> DataFrame:
+    """``(a, b, jaccard)``: the ``candidates`` at ``threshold`` or above, exact Jaccard from the texts of ``keyed``."""
+    key = keyed.schema["node"].dataType
+    schema = StructType(
+        [StructField("a", key, False), StructField("b", key, False), StructField("jaccard", DoubleType(), False)]
+    )
+    side_a = keyed.select(F.col("node").alias("a"), F.col("norm").alias("ta"), F.col("sketch").alias("sa"))
+    side_b = keyed.select(F.col("node").alias("b"), F.col("norm").alias("tb"), F.col("sketch").alias("sb"))
+    joined = candidates.join(side_a, "a").join(side_b, "b").select("a", "b", "ta", "tb", "sa", "sb")
+    body = functools.partial(
+        _arrow_verify, shingle=shingle, threshold=threshold, width=width, cutoff=sketch_cutoff(width, threshold)
+    )
+    return joined.mapInArrow(body, schema)
 
 
 def _mllib_bands(sets: DataFrame, num_bands: int, rows_per_band: int, seed: int, num_features: int) -> DataFrame:
@@ -538,12 +756,16 @@ def near_duplicates(
         batches, the default) or ``"mllib"`` (``HashingTF`` + ``MinHashLSH``,
         the slower baseline). The two use different hash functions, so they
         may verify slightly different candidate pairs; the edges found are
-        exact Jaccard similarities either way.
+        exact Jaccard similarities either way. ``"mllib"`` keeps the earlier
+        releases' whole path as a baseline: no sketch filter, shingle arrays
+        compared in Spark, groups found in Spark.
     num_features : int
         With ``signatures="mllib"`` only: the ``HashingTF`` dimension the
         shingle hashes are folded into (ignored by ``"numpy"``).
     max_iterations : int
-        Bound on connected-components rounds; if reached, a warning is logged
+        Bound on connected-components rounds in Spark (more than two million
+        edges; ``stats["iterations"]`` is 0 when the driver found the groups);
+        if reached, a warning is logged
         and ``stats["converged"]`` is False (a large group may then be split,
         but every row is still in exactly one output).
 
@@ -626,14 +848,21 @@ def near_duplicates(
         sets.count()
         lap("shingles")
         pairs_of = _mllib_bands(sets, b, r, seed, num_features)
+        join_on = ["band", "key"]
     else:
         lap("shingles")
-        keyed = _numpy_bands(nodes, b, r, seed, shingle)
-        pairs_of = keyed.select("node", F.posexplode("keys").alias("band", "key"))
+        # the texts spread over every core first: the folded texts may sit in a single partition (adaptive
+        # execution merges small shuffle outputs), and the min-hashes are the Python workers' main work
+        spread = nodes.repartition(2 * max(2, df.sparkSession.sparkContext.defaultParallelism))
+        keyed = _numpy_bands(spread, b, r, seed, shingle).persist()
+        cached.append(keyed)
+        # the band is hashed into each key: one long column to shuffle and join on
+        pairs_of = keyed.select("node", F.explode("keys").alias("key"))
+        join_on = ["key"]
 
     candidates = (
         pairs_of.alias("x")
-        .join(pairs_of.alias("y"), ["band", "key"])
+        .join(pairs_of.alias("y"), join_on)
         .where(F.col("x.node") < F.col("y.node"))
         .select(F.col("x.node").alias("a"), F.col("y.node").alias("b"))
         .distinct()
@@ -644,24 +873,27 @@ def near_duplicates(
     lap("candidates")
 
     if signatures == "numpy":
-        # the exact shingle sets, only of the texts in some candidate pair
-        involved = candidates.select(F.col("a").alias("node")).union(candidates.select(F.col("b").alias("node")))
-        sets = _numpy_sets(nodes.join(involved.distinct(), "node"), shingle)
-    sa = sets.select(F.col("node").alias("a"), F.col("sh").alias("sa"))
-    sb = sets.select(F.col("node").alias("b"), F.col("sh").alias("sb"))
-    inter = F.size(F.array_intersect("sa", "sb"))
-    union = F.size(F.array_union("sa", "sb"))
-    pairs = (
-        candidates.join(sa, "a")
-        .join(sb, "b")
-        .select("a", "b", (inter / union).alias("jaccard"))
-        .where(F.col("jaccard") >= threshold)
-    )
+        # each pair's two texts side by side; their shingles are hashed and compared in the Python worker
+        pairs = _numpy_verify(candidates, keyed, shingle, threshold, b * r)
+    else:
+        sa = sets.select(F.col("node").alias("a"), F.col("sh").alias("sa"))
+        sb = sets.select(F.col("node").alias("b"), F.col("sh").alias("sb"))
+        inter = F.size(F.array_intersect("sa", "sb"))
+        union = F.size(F.array_union("sa", "sb"))
+        pairs = (
+            candidates.join(sa, "a")
+            .join(sb, "b")
+            .select("a", "b", (inter / union).alias("jaccard"))
+            .where(F.col("jaccard") >= threshold)
+        )
     pairs = _cut(pairs)
     n_pairs = pairs.count()
     lap("verify")
 
-    comps, iterations, converged = _components(pairs.select("a", "b"), max_iterations)
+    if signatures == "numpy" and n_pairs <= _LOCAL_EDGES:  # the MLlib baseline keeps the Spark rounds
+        comps, iterations, converged = _local_components(pairs), 0, True
+    else:
+        comps, iterations, converged = _components(pairs.select("a", "b"), max_iterations)
     if not converged:
         log.warning(
             "near_duplicates: groups did not settle in %d rounds; raise max_iterations (rows stay accounted for)",

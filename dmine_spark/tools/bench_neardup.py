@@ -10,8 +10,10 @@ One timed run is the step the clean stage runs on a source: exact duplicates
 first (rows with the same normalised text, :func:`~dmine_spark.prepare.neardup.normalize`,
 keep their smallest ``record_id``), then :func:`~dmine_spark.prepare.neardup.near_duplicates`
 on the rows left (threshold 0.8, 5-character shingles, the default banding).
-It runs with ``signatures="numpy"`` on ``rows`` rows and with the MLlib
-baseline (``signatures="mllib"``) on ``baseline_rows`` rows (the first rows of
+The rows are spread over twice the cores first, as a read of many files
+would be. It runs with ``signatures="numpy"`` on ``rows`` rows and with the
+baseline of earlier releases (``signatures="mllib"``: MLlib min-hashes,
+Spark array verification, groups in Spark) on ``baseline_rows`` rows (the first rows of
 the same data, fewer when the baseline would take too long; the numpy path
 then also runs on those rows, so the ratio compares one size), in one Spark
 session, after an untimed 20,000-row warm-up of the numpy path. Rows/s is
@@ -126,7 +128,9 @@ def run_dedup(spark: Any, data_dir: Path, rows: int, signatures: str) -> dict[st
 
     every = spark.read.parquet(str(data_dir / "*.parquet"))
     df = every.orderBy("record_id").limit(rows) if rows else every
-    df = df.select("record_id", "text", "faults", "dup_of").persist()
+    # spread over the cores as a read of many files would be (a limit leaves one partition)
+    parts = 2 * max(2, spark.sparkContext.defaultParallelism)
+    df = df.select("record_id", "text", "faults", "dup_of").repartition(parts).persist()
     n = df.count()
     truth = df.select("record_id", "faults", "dup_of").toPandas()
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from dmine_spark.prepare import neardup
 from dmine_spark.prepare.neardup import near_duplicates
 from dmine_spark.tools.datagen import FaultRates, generate, near_dup_edit
 from tests.conftest import DATASETS
@@ -92,7 +93,12 @@ def test_edited_banking77_copies_are_found_and_only_true_pairs_merged(spark, ban
         assert d.jaccard >= 0.7
 
 
-def test_groups_are_transitive_and_short_or_empty_texts_are_safe(spark) -> None:
+@pytest.mark.parametrize("groups_on", ["driver", "spark"])
+def test_groups_are_transitive_and_short_or_empty_texts_are_safe(
+    spark, groups_on: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if groups_on == "spark":  # the distributed connected components, used above two million edges
+        monkeypatch.setattr(neardup, "_LOCAL_EDGES", -1)
     a = "my card payment was declined at the supermarket this morning and again at the petrol station"
     b = "my card payment was declined at the supermarket this morning and again at the train station"
     c = "your card payment was refused at the supermarket this morning and again at the train station"
@@ -124,6 +130,7 @@ def test_groups_are_transitive_and_short_or_empty_texts_are_safe(spark) -> None:
     assert [r.id for r in kept] == ["r01", "r05", "r06", "r07", "r08", "r10", "r11", "r12"]
     assert kept[1].text is None and res.kept.columns == ["id", "text"]
     assert res.stats["groups"] == 2 and res.stats["texts"] == 7 and res.stats["converged"]
+    assert (res.stats["iterations"] > 0) == (groups_on == "spark")
 
 
 def test_generated_rows_reconcile_and_copies_are_caught(spark, tmp_path: Path) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dmine_spark.prepare import neardup
 from dmine_spark.prepare.neardup import (
     EMPTY_HASH,
     band_keys,
     char_shingle_hashes,
+    component_minima,
     minhash_signatures,
+    shingle_jaccard,
+    sketch_cutoff,
 )
 
 
@@ -130,5 +134,101 @@ def test_band_keys_agree_exactly_where_the_band_agrees() -> None:
     swapped = sig.copy()
     swapped[4, 0:4] = sig[0, [1, 0, 2, 3]]
     assert band_keys(swapped, 3, 4)[4, 0] != keys[0, 0]
+    # the same min-hashes in two bands give two keys: one key column stands for (band, key)
+    same = np.tile(sig[0, 0:4], 3).reshape(1, 12)
+    assert len(set(band_keys(same, 3, 4)[0].tolist())) == 3
     with pytest.raises(ValueError, match="not 4 bands x 4 rows"):
         band_keys(sig, 4, 4)
+
+
+def _reference_jaccard(a: str, b: str, k: int) -> float:
+    def shingles(t: str) -> set[str]:
+        if not t:
+            return set()
+        return {t} if len(t) < k else {t[i : i + k] for i in range(len(t) - k + 1)}
+
+    sa, sb = shingles(a), shingles(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 0.0
+
+
+def test_shingle_jaccard_is_the_exact_jaccard_of_the_shingle_sets() -> None:
+    rng = np.random.default_rng(3)
+    words = ["top", "up", "card", "failed", "atm", "rate", "退款", "很慢", "é", "the", "the"]
+    a = [" ".join(rng.choice(words, int(rng.integers(0, 12)))) for _ in range(400)]
+    b = [t if i % 3 == 0 else t + " " + str(rng.choice(words)) for i, t in enumerate(a)]
+    b[:5] = ["", "abc", "abcd", "the the the the", a[4]]
+    a[:4] = ["", "abc", "abce", "the the"]
+    for k in (1, 3, 5):
+        got = shingle_jaccard(a, b, k)
+        want = [_reference_jaccard(x, y, k) for x, y in zip(a, b, strict=True)]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert shingle_jaccard([], [], 5).shape == (0,)
+
+
+def test_shingle_jaccard_slices_do_not_mix_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts_a = [f"ticket number {i} about a card" for i in range(50)]
+    texts_b = [f"ticket number {i} about a card!" for i in range(50)]
+    whole = shingle_jaccard(texts_a, texts_b, 5)
+    monkeypatch.setattr(neardup, "_PAIR_BITS", 3)  # slices of 8 pairs
+    np.testing.assert_array_equal(shingle_jaccard(texts_a, texts_b, 5), whole)
+
+
+def test_shingle_jaccard_refuses_unequal_lengths() -> None:
+    with pytest.raises(ValueError, match="texts_a"):
+        shingle_jaccard(["a"], [], 5)
+
+
+@pytest.mark.parametrize(("hashes", "threshold"), [(60, 0.8), (60, 0.9), (120, 0.7), (8, 0.5)])
+def test_sketch_cutoff_drops_a_pair_at_the_threshold_at_most_miss_of_the_time(hashes: int, threshold: float) -> None:
+    from math import comb
+
+    def below(c: int) -> float:
+        return sum(comb(hashes, i) * threshold**i * (1 - threshold) ** (hashes - i) for i in range(c))
+
+    c = sketch_cutoff(hashes, threshold, miss=1e-4)
+    assert below(c) <= 1e-4 < below(c + 1)
+    assert sketch_cutoff(hashes, 1.0) == hashes  # identical sets agree everywhere
+
+
+def test_arrow_bodies_keep_exactly_the_pairs_at_the_threshold() -> None:
+    import pyarrow as pa
+
+    base = "my card payment was declined at the shop yesterday evening"
+    texts = [base, base + " again", "where can i top up my account with cash", base.replace("shop", "store")]
+    nodes = pa.RecordBatch.from_arrays([pa.array([1, 2, 3, 4]), pa.array(texts)], names=["node", "norm"])
+    (keyed,) = list(neardup._arrow_band_keys(iter([nodes]), shingle=5, num_bands=10, rows_per_band=6, seed=42))
+    assert keyed.schema.names == ["node", "norm", "keys", "sketch"]
+    assert keyed.column(0).to_pylist() == [1, 2, 3, 4] and keyed.column(1).to_pylist() == texts
+    sketch = neardup._sketch_matrix(keyed.column(3), 60)
+    assert sketch.shape == (4, 60)
+    hashes, offsets = char_shingle_hashes(texts, 5)
+    assert np.array_equal(sketch, minhash_signatures(hashes, offsets, 60, 42).astype(np.uint16))
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 3)]
+    take = lambda side: pa.array([p[side] for p in pairs])  # noqa: E731
+    left, right = keyed.take(take(0)), keyed.take(take(1))
+    batch = pa.RecordBatch.from_arrays(
+        [left.column(0), right.column(0), left.column(1), right.column(1), left.column(3), right.column(3)],
+        names=["a", "b", "ta", "tb", "sa", "sb"],
+    )
+    out = pa.Table.from_batches(
+        list(neardup._arrow_verify(iter([batch]), shingle=5, threshold=0.8, width=60, cutoff=sketch_cutoff(60, 0.8)))
+    )
+    exact = shingle_jaccard([texts[a] for a, _ in pairs], [texts[b] for _, b in pairs], 5)
+    want = [(i + 1, j + 1, x) for (i, j), x in zip(pairs, exact, strict=True) if x >= 0.8]
+    assert want and len(want) < len(pairs)
+    assert list(zip(*(out.column(c).to_pylist() for c in ("a", "b", "jaccard")), strict=True)) == want
+
+
+def test_component_minima_labels_each_node_with_its_components_smallest_node() -> None:
+    a = np.array(["r09", "r02", "r05", "r07", "r03"], dtype=object)
+    b = np.array(["r08", "r01", "r02", "r08", "r02"], dtype=object)
+    nodes, comps = component_minima(a, b)
+    assert dict(zip(nodes.tolist(), comps.tolist(), strict=True)) == {
+        "r01": "r01", "r02": "r01", "r03": "r01", "r05": "r01", "r07": "r07", "r08": "r07", "r09": "r07",
+    }  # fmt: skip
+    nodes, comps = component_minima(np.array([10, 3, 7]), np.array([3, 7, 2]))
+    assert nodes.tolist() == [2, 3, 7, 10] and comps.tolist() == [2, 2, 2, 2]
+    empty_nodes, empty_comps = component_minima(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert len(empty_nodes) == len(empty_comps) == 0
+    with pytest.raises(ValueError, match="edge ends"):
+        component_minima(np.array([1]), np.array([], dtype=np.int64))
