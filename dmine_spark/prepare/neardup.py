@@ -633,9 +633,6 @@ def _arrow_band_keys(
 
 def _sketch_matrix(column: pa.Array, width: int) -> np.ndarray:
     """The ``(n, width)`` uint16 sketches of a binary Arrow column written by :func:`_arrow_band_keys`."""
-    import pyarrow as pa
-
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
     data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     return data.view(np.uint16).reshape(len(column), width)

@@ -217,6 +217,8 @@ def test_arrow_bodies_keep_exactly_the_pairs_at_the_threshold() -> None:
     want = [(i + 1, j + 1, x) for (i, j), x in zip(pairs, exact, strict=True) if x >= 0.8]
     assert want and len(want) < len(pairs)
     assert list(zip(*(out.column(c).to_pylist() for c in ("a", "b", "jaccard")), strict=True)) == want
+    # the sketch filter runs before the exact check: a cutoff no pair can reach keeps none
+    assert list(neardup._arrow_verify(iter([batch]), shingle=5, threshold=0.8, width=60, cutoff=61)) == []
 
 
 def test_component_minima_labels_each_node_with_its_components_smallest_node() -> None:
