@@ -79,6 +79,21 @@ def _executor_count(sc: SparkContext) -> int:
     return max(len(infos) - 1, 0)
 
 
+def _failed_task_total(sc: SparkContext) -> int | None:
+    """Tasks that have failed so far in this application, on every executor, lost ones included.
+
+    Spark's status tracker shows only a stage's latest attempt, so a task that failed with its
+    executor before the stage was re-attempted would not be counted from it. Each executor's
+    summary in the status store (``ExecutorSummary.failedTasks``, kept for dead executors too)
+    counts every attempt. None when the store cannot be read (then the tracker's figure stands).
+    """
+    try:
+        seq = sc._jsc.sc().statusStore().executorList(False)
+        return int(sum(seq.apply(i).failedTasks() for i in range(seq.size())))
+    except Exception:  # a JVM without the store API: the tracker's count is the fallback
+        return None
+
+
 class RunRecorder:
     """Collects one command's telemetry and writes it to ``<database>.runs``."""
 
@@ -111,6 +126,7 @@ class RunRecorder:
         group = f"dmine-{self.run_id}-{name}"
         sc.setJobGroup(group, f"dmine {self.cfg.name}: {name}")
         executors = _executor_count(sc)
+        failed_before = _failed_task_total(sc)
         t0 = time.perf_counter()
         try:
             yield
@@ -118,9 +134,9 @@ class RunRecorder:
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
             sc.setLocalProperty("spark.jobGroup.id", None)
             sc.setLocalProperty("spark.job.description", None)
-            self._note_retries(name, group, executors)
+            self._note_retries(name, group, executors, failed_before)
 
-    def _note_retries(self, name: str, group: str, executors_before: int) -> None:
+    def _note_retries(self, name: str, group: str, executors_before: int, failed_before: int | None = None) -> None:
         tracker = self.spark.sparkContext.statusTracker()
         failed = retries = 0
         for job_id in tracker.getJobIdsForGroup(group):
@@ -130,6 +146,9 @@ class RunRecorder:
                 if info is not None:
                     failed += info.numFailedTasks
                     retries += info.currentAttemptId
+        failed_after = _failed_task_total(self.spark.sparkContext)
+        if failed_before is not None and failed_after is not None:
+            failed = max(failed, failed_after - failed_before)  # failures in earlier attempts of a stage too
         after = _executor_count(self.spark.sparkContext)
         if failed or retries:
             self.count(f"{name}.failed_tasks", failed)

@@ -266,7 +266,8 @@ def test_losing_a_worker_during_embedding(cluster: StandaloneCluster, guard: Pat
     run, n = got["run"][0], got["counts"][0]
     c = run["counts"]
     assert run["status"] == "ok"
-    assert c.get("embed.failed_tasks", 0) > 0 or c.get("embed.stage_retries", 0) > 0, (c, out[-3000:])
+    # the busy executor's task failed with it; counted even when the stage was then re-attempted
+    assert c.get("embed.failed_tasks", 0) > 0, (c, out[-3000:])
     assert "embed.retried" in run["labels"]
     # nothing lost, nothing doubled: every clean row has one vector, every distinct text was stored once
     assert n["emb_n"] == n["emb_ids"] == n["clean_n"] > 1000
