@@ -181,7 +181,10 @@ def test_reader_in_another_process_sees_whole_versions(dspark, tmp_path: Path) -
 
     sizes, n, deadline = {1000}, 1000, time.time() + 240
     try:
-        # keep writing until the reader has read at least 8 times, some of them during the writes
+        # the reader's JVM starts on idle cores: the writes begin with its first read
+        while not reads() and time.time() < deadline and reader.poll() is None:
+            time.sleep(0.2)
+        # keep writing until the reader has read at least 8 times, the later ones during the writes
         while len(reads()) < 8 and time.time() < deadline and reader.poll() is None:
             n = 2000 if n == 1000 else 1000
             write_table(dspark.range(n).withColumn("part", F.col("id") % 7), name)
