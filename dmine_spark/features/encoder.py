@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -305,8 +306,23 @@ class Encoder:
         self.head = spec.head
         if self.head == "classification" and precision == "int8":
             raise ValueError("embed.precision: int8 is for embedding models; score a fine-tuned classifier in fp32")
+        # a pooled classifier (dmine_spark's fine-tuning, finetune.head=pooled) is the encoder's own
+        # embedding followed by a cosine-classifier layer, applied here in numpy
+        self._pooled_head: tuple[np.ndarray, np.ndarray, float] | None = None
+        head_config = self.model_dir / "dmine_head.json"
         auto = AutoModel
-        if self.head == "classification":
+        if self.head == "classification" and head_config.is_file():
+            from safetensors.numpy import load_file
+
+            settings = json.loads(head_config.read_text())
+            weights = load_file(str(self.model_dir / "dmine_head.safetensors"))
+            self._pooled_head = (
+                weights["weight"].astype(np.float32),
+                weights["bias"].astype(np.float32),
+                float(settings["scale"]),
+            )
+            self._head_labels = [str(x) for x in settings["labels"]]
+        elif self.head == "classification":
             from transformers import AutoModelForSequenceClassification as auto
 
         def load_model(as_dtype: Any = dtype) -> Any:
@@ -338,7 +354,10 @@ class Encoder:
             self.config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True, trust_remote_code=False)
         self.dim = int(self.config.hidden_size)
         self.labels: list[str] = []
-        if self.head == "classification":
+        if self._pooled_head is not None:
+            self.dim = len(self._head_labels)
+            self.labels = self._head_labels
+        elif self.head == "classification":
             self.dim = int(self.config.num_labels)
             id2label = {int(k): str(v) for k, v in (self.config.id2label or {}).items()}
             self.labels = [id2label.get(i, str(i)) for i in range(self.dim)]
@@ -380,6 +399,15 @@ class Encoder:
     def model_id(self) -> str:
         """The model part of a cache key: which weights, at which precision."""
         return f"{self.spec.model}@{self.precision}"
+
+    def _classify(self, unit: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, classes)`` of a pooled head from unit embeddings ``(n, hidden)``."""
+        assert self._pooled_head is not None
+        weight, bias, scale = self._pooled_head
+        logits = scale * unit.astype(np.float32) @ weight.T + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
 
     def tokenize(self, items: list[str]) -> list[list[int]]:
         """Token ids of each text in full; :meth:`encode` cuts the long ones to ``max_length`` and counts them."""
@@ -439,16 +467,16 @@ class Encoder:
                     v = h[:, 0]
                 else:
                     v = (h * mask_np[..., None]).sum(1) / np.maximum(mask_np.sum(1, keepdims=True), 1)
-                if self.spec.normalize:
+                if self.spec.normalize or self._pooled_head is not None:
                     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-                out[idx] = v
+                out[idx] = self._classify(v) if self._pooled_head is not None else v
                 counts["tokens"] += int(lengths[idx].sum())
                 counts["padded"] += ids.size
                 counts["batches"] += 1
                 return
             ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
             mask_t = torch.from_numpy(mask_np).to(self.device, non_blocking=True)
-            if self.head == "classification":
+            if self.head == "classification" and self._pooled_head is None:
                 logits = self.model(input_ids=ids_t, attention_mask=mask_t).logits
                 out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
                 counts["tokens"] += int(lengths[idx].sum())
@@ -461,9 +489,9 @@ class Encoder:
             else:
                 m = mask_t.unsqueeze(-1).to(hidden.dtype)
                 vec = ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).float()
-            if self.spec.normalize:
+            if self.spec.normalize or self._pooled_head is not None:
                 vec = torch.nn.functional.normalize(vec, p=2, dim=1)
-            out[idx] = vec.cpu().numpy()
+            out[idx] = self._classify(vec.cpu().numpy()) if self._pooled_head is not None else vec.cpu().numpy()
             counts["tokens"] += int(lengths[idx].sum())
             counts["padded"] += ids.size
             counts["batches"] += 1

@@ -100,6 +100,9 @@ def test_finetune_saves_safetensors_and_scores_through_the_udf(spark, ag_run) ->
     summary = json.loads((hf / "dmine_finetune.json").read_text())
     assert summary["processes"] == 2 and summary["train_rows"] > 500
     assert summary["history"] and summary["best_val_accuracy"] == max(h["val_accuracy"] for h in summary["history"])
+    # the default head: mean-pooled embedding and a cosine classifier, started from a linear probe (step 0)
+    assert summary["head"] == "pooled" and summary["history"][0]["step"] == 0
+    assert (hf / "dmine_head.safetensors").is_file() and json.loads((hf / "dmine_head.json").read_text())["labels"]
     labels = json.loads((hf / "config.json").read_text())["id2label"]
     assert set(labels.values()) == TOPICS
     m = _metrics(spark, cfg, run, "finetune")
