@@ -578,6 +578,9 @@ def finetune(rec: Recording) -> StageReport:
     scores["best_val_accuracy"] = summary["best_val_accuracy"]
     scores["train_seconds"] = summary["seconds"]
     scores["train_steps"] = float(summary["steps"])
+    refit = summary.get("head_refit") or {}
+    if refit:
+        scores["refit_val_accuracy"] = refit["val_accuracy"]
     write_metrics(rec.spark, cfg, run, "finetune", f.eval_split, scores, model_version=version)
     run.label("finetune.model_version", version)
     run.count("finetune.train_rows", summary["train_rows"])
@@ -591,7 +594,9 @@ def finetune(rec: Recording) -> StageReport:
         "finetune",
         f"{version}: {summary['train_rows']:,} training rows, {summary['steps']} steps on "
         f"{summary['processes']} process(es) in {summary['seconds']:.0f}s{stop}; best validation accuracy "
-        f"{summary['best_val_accuracy']:.4f}; {f.eval_split} accuracy {scores['accuracy']:.4f}, "
+        f"{summary['best_val_accuracy']:.4f}"
+        + (f" ({refit['val_accuracy']:.4f} with the head re-fitted)" if refit else "")
+        + f"; {f.eval_split} accuracy {scores['accuracy']:.4f}, "
         f"macro-F1 {scores['macro_f1']:.4f}" + "".join(f"; {n}" for n in notes),
         values={k: v for k, v in scores.items() if "." not in k},
     )

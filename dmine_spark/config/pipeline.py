@@ -462,6 +462,11 @@ class FinetuneConfig(Strict):
     probe_init: bool = True
     """``pooled`` head: fit it on the frozen embeddings (L-BFGS logistic regression) before fine-tuning
     (LP-FT); validation step 0 scores the probe."""
+    head_refit: bool = True
+    """``pooled`` head: after training, re-fit the head on the best checkpoint's own embeddings of the training
+    rows (L-BFGS logistic regression); it replaces the jointly trained head."""
+    head_refit_l2: float = Field(default=1e-3, gt=0.0)
+    """L2 weight of the re-fitted head (on ``sum(W ** 2)``, added to the mean cross-entropy)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``auto``: bf16 autocast on CPUs with native bf16 (AMX or AVX512-BF16), fp32 elsewhere (GPUs included)."""
     train_split: str = "train"

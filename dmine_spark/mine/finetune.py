@@ -16,7 +16,13 @@ with a classification head:
 * the validation split is scored after the probe, after each epoch (and every
   ``eval_every`` steps if set); training stops when fine-tuned validation
   accuracy has not improved for ``patience`` evaluations or after ``max_minutes``,
-  and the best checkpoint is kept as safetensors with its tokenizer and labels.
+  and the best checkpoint is kept as safetensors with its tokenizer and labels;
+* with ``head_refit`` (default for the pooled head) the head is finally re-fitted
+  by the same L-BFGS logistic regression on the best checkpoint's own embeddings
+  of the training rows, the classifier re-training step of "decoupled"
+  representation and classifier learning (Kang et al. 2020, "Decoupling
+  Representation and Classifier for Long-Tailed Recognition"). The summary
+  records the validation accuracy before and after it.
 
 The saved directory is a Hugging Face model directory (plus ``dmine_head.*`` for
 a pooled head), so it scores through the same pandas UDF as the embedding model
@@ -334,11 +340,12 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
         share = sorted(share, key=lambda i: len(ids[i]))
         return [share[i : i + size] for i in range(0, len(share), size)]
 
-    def evaluate() -> tuple[float, float]:
-        """Accuracy and mean loss on this rank's share of the validation rows, summed over ranks."""
+    def evaluate(alone: bool = False) -> tuple[float, float]:
+        """Accuracy and mean loss on this rank's share of the validation rows, summed over ranks
+        (``alone``: all validation rows on this rank, no collective)."""
         model.eval()
         correct, loss_sum = 0.0, 0.0
-        mine = list(range(rank, len(va_ids), world))
+        mine = list(range(len(va_ids))) if alone else list(range(rank, len(va_ids), world))
         with torch.inference_mode():
             for idx in in_length_order(va_ids, mine, 128):
                 x, mask = tensors(va_ids, idx)
@@ -347,7 +354,7 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
                 correct += float((out.argmax(dim=-1) == y).sum())
                 loss_sum += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
         t = torch.tensor([correct, loss_sum, float(len(mine))], dtype=torch.float64, device=device)
-        if world > 1:
+        if world > 1 and not alone:
             dist.all_reduce(t)
         model.train()
         n = max(t[2].item(), 1.0)
@@ -355,8 +362,13 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
 
     best_dir = Path(args["out_dir"])
 
+    best_state: dict[str, Any] = {}
+
     def save_best() -> None:
         best_dir.mkdir(parents=True, exist_ok=True)
+        if head_kind == "pooled" and args.get("head_refit", True):
+            best_state.clear()
+            best_state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         if head_kind == "pooled":
             model.encoder.save_pretrained(best_dir, safe_serialization=True)
             state = {k: v.detach().float().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
@@ -397,19 +409,25 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
             if bad >= int(args["patience"]):
                 stop, reason = True, "patience"
 
-    probe_seconds = 0.0
-    if head_kind == "pooled" and args.get("probe_init", True):
-        # LP-FT: fit the head on the frozen features first (each rank embeds its share, rank 0 fits;
-        # DDP then broadcasts rank 0's weights to every rank)
-        tp = time.perf_counter()
+    def train_features(mine: list[int]) -> Any:
+        """The head's input (scaled, normalised mean pooling) for training rows ``mine``, shape (len(mine), hidden)."""
         model.eval()
-        mine = list(range(rank, len(tr_ids), world))
         feats = np.zeros((len(mine), model.classifier.in_features), dtype=np.float32)
         pos = {j: k for k, j in enumerate(mine)}
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for idx in in_length_order(tr_ids, mine, 128):
                 x, mask = tensors(tr_ids, idx)
                 feats[[pos[j] for j in idx]] = model.features(x, mask).float().cpu().numpy()
+        model.train()
+        return feats
+
+    probe_seconds = 0.0
+    if head_kind == "pooled" and args.get("probe_init", True):
+        # LP-FT: fit the head on the frozen features first (each rank embeds its share, rank 0 fits;
+        # DDP then broadcasts rank 0's weights to every rank)
+        tp = time.perf_counter()
+        mine = list(range(rank, len(tr_ids), world))
+        feats = train_features(mine)
         shares: list[Any] = [None] * world
         if world > 1:
             dist.all_gather_object(shares, (mine, feats))
@@ -479,6 +497,23 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    refit: dict[str, float] = {}
+    if rank == 0 and best_state:
+        # the head re-fitted on the best checkpoint's own features: the jointly trained head stops after a
+        # few epochs short of the convex optimum for the features it ends with
+        tr_ = time.perf_counter()
+        if not use_gpu and world > 1:
+            torch.set_num_threads(max(1, int(args["threads"])) * world)  # the other processes have finished
+        model.load_state_dict(best_state)
+        feats = torch.from_numpy(train_features(list(range(len(tr_ids)))))
+        l2 = float(args.get("head_refit_l2") or 1e-3)
+        w, b = fit_linear_probe(feats, torch.tensor(tr_y, dtype=torch.long), len(labels), l2=l2)
+        with torch.no_grad():
+            model.classifier.weight.copy_(w)
+            model.classifier.bias.copy_(b)
+        acc, _ = evaluate(alone=True)
+        refit = {"l2": l2, "val_accuracy": acc, "val_accuracy_before": best, "seconds": time.perf_counter() - tr_}
+        save_best()
     summary = {
         "head": head_kind,
         "precision": "bf16" if bf16 else "fp32",
@@ -490,6 +525,7 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
         "train_rows": len(tr_text),
         "val_rows": len(va_text),
         "probe_seconds": probe_seconds,
+        "head_refit": refit,
         "seconds": time.perf_counter() - t0,
         "processes": world,
         "threads": int(args["threads"]),
@@ -532,6 +568,8 @@ def finetune(
     base_model: str,
     head: str = "pooled",
     probe_init: bool = True,
+    head_refit: bool = True,
+    head_refit_l2: float = 1e-3,
     precision: str = "auto",
     max_length: int = 64,
     epochs: int = 1,
@@ -553,8 +591,9 @@ def finetune(
 
     The best checkpoint (by validation accuracy) is written to ``out_dir``.
     ``head="pooled"`` trains the encoder with mean pooling and a cosine
-    classifier, started from a linear probe when ``probe_init``;
-    ``head="sequence_classification"`` trains
+    classifier, started from a linear probe when ``probe_init`` and re-fitted on
+    the best checkpoint's embeddings (L2 weight ``head_refit_l2``) when
+    ``head_refit``; ``head="sequence_classification"`` trains
     ``AutoModelForSequenceClassification`` (the [CLS] pooler and a random head).
     The summary holds the validation history (accuracy, loss and minutes at each
     validation), the steps, why training stopped, and the processes and threads.
@@ -593,6 +632,8 @@ def finetune(
         "out_dir": str(out_dir),
         "head": head,
         "probe_init": probe_init,
+        "head_refit": head_refit,
+        "head_refit_l2": head_refit_l2,
         "precision": train_precision(precision, use_gpu),
         "max_length": max_length,
         "epochs": epochs,

@@ -441,6 +441,8 @@ def finetune(
         base_model=section.base_model,
         head=section.head,
         probe_init=section.probe_init,
+        head_refit=section.head_refit,
+        head_refit_l2=section.head_refit_l2,
         precision=section.precision,
         max_length=section.max_length,
         epochs=section.epochs,

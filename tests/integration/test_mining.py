@@ -103,6 +103,9 @@ def test_finetune_saves_safetensors_and_scores_through_the_udf(spark, ag_run) ->
     # the default head: mean-pooled embedding and a cosine classifier, started from a linear probe (step 0)
     assert summary["head"] == "pooled" and summary["history"][0]["step"] == 0
     assert (hf / "dmine_head.safetensors").is_file() and json.loads((hf / "dmine_head.json").read_text())["labels"]
+    # the head re-fitted on the best checkpoint's features by rank 0, after the two processes finished
+    assert summary["head_refit"]["val_accuracy_before"] == summary["best_val_accuracy"]
+    assert 0.25 < summary["head_refit"]["val_accuracy"] <= 1.0
     labels = json.loads((hf / "config.json").read_text())["id2label"]
     assert set(labels.values()) == TOPICS
     m = _metrics(spark, cfg, run, "finetune")

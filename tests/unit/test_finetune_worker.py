@@ -58,6 +58,8 @@ def _args(labels, train, val, out, **kw):
 
 
 def test_pooled_head_starts_from_the_probe_and_scores_through_the_encoder(data, tmp_path) -> None:
+    from safetensors.torch import load_file
+
     from dmine_spark.features.encoder import Encoder, ModelSpec
     from dmine_spark.mine.finetune import HEAD_CONFIG, HEAD_WEIGHTS, train_worker
 
@@ -70,12 +72,49 @@ def test_pooled_head_starts_from_the_probe_and_scores_through_the_encoder(data, 
     assert summary["best_val_accuracy"] == max(h["val_accuracy"] for h in summary["history"])
     assert (out / "model.safetensors").is_file() and (out / HEAD_WEIGHTS).is_file()
     assert json.loads((out / HEAD_CONFIG).read_text())["labels"] == labels
+    refit = summary["head_refit"]
+    assert refit["l2"] == 1e-3 and refit["val_accuracy"] == 1.0
+    assert refit["val_accuracy_before"] == summary["best_val_accuracy"]
+    # the saved head is the logistic regression on the saved encoder's own features of the training rows
+    w, b = _refit_by_hand(out, [t for t, _ in rows] * 4, [y for _, y in rows] * 4, len(labels), refit["l2"])
+    saved = load_file(str(out / HEAD_WEIGHTS))
+    np.testing.assert_allclose(saved["weight"].numpy(), w.numpy(), atol=2e-3)
+    np.testing.assert_allclose(saved["bias"].numpy(), b.numpy(), atol=2e-3)
     enc = Encoder(ModelSpec(model=str(out), head="classification", max_length=32, device="cpu"))
     assert enc.labels == labels
     probs = enc.encode([t for t, _ in rows])
     assert probs.shape == (len(rows), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert (probs.argmax(axis=1) == [y for _, y in rows]).all()
+
+
+def _refit_by_hand(model_dir, texts: list[str], y: list[int], classes: int, l2: float):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from dmine_spark.mine.finetune import POOLED_SCALE, fit_linear_probe
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir, use_safetensors=True).eval()
+    batch = tok(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        h = model(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    x = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1) * POOLED_SCALE
+    return fit_linear_probe(x, torch.tensor(y), classes, l2=l2)
+
+
+def test_head_refit_off_keeps_the_trained_head(data, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from dmine_spark.mine.finetune import HEAD_WEIGHTS, train_worker
+
+    labels, rows, train, val = data
+    out = tmp_path / "no_refit"
+    summary = train_worker(_args(labels, train, val, out, head="pooled", probe_init=True, head_refit=False))
+    assert summary["head_refit"] == {}
+    w, _ = _refit_by_hand(out, [t for t, _ in rows] * 4, [y for _, y in rows] * 4, len(labels), 1e-3)
+    assert np.abs(load_file(str(out / HEAD_WEIGHTS))["weight"].numpy() - w.numpy()).max() > 1e-2
 
 
 def test_sequence_classification_head_still_trains_and_scores(data, tmp_path) -> None:
