@@ -638,24 +638,29 @@ def _sketch_matrix(column: pa.Array, width: int) -> np.ndarray:
     return data.view(np.uint16).reshape(len(column), width)
 
 
-def _arrow_verify(
-    batches: Iterator[pa.RecordBatch], *, shingle: int, threshold: float, width: int, cutoff: int
-) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: ``(a, b, ta, tb, sa, sb)`` in, ``(a, b, jaccard)`` out for the pairs at ``threshold`` or above.
-
-    Pairs whose sketches agree on fewer than ``cutoff`` min-hashes
-    (:func:`sketch_cutoff`) are dropped before the exact Jaccard.
-    """
+def _arrow_sketch_filter(batches: Iterator[pa.RecordBatch], *, width: int, cutoff: int) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: ``(a, b, sa, sb)`` in, ``(a, b)`` out for the pairs whose sketches agree on at
+    least ``cutoff`` min-hashes (:func:`sketch_cutoff`)."""
     import pyarrow as pa
 
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        agree = (_sketch_matrix(batch.column(4), width) == _sketch_matrix(batch.column(5), width)).sum(axis=1)
+        agree = (_sketch_matrix(batch.column(2), width) == _sketch_matrix(batch.column(3), width)).sum(axis=1)
         likely = np.flatnonzero(agree >= cutoff)
-        if not len(likely):
+        if len(likely):
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(0).take(likely), batch.column(1).take(likely)], names=["a", "b"]
+            )
+
+
+def _arrow_verify(batches: Iterator[pa.RecordBatch], *, shingle: int, threshold: float) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: ``(a, b, ta, tb)`` in, ``(a, b, jaccard)`` out for the pairs at ``threshold`` or above."""
+    import pyarrow as pa
+
+    for batch in batches:
+        if batch.num_rows == 0:
             continue
-        batch = batch.take(pa.array(likely))
         jaccard = shingle_jaccard(batch.column(2).to_pylist(), batch.column(3).to_pylist(), shingle)
         keep = pa.array(jaccard >= threshold)
         if not keep.true_count:
@@ -685,18 +690,28 @@ def _numpy_bands(nodes: DataFrame, num_bands: int, rows_per_band: int, seed: int
 
 
 def _numpy_verify(candidates: DataFrame, keyed: DataFrame, shingle: int, threshold: float, width: int) -> DataFrame:
-    """``(a, b, jaccard)``: the ``candidates`` at ``threshold`` or above, exact Jaccard from the texts of ``keyed``."""
+    """``(a, b, jaccard)``: the ``candidates`` at ``threshold`` or above, exact Jaccard from the texts of ``keyed``.
+
+    Two passes: the pairs meet their 2-byte-per-hash sketches first and only the
+    pairs the sketch filter keeps (usually a small share) meet their texts, so
+    the texts of most candidate pairs are never shuffled.
+    """
     key = keyed.schema["node"].dataType
-    schema = StructType(
-        [StructField("a", key, False), StructField("b", key, False), StructField("jaccard", DoubleType(), False)]
+    pair = [StructField("a", key, False), StructField("b", key, False)]
+    sketch_a = keyed.select(F.col("node").alias("a"), F.col("sketch").alias("sa"))
+    sketch_b = keyed.select(F.col("node").alias("b"), F.col("sketch").alias("sb"))
+    with_sketches = candidates.join(sketch_a, "a").join(sketch_b, "b").select("a", "b", "sa", "sb")
+    likely = with_sketches.mapInArrow(
+        functools.partial(_arrow_sketch_filter, width=width, cutoff=sketch_cutoff(width, threshold)),
+        StructType(pair),
     )
-    side_a = keyed.select(F.col("node").alias("a"), F.col("norm").alias("ta"), F.col("sketch").alias("sa"))
-    side_b = keyed.select(F.col("node").alias("b"), F.col("norm").alias("tb"), F.col("sketch").alias("sb"))
-    joined = candidates.join(side_a, "a").join(side_b, "b").select("a", "b", "ta", "tb", "sa", "sb")
-    body = functools.partial(
-        _arrow_verify, shingle=shingle, threshold=threshold, width=width, cutoff=sketch_cutoff(width, threshold)
+    text_a = keyed.select(F.col("node").alias("a"), F.col("norm").alias("ta"))
+    text_b = keyed.select(F.col("node").alias("b"), F.col("norm").alias("tb"))
+    with_texts = likely.join(text_a, "a").join(text_b, "b").select("a", "b", "ta", "tb")
+    return with_texts.mapInArrow(
+        functools.partial(_arrow_verify, shingle=shingle, threshold=threshold),
+        StructType([*pair, StructField("jaccard", DoubleType(), False)]),
     )
-    return joined.mapInArrow(body, schema)
 
 
 def _mllib_bands(sets: DataFrame, num_bands: int, rows_per_band: int, seed: int, num_features: int) -> DataFrame:
@@ -817,26 +832,29 @@ def near_duplicates(
     # one node per distinct normalised text: its smallest id; the input checks and the text count ride on the
     # same pass, which also fills the cache
     base = df.select(F.col(id_col).alias("id"), normalize(F.col(text_col)).alias("norm"))
-    with_node = base.withColumn(
-        "node", F.when(F.length("norm") > 0, F.min("id").over(Window.partitionBy("norm")))
-    ).persist()
+    # the window sorts by the text's 64-bit hash first, so two rows' long texts are compared whole only when
+    # their hashes are equal (copies, or a hash collision, which the text itself then tells apart)
+    same_text = Window.partitionBy(F.xxhash64("norm"), "norm")
+    with_node = base.withColumn("node", F.when(F.length("norm") > 0, F.min("id").over(same_text))).persist()
     cached.append(with_node)
     problems = with_node.agg(
         F.count("*").alias("rows"),
         F.sum(F.col("id").isNull().cast("long")).alias("null_ids"),
-        F.count_distinct("id").alias("ids"),
+        # distinct 64-bit hashes prove distinct ids; only when they do not is the (slower) string check run
+        F.count_distinct(F.xxhash64("id")).alias("id_hashes"),
         F.sum((F.col("id") == F.col("node")).cast("long")).alias("texts"),
     ).first()
     if problems["null_ids"]:
         for frame in cached:
             frame.unpersist()
         raise ValueError(f"near_duplicates: id column {id_col!r} has {problems['null_ids']} null values")
-    if problems["ids"] != problems["rows"]:
+    ids = problems["id_hashes"]
+    if ids != problems["rows"]:
+        ids = with_node.agg(F.count_distinct("id")).first()[0]
+    if ids != problems["rows"]:
         for frame in cached:
             frame.unpersist()
-        raise ValueError(
-            f"near_duplicates: id column {id_col!r} is not unique ({problems['rows'] - problems['ids']} repeated ids)"
-        )
+        raise ValueError(f"near_duplicates: id column {id_col!r} is not unique ({problems['rows'] - ids} repeated ids)")
     n_texts = problems["texts"] or 0
     nodes = with_node.where(F.col("id") == F.col("node")).select("node", "norm")
     if signatures == "mllib":
@@ -850,8 +868,13 @@ def near_duplicates(
         lap("shingles")
         # the texts spread over every core first: the folded texts may sit in a single partition (adaptive
         # execution merges small shuffle outputs), and the min-hashes are the Python workers' main work
-        spread = nodes.repartition(2 * max(2, df.sparkSession.sparkContext.defaultParallelism))
-        keyed = _numpy_bands(spread, b, r, seed, shingle).persist()
+        parts = 2 * max(2, df.sparkSession.sparkContext.defaultParallelism)
+        spread = nodes.repartition(parts)
+        # kept hash-partitioned and sorted by node: the verify step's four joins on node then shuffle and sort
+        # only the pairs' side
+        keyed = (
+            _numpy_bands(spread, b, r, seed, shingle).repartition(parts, "node").sortWithinPartitions("node").persist()
+        )
         cached.append(keyed)
         # the band is hashed into each key: one long column to shuffle and join on
         pairs_of = keyed.select("node", F.explode("keys").alias("key"))

@@ -206,19 +206,25 @@ def test_arrow_bodies_keep_exactly_the_pairs_at_the_threshold() -> None:
     pairs = [(0, 1), (0, 2), (0, 3), (1, 3)]
     take = lambda side: pa.array([p[side] for p in pairs])  # noqa: E731
     left, right = keyed.take(take(0)), keyed.take(take(1))
-    batch = pa.RecordBatch.from_arrays(
-        [left.column(0), right.column(0), left.column(1), right.column(1), left.column(3), right.column(3)],
-        names=["a", "b", "ta", "tb", "sa", "sb"],
-    )
-    out = pa.Table.from_batches(
-        list(neardup._arrow_verify(iter([batch]), shingle=5, threshold=0.8, width=60, cutoff=sketch_cutoff(60, 0.8)))
+    sketches = pa.RecordBatch.from_arrays(
+        [left.column(0), right.column(0), left.column(3), right.column(3)], names=["a", "b", "sa", "sb"]
     )
     exact = shingle_jaccard([texts[a] for a, _ in pairs], [texts[b] for _, b in pairs], 5)
+    cutoff = sketch_cutoff(60, 0.8)
+    (likely,) = list(neardup._arrow_sketch_filter(iter([sketches]), width=60, cutoff=cutoff))
+    agree = [int((sketch[i] == sketch[j]).sum()) for i, j in pairs]
+    assert likely.column(0).to_pylist() == [i + 1 for (i, _), c in zip(pairs, agree, strict=True) if c >= cutoff]
+    # the filter drops the unrelated pair and keeps every pair at the threshold
+    assert 0 < likely.num_rows < len(pairs) and all(c >= cutoff for c, x in zip(agree, exact, strict=True) if x >= 0.8)
+    # a cutoff no pair can reach keeps none
+    assert list(neardup._arrow_sketch_filter(iter([sketches]), width=60, cutoff=61)) == []
+    texts_of = pa.RecordBatch.from_arrays(
+        [left.column(0), right.column(0), left.column(1), right.column(1)], names=["a", "b", "ta", "tb"]
+    )
+    out = pa.Table.from_batches(list(neardup._arrow_verify(iter([texts_of]), shingle=5, threshold=0.8)))
     want = [(i + 1, j + 1, x) for (i, j), x in zip(pairs, exact, strict=True) if x >= 0.8]
     assert want and len(want) < len(pairs)
     assert list(zip(*(out.column(c).to_pylist() for c in ("a", "b", "jaccard")), strict=True)) == want
-    # the sketch filter runs before the exact check: a cutoff no pair can reach keeps none
-    assert list(neardup._arrow_verify(iter([batch]), shingle=5, threshold=0.8, width=60, cutoff=61)) == []
 
 
 def test_component_minima_labels_each_node_with_its_components_smallest_node() -> None:
