@@ -364,6 +364,12 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
 
     best_state: dict[str, Any] = {}
 
+    def save_head() -> None:
+        state = {k: v.detach().float().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
+        save_file(state, str(best_dir / HEAD_WEIGHTS))
+        head = {"pooling": "mean", "normalize": True, "scale": POOLED_SCALE, "labels": labels}
+        (best_dir / HEAD_CONFIG).write_text(json.dumps(head, indent=2))
+
     def save_best() -> None:
         best_dir.mkdir(parents=True, exist_ok=True)
         if head_kind == "pooled" and args.get("head_refit", True):
@@ -371,10 +377,7 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
             best_state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         if head_kind == "pooled":
             model.encoder.save_pretrained(best_dir, safe_serialization=True)
-            state = {k: v.detach().float().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
-            save_file(state, str(best_dir / HEAD_WEIGHTS))
-            head = {"pooling": "mean", "normalize": True, "scale": POOLED_SCALE, "labels": labels}
-            (best_dir / HEAD_CONFIG).write_text(json.dumps(head, indent=2))
+            save_head()
         else:
             model.save_pretrained(best_dir, safe_serialization=True)
         tok.save_pretrained(best_dir)
@@ -513,7 +516,7 @@ def train_worker(args: dict[str, Any]) -> dict[str, Any]:
             model.classifier.bias.copy_(b)
         acc, _ = evaluate(alone=True)
         refit = {"l2": l2, "val_accuracy": acc, "val_accuracy_before": best, "seconds": time.perf_counter() - tr_}
-        save_best()
+        save_head()  # the encoder on disk is already the best checkpoint's
     summary = {
         "head": head_kind,
         "precision": "bf16" if bf16 else "fp32",

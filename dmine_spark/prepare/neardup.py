@@ -693,8 +693,8 @@ def _numpy_verify(candidates: DataFrame, keyed: DataFrame, shingle: int, thresho
     """``(a, b, jaccard)``: the ``candidates`` at ``threshold`` or above, exact Jaccard from the texts of ``keyed``.
 
     Two passes: the pairs meet their 2-byte-per-hash sketches first and only the
-    pairs the sketch filter keeps (usually a small share) meet their texts, so
-    the texts of most candidate pairs are never shuffled.
+    pairs the sketch filter keeps meet their texts, so the texts of the pairs
+    it drops are never shuffled.
     """
     key = keyed.schema["node"].dataType
     pair = [StructField("a", key, False), StructField("b", key, False)]
