@@ -27,13 +27,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from dmine_spark.io.tables import write_table
 
-__all__ = ["QUALITY_SCHEMA", "LENGTH_QUANTILES", "QualityRows", "column_profile", "length_quantiles", "group_counts"]
+__all__ = [
+    "QUALITY_SCHEMA",
+    "LENGTH_QUANTILES",
+    "QualityRows",
+    "column_profile",
+    "profile_aggs",
+    "profile_rates",
+    "length_quantiles",
+    "group_counts",
+]
 
 QUALITY_SCHEMA = (
     "run_id STRING, pipeline STRING, task STRING, source STRING, step STRING, metric STRING, key STRING,"
@@ -68,6 +77,34 @@ class QualityRows:
         return n
 
 
+def profile_aggs(df: DataFrame, columns: Iterable[str]) -> list[Column]:
+    """The aggregations :func:`column_profile` groups by: ``_n`` rows, ``null__<col>`` and ``empty__<col>`` counts.
+
+    Another aggregation can carry them beside its own (one pass over the table); :func:`profile_rates`
+    turns each group's row into rates.
+    """
+    aggs = [F.count(F.lit(1)).alias("_n")]
+    for c in columns:
+        aggs.append(F.sum(F.col(c).isNull().cast("long")).alias(f"null__{c}"))
+        if isinstance(df.schema[c].dataType, StringType):
+            aggs.append(F.sum((F.trim(F.col(c)) == "").cast("long")).alias(f"empty__{c}"))
+    return aggs
+
+
+def profile_rates(counts: dict[str, float], columns: Iterable[str]) -> dict[str, dict[str, float]]:
+    """``{"null_rate": {col: r}, "empty_rate": {col: r}, "rows": {"profiled": n}}`` from :func:`profile_aggs`' counts.
+
+    ``counts`` may be the sum of several groups' rows (rates of their union).
+    """
+    cols = list(columns)
+    n = counts.get("_n") or 0
+    return {
+        "null_rate": {c: (counts.get(f"null__{c}") or 0) / n if n else 0.0 for c in cols},
+        "empty_rate": {c: (counts.get(f"empty__{c}") or 0) / n if n else 0.0 for c in cols if f"empty__{c}" in counts},
+        "rows": {"profiled": float(n)},
+    }
+
+
 def column_profile(
     df: DataFrame, columns: Iterable[str], *, by: str = "split"
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -76,33 +113,31 @@ def column_profile(
     Returns ``{group: {"null_rate": {col: r}, "empty_rate": {col: r}, "rows": {"profiled": n}}}``.
     """
     cols = list(columns)
-    aggs = [F.count(F.lit(1)).alias("_n")]
-    for c in cols:
-        aggs.append(F.sum(F.col(c).isNull().cast("long")).alias(f"null__{c}"))
-        if isinstance(df.schema[c].dataType, StringType):
-            aggs.append(F.sum((F.trim(F.col(c)) == "").cast("long")).alias(f"empty__{c}"))
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for r in df.groupBy(by).agg(*aggs).collect():
-        n = r["_n"] or 0
-        d = r.asDict()
-        out[r[by]] = {
-            "null_rate": {c: (d[f"null__{c}"] or 0) / n if n else 0.0 for c in cols},
-            "empty_rate": {c: (d[f"empty__{c}"] or 0) / n if n else 0.0 for c in cols if f"empty__{c}" in d},
-            "rows": {"profiled": float(n)},
-        }
-    return out
+    rows = df.groupBy(by).agg(*profile_aggs(df, cols)).collect()
+    return {r[by]: profile_rates(r.asDict(), cols) for r in rows}
 
 
-def length_quantiles(df: DataFrame, text_col: str = "text", *, by: str = "split") -> dict[str, dict[str, float]]:
-    """Approximate quantiles (:data:`LENGTH_QUANTILES`) of the text length in characters, per ``by``."""
+def length_quantiles(
+    df: DataFrame, text_col: str = "text", *, by: str = "split", counts: dict[str, int] | None = None
+) -> dict[str, dict[str, float]]:
+    """Approximate quantiles (:data:`LENGTH_QUANTILES`) of the text length in characters, per ``by``.
+
+    ``counts``, when given, is filled with the rows of each group, counted in the same pass.
+    """
     qs = list(LENGTH_QUANTILES)
     rows = (
         df.groupBy(by)
-        .agg(F.percentile_approx(F.char_length(F.col(text_col)), qs, 10000).alias("q"), F.avg(F.char_length(text_col)))
+        .agg(
+            F.percentile_approx(F.char_length(F.col(text_col)), qs, 10000).alias("q"),
+            F.avg(F.char_length(text_col)),
+            F.count(F.lit(1)).alias("_n"),
+        )
         .collect()
     )
     out = {}
     for r in rows:
+        if counts is not None:
+            counts[r[by]] = int(r["_n"])
         vals = {
             ("min" if q == 0 else "max" if q == 1 else f"p{int(q * 100)}"): float(v)
             for q, v in zip(qs, r["q"], strict=True)

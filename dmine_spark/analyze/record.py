@@ -17,7 +17,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dmine_spark.analyze.quality import column_profile, group_counts, length_quantiles
+from dmine_spark.analyze.quality import group_counts, length_quantiles, profile_aggs, profile_rates
 from dmine_spark.analyze.runs import RunRecorder
 from dmine_spark.config import ConfigError, Layer, PipelineConfig
 from dmine_spark.io.tables import append_table, read_table, write_table
@@ -91,22 +91,28 @@ def write_metrics(
     append_table(spark.createDataFrame(rows, METRICS_SCHEMA), cfg.table(Layer.METRICS))
 
 
-def _pii_totals(df: DataFrame, types: list[str], *, by: str) -> dict[str, dict[str, float]]:
-    """Values masked per type per ``by`` from a ``pii_counts`` map column."""
-    if not types:
-        return {}
-    aggs = [F.sum(F.coalesce(F.col("pii_counts")[t], F.lit(0))).alias(t) for t in types]
-    return {r[by]: {t: float(r[t] or 0) for t in types} for r in df.groupBy(by).agg(*aggs).collect()}
-
-
 def ingest(rec: Recording) -> StageReport:
     """Rows in, kept and quarantined per source; the raw columns' null and blank rates; PII masked."""
     cfg, run, out = rec.cfg, rec.run, rec.out
     raw = rec.table(Layer.RAW)
-    raw_counts = {r["source"]: r["count"] for r in raw.groupBy("source").count().collect()}
-    q_written = rec.table(Layer.QUARANTINE).where("stage = 'ingest'")
-    q_counts = {r["split"]: r["count"] for r in q_written.groupBy("split").count().collect()}
-    q_rules = group_counts(q_written, "rule")  # quarantined rows: split holds the source name
+    columns = [c for c in raw.columns if c not in ("id", "split", "source", "source_file", "run_id", "pii_counts")]
+    # one pass over the written table: rows, null and blank rates, PII masked, per source and split
+    pii_aggs = [F.sum(F.coalesce(F.col("pii_counts")[t], F.lit(0))).alias(f"pii__{t}") for t in out.pii_types]
+    summary = [r.asDict() for r in raw.groupBy("source", "split").agg(*profile_aggs(raw, columns), *pii_aggs).collect()]
+    per_source: dict[str, dict[str, float]] = {}
+    split_counts: dict[str, int] = {}
+    for r in summary:
+        acc = per_source.setdefault(r["source"], {})
+        for k, v in r.items():
+            if k not in ("source", "split"):
+                acc[k] = acc.get(k, 0) + (v or 0)
+        split_counts[r["split"]] = split_counts.get(r["split"], 0) + r["_n"]
+    raw_counts = {name: int(acc["_n"]) for name, acc in per_source.items()}
+    profile = {name: profile_rates(acc, columns) for name, acc in per_source.items()}
+    pii = {name: {t: float(acc.get(f"pii__{t}", 0)) for t in out.pii_types} for name, acc in per_source.items()}
+    # quarantined rows: split holds the source name
+    q_rules = group_counts(rec.table(Layer.QUARANTINE).where("stage = 'ingest'"), "rule")
+    q_counts = {name: int(sum(rules.values())) for name, rules in q_rules.items()}
     in_counts = {name: df.count() for name, df in out.totals.items()}
     # interactions and attached texts are kept outside raw_<task>: they count as kept rows of their sources
     for key, kept in (
@@ -119,9 +125,6 @@ def ingest(rec: Recording) -> StageReport:
         run.count(f"ingest.rows_{key}", sum(found.values()))
         for name, n in found.items():
             raw_counts[name] = raw_counts.get(name, 0) + n
-    columns = [c for c in raw.columns if c not in ("id", "split", "source", "source_file", "run_id", "pii_counts")]
-    profile = column_profile(raw, columns, by="source")
-    pii = _pii_totals(raw, out.pii_types, by="source")
     for name in cfg.sources:
         run.count(f"ingest.rows_in.{name}", in_counts[name])
         run.count(f"ingest.rows_out.{name}", raw_counts.get(name, 0))
@@ -161,7 +164,6 @@ def ingest(rec: Recording) -> StageReport:
             for name in cfg.sources
         },
     )
-    split_counts = {r["split"]: r["count"] for r in raw.groupBy("split").count().collect()}
     for name, src in cfg.sources.items():
         if src.role != "text":  # interactions and attached texts by source
             split_counts[f"{name} ({src.role})"] = raw_counts.get(name, 0)
@@ -229,14 +231,25 @@ def clean(rec: Recording) -> StageReport:
     """Where every raw row went (clean, quarantined per rule, exact or near duplicate), text lengths, languages."""
     cfg, run, out = rec.cfg, rec.run, rec.out
     final = out.decided
-    outcome = {r["outcome"]: r["count"] for r in final.groupBy("outcome").count().collect()}
+    # one pass over the decided rows: where each went (outcome:dup_rule:rule) and PII masked, per source
+    pii_aggs = [F.sum(F.coalesce(F.col("pii_counts")[t], F.lit(0))).alias(f"pii__{t}") for t in out.pii_types]
     steps_of = final.withColumn("step", F.concat_ws(":", "outcome", "dup_rule", "rule"))
-    by_split = group_counts(steps_of, "step", by="source")
-    pii = _pii_totals(final, out.pii_types, by="source")
+    outcome: dict[str, int] = {}
+    by_split: dict[str, dict[str, float]] = {}
+    pii: dict[str, dict[str, float]] = {}
+    for r in steps_of.groupBy("source", "outcome", "step").agg(F.count(F.lit(1)).alias("_n"), *pii_aggs).collect():
+        outcome[r["outcome"]] = outcome.get(r["outcome"], 0) + r["_n"]
+        steps = by_split.setdefault(r["source"], {})
+        steps[r["step"]] = steps.get(r["step"], 0) + float(r["_n"])
+        if out.pii_types:
+            masked = pii.setdefault(r["source"], dict.fromkeys(out.pii_types, 0.0))
+            for t in out.pii_types:
+                masked[t] += float(r[f"pii__{t}"] or 0)
     kept = final.where(F.col("outcome") != "quarantine")
     langs = group_counts(kept, "language", by="source") if out.language else {}
     clean_rows = rec.table(Layer.CLEAN)
-    lengths = length_quantiles(clean_rows, by="source")
+    written_by: dict[str, int] = {}
+    lengths = length_quantiles(clean_rows, by="source", counts=written_by)
     for name in cfg.text_sources():
         steps = by_split.get(name, {})
 
@@ -266,7 +279,7 @@ def clean(rec: Recording) -> StageReport:
     n_in = sum(outcome.values())
     n_clean, n_q, n_dup = outcome.get("clean", 0), outcome.get("quarantine", 0), outcome.get("duplicate", 0)
     n_near = int(sum(v for s in by_split.values() for k, v in s.items() if k == "duplicate:near_duplicate"))
-    written = clean_rows.count()
+    written = sum(written_by.values())
     if written != n_clean:
         raise RuntimeError(f"clean wrote {written} rows but decided {n_clean}")
     run.count("clean.rows_in", n_in)

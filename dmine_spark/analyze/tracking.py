@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 from dmine_spark.config import PipelineConfig
 
-__all__ = ["tracking_uri", "Tracker"]
+__all__ = ["tracking_uri", "warm_up", "pinned_requirements", "Tracker"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,59 @@ def _metric_key(name: str) -> str:
     return _METRIC_KEY.sub("_", name)[:250]
 
 
+def pinned_requirements(*distributions: str) -> list[str]:
+    """``name==version`` for each installed distribution (those not installed are left out).
+
+    A logged model names what it needs to load. Given this list, MLflow does not
+    infer it, which means loading the model again in a new Python process (and,
+    for an MLlib model, a new JVM): seconds to tens of seconds per model.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in distributions:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+_warming: dict[str, threading.Thread] = {}
+
+
+def warm_up(cfg: PipelineConfig) -> None:
+    """Start opening ``cfg``'s tracking store in a background thread (when ``tracking.enabled``).
+
+    Opening a SQLite store imports MLflow and checks its schema, seconds of Python
+    work that a command can do while its Spark session starts (the driver JVM is
+    another process). :class:`Tracker` waits for the thread, then finds the store
+    in MLflow's own cache. A failure here is left for :class:`Tracker` to raise.
+    """
+    if not cfg.tracking.enabled:
+        return
+    uri = tracking_uri(cfg)
+    if uri in _warming:
+        return
+    db = cfg.paths.mlflow_db if uri == f"sqlite:///{cfg.paths.mlflow_db}" else None
+
+    def open_store() -> None:
+        try:
+            if db is not None:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            from mlflow.tracking import MlflowClient
+
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            MlflowClient(uri)
+        except Exception as exc:  # Tracker opens the store again and says what is wrong
+            log.debug("opening the tracking store %s ahead failed: %s", uri, exc)
+
+    thread = threading.Thread(target=open_store, name="dmine-tracking-warm-up", daemon=True)
+    _warming[uri] = thread
+    thread.start()
+
+
 class Tracker:
     """One MLflow run for one dmine run: open it, log to it, close it; logs after closing go by run id."""
 
@@ -69,6 +123,9 @@ class Tracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
+        warming = _warming.pop(self.uri, None)
+        if warming is not None:
+            warming.join()
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         name = cfg.tracking.experiment or cfg.name
@@ -118,7 +175,11 @@ class Tracker:
             if isinstance(model, ClassifierHead) and model.family == "sklearn":
                 import mlflow.sklearn
 
-                info = mlflow.sklearn.log_model(model.sklearn_estimator(), name=name)
+                info = mlflow.sklearn.log_model(
+                    model.sklearn_estimator(),
+                    name=name,
+                    pip_requirements=pinned_requirements("scikit-learn", "numpy", "scipy", "cloudpickle"),
+                )
                 self.client.set_tag(self.run_id, f"{name}.labels", ",".join(model.getOrDefault("labels"))[:5000])
             else:
                 import mlflow.spark
@@ -129,7 +190,9 @@ class Tracker:
                 pipe = model
                 if not isinstance(pipe, PipelineModel):
                     return None
-                info = mlflow.spark.log_model(pipe, artifact_path=name)
+                info = mlflow.spark.log_model(
+                    pipe, artifact_path=name, pip_requirements=pinned_requirements("pyspark", "numpy")
+                )
         return info.model_uri
 
     def log_artifact(self, path: Path) -> None:

@@ -28,6 +28,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     work_dir = cfg.resolved_work_dir()
     echo(f"dmine {args.command}: {cfg.name} (task {cfg.task}) -> database {cfg.database}, work dir {work_dir}")
+    from dmine_spark.analyze.tracking import warm_up
+
+    warm_up(cfg)  # the MLflow store opens while the driver JVM starts
     spark = session(
         prof,
         work_dir,

@@ -310,15 +310,20 @@ def test_tracking_logs_to_a_configured_uri_and_the_heads_load_back(reviews, tmp_
     import mlflow
     import mlflow.sklearn
     import mlflow.spark
+    import pyspark
+    import sklearn
 
-    from dmine_spark.analyze.tracking import Tracker, tracking_uri
+    from dmine_spark.analyze import tracking
+    from dmine_spark.analyze.tracking import Tracker, tracking_uri, warm_up
     from dmine_spark.config import load_config
     from tests.conftest import PIPELINE_CONF
 
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     cfg = load_config(PIPELINE_CONF, [f"tracking.uri={uri}", "tracking.experiment=dmine-tests", f"work_dir={tmp_path}"])
     assert tracking_uri(cfg) == uri
+    warm_up(cfg)  # the store opens in a thread; the Tracker waits for it
     t = Tracker(cfg, "run-1")
+    assert not tracking._warming
     t.log_config(["classify"])
     t.log_metrics({"classify.accuracy": 0.9, 'cv_f1[{"C": 1}]': 0.8, "nan": float("nan")})
     train = reviews.where("split = 'train'")
@@ -328,6 +333,9 @@ def test_tracking_logs_to_a_configured_uri_and_the_heads_load_back(reviews, tmp_
     test = reviews.where("split = 'test'")
     assert mlflow.spark.load_model(uri_ml).transform(test).count() == test.count()
     assert list(mlflow.sklearn.load_model(uri_sk).classes_) == [0, 1]
+    # the requirements are the installed versions, given (MLflow does not load the models again to infer them)
+    assert f"scikit-learn=={sklearn.__version__}" in Path(mlflow.pyfunc.get_model_dependencies(uri_sk)).read_text()
+    assert f"pyspark=={pyspark.__version__}" in Path(mlflow.pyfunc.get_model_dependencies(uri_ml)).read_text()
     client = mlflow.tracking.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("dmine-tests").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
