@@ -73,7 +73,13 @@ case "$cmd" in
     setup
     "$VENV/bin/ruff" check dmine_spark tests setup.py
     "$VENV/bin/lint-imports" --no-cache >/dev/null || "$VENV/bin/lint-imports" --no-cache
-    exec "$VENV/bin/python" -m pytest -m "${DMINE_TEST_MARKERS:-not gpu and not install}" "$@" ;;
+    # two worker processes (DMINE_TEST_WORKERS=1: one); a test module, with its fixtures, stays in one worker
+    # (tests/conftest.py: pytest_xdist_make_scheduler)
+    workers=()
+    if [[ "${DMINE_TEST_WORKERS:-2}" -gt 1 ]]; then
+      workers=(-n "${DMINE_TEST_WORKERS:-2}")
+    fi
+    exec "$VENV/bin/python" -m pytest -m "${DMINE_TEST_MARKERS:-not gpu and not install}" "${workers[@]}" "$@" ;;
   *)
     echo "usage: bash dev.sh {demo|test|setup} [--spark 3.5|4.x] [args...]" >&2
     exit 2 ;;

@@ -56,6 +56,7 @@ setup(
         "int8": ["onnxruntime>=1.20", "onnx>=1.16"],
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.6",  # `bash dev.sh test` runs the suite in two worker processes, a test file per worker
             "hypothesis>=6.100",  # the property-based tests of the cleaners and PII rules
             "ruff>=0.6",
             "sentence-transformers>=3",

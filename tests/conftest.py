@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import importlib.util
 import io
 import os
 import shutil
@@ -29,11 +30,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _session_dir(variable: str, prefix: str) -> None:
-    """Point ``variable`` at a fresh temporary folder removed when the test session ends, unless it is set."""
-    if variable not in os.environ:
-        folder = tempfile.mkdtemp(prefix=prefix)
-        os.environ[variable] = folder
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    """Point ``variable`` at a fresh temporary folder removed when the test session ends, unless the user set it.
+
+    Under pytest-xdist each worker process gets its own folder (a Derby catalog takes one JVM at a time):
+    a fresh one where the controller made the folder, else its own part of the folder the user named.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    made_here = f"_DMINE_TEST_MADE_{variable}"
+    if variable in os.environ and not (worker and os.environ.get(made_here)):
+        if worker:
+            os.environ[variable] = str(Path(os.environ[variable]) / worker)
+        return
+    folder = tempfile.mkdtemp(prefix=prefix)
+    os.environ[variable] = folder
+    os.environ[made_here] = "1"
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 # exported ONNX models of this test session stay out of the user's cache
@@ -42,11 +53,49 @@ _session_dir("DMINE_ONNX_CACHE", "dmine_onnx_")
 _session_dir("DMINE_WORK_DIR", "dmine_test_work_")
 
 
+# The test modules that read the session's demo pipeline run (the `pipeline_run` fixture): under
+# pytest-xdist they go to one worker together, so that run happens once, not once per worker.
+SHARED_RUN_MODULES = frozenset(
+    {"tests/integration/test_deploy.py", "tests/integration/test_pipeline.py", "tests/integration/test_search.py"}
+)
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log):
+        """Whole test modules per worker (their module fixtures run once), the ``pipeline_run`` readers together.
+
+        ``bash dev.sh test`` runs the suite in two workers this way: while one waits on a JVM start, a
+        subprocess or a stream trigger, the other computes.
+        """
+        from xdist.scheduler import LoadFileScheduling
+
+        # modules in collection order (tests/cluster and tests/integration, the longest, first; the many short
+        # unit modules last fill the gaps at the end), not xdist's default of the most tests first
+        config.option.loadscopereorder = False
+
+        class ModuleScheduling(LoadFileScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                module = nodeid.split("::")[0]
+                return "pipeline_run" if module in SHARED_RUN_MODULES else module
+
+        return ModuleScheduling(config, log)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from dmine_spark.compat import current_line
 
     line = current_line()
+    readers = {_module(item) for item in items if "pipeline_run" in getattr(item, "fixturenames", ())}
+    if readers - SHARED_RUN_MODULES:
+        raise pytest.UsageError(
+            f"add {sorted(readers - SHARED_RUN_MODULES)} to SHARED_RUN_MODULES in tests/conftest.py"
+        )
     for item in items:
         if "sparknlp" in item.keywords and not line.sparknlp:
             item.add_marker(pytest.mark.skip(reason=f"Spark NLP has no build for the {line.name} line"))

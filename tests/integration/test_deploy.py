@@ -186,7 +186,7 @@ def test_stream_scores_each_landed_row_once(spark, trained, tmp_path: Path) -> N
     assert len(batches) >= 4 and all(r["measures"]["stream.batch_seconds"] > 0 for r in batches)
 
 
-STREAM_FILES, STREAM_ROWS = 6, 50
+STREAM_FILES, STREAM_ROWS = 5, 50
 
 
 def test_stream_is_exactly_once_across_crashes(trained, tmp_path: Path) -> None:
