@@ -21,7 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,34 @@ _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 def _metric_key(name: str) -> str:
     return _METRIC_KEY.sub("_", name)[:250]
+
+
+@contextmanager
+def _connect_import_cannot_exit() -> Iterator[None]:
+    """Keep pyspark's Spark Connect package from ending the process while MLflow logs a Spark model.
+
+    ``mlflow.spark.log_model`` imports ``pyspark.ml.connect``. That package takes a process whose
+    ``__main__`` has neither a file nor a spec (``python -c``, a pytest-xdist worker, an application
+    that embeds Python) for pyspark's own doctest runner, and calls ``sys.exit(0)`` when grpcio is
+    missing: the run would stop, with status 0, halfway through logging a model. Inside this block
+    such a process counts as interactive (``sys.ps1``), so the import fails with the ``ImportError``
+    that MLflow handles. Elsewhere nothing changes.
+    """
+    main = sys.modules.get("__main__")
+    uninitialised = (
+        main is not None
+        and getattr(main, "__spec__", None) is None
+        and not hasattr(main, "__file__")
+        and not hasattr(sys, "ps1")
+    )
+    if not uninitialised:
+        yield
+        return
+    sys.ps1 = ""
+    try:
+        yield
+    finally:
+        del sys.ps1
 
 
 def pinned_requirements(*distributions: str) -> list[str]:
@@ -190,9 +221,10 @@ class Tracker:
                 pipe = model
                 if not isinstance(pipe, PipelineModel):
                     return None
-                info = mlflow.spark.log_model(
-                    pipe, artifact_path=name, pip_requirements=pinned_requirements("pyspark", "numpy")
-                )
+                with _connect_import_cannot_exit():
+                    info = mlflow.spark.log_model(
+                        pipe, artifact_path=name, pip_requirements=pinned_requirements("pyspark", "numpy")
+                    )
         return info.model_uri
 
     def log_artifact(self, path: Path) -> None:
