@@ -34,10 +34,14 @@ def _run(guard: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(importlib.util.find_spec("grpc") is not None, reason="with grpcio, pyspark's connect imports")
 def test_the_connect_import_fails_instead_of_ending_a_python_c_process() -> None:
     bare = _run("")
-    # what the guard is for: pyspark takes `python -c` for its doctest runner and exits with status 0
-    assert bare.returncode == 0 and "imported" not in bare.stdout and "import error" not in bare.stdout
     guarded = _run(GUARDED)
-    assert guarded.returncode == 0 and guarded.stdout.strip() == "import error", guarded.stderr[-2000:]
+    # the guarded import always reaches the next line: "imported" where this pyspark's connect package needs
+    # no grpcio (3.5), else the ImportError MLflow handles
+    assert guarded.returncode == 0 and guarded.stdout.strip() in {"imported", "import error"}, guarded.stderr[-2000:]
+    if not bare.stdout.strip():
+        # what the guard is for: pyspark (4.x) took `python -c` for its doctest runner and exited with status 0
+        assert bare.returncode == 0 and "Skipping doctests" in bare.stderr
+        assert guarded.stdout.strip() == "import error"
 
 
 def test_the_guard_changes_only_a_process_without_a_main_file_and_restores_it() -> None:
