@@ -60,8 +60,9 @@ SHARED_RUN_MODULES = frozenset(
 )
 
 
-def _module(item: pytest.Item) -> str:
-    return item.nodeid.split("::")[0]
+def _module(nodeid: str) -> str:
+    """The test module's path in a node id (``tests/x/test_y.py::test_z[p]`` -> ``tests/x/test_y.py``)."""
+    return nodeid.split("::")[0]
 
 
 if importlib.util.find_spec("xdist") is not None:
@@ -80,7 +81,7 @@ if importlib.util.find_spec("xdist") is not None:
 
         class ModuleScheduling(LoadFileScheduling):
             def _split_scope(self, nodeid: str) -> str:
-                module = nodeid.split("::")[0]
+                module = _module(nodeid)
                 return "pipeline_run" if module in SHARED_RUN_MODULES else module
 
         return ModuleScheduling(config, log)
@@ -91,7 +92,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from dmine_spark.compat import current_line
 
     line = current_line()
-    readers = {_module(item) for item in items if "pipeline_run" in getattr(item, "fixturenames", ())}
+    readers = {_module(item.nodeid) for item in items if "pipeline_run" in getattr(item, "fixturenames", ())}
     if readers - SHARED_RUN_MODULES:
         raise pytest.UsageError(
             f"add {sorted(readers - SHARED_RUN_MODULES)} to SHARED_RUN_MODULES in tests/conftest.py"
