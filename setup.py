@@ -49,6 +49,7 @@ setup(
         "deltalake[pyarrow]>=1.6",
         "duckdb>=2.0",
         "sqlglot>=30.31,<31",  # its expression classes change between major versions
+        "snowballstemmer>=2.2",  # cluster names checked against labels by Snowball stem (dmine_spark/mine/naming.py)
     ],
     extras_require={
         # the Spark 3.5 line (Scala 2.12) with Spark NLP's Python API: `bash dev.sh setup --spark 3.5`

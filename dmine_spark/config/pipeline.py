@@ -530,9 +530,21 @@ class ClusterConfig(Strict):
     seed: int = 42
     """Seed of the algorithm and the samples."""
     top_terms: int = Field(default=8, gt=0)
-    """Top terms (class-based TF-IDF) kept per cluster; the first three name it."""
+    """Top terms (class-based TF-IDF, picked by maximal marginal relevance) kept per cluster; the first three name it."""
     min_term_chars: int = Field(default=3, ge=1)
-    """Shortest term considered."""
+    """Shortest word term considered."""
+    ngram_max: int = Field(default=2, ge=1, le=4)
+    """Longest word n-gram among the terms ("top up", "exchange rate"); 1: words only."""
+    min_term_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    """A term must occur in at least this share of the cluster's texts to rank ahead (rare words do not name a cluster)."""
+    min_term_lift: float = Field(default=2.0, ge=0.0)
+    """Terms this many times likelier in the cluster's texts than in all texts (lift) rank first ("said" in news does not)."""
+    name_candidates: int = Field(default=30, gt=0)
+    """Best-scored terms per cluster that the name's terms are picked from."""
+    name_diversity: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Maximal marginal relevance: 0 ranks terms by score alone, higher keeps a name's terms apart."""
+    name_rerank: Literal["none", "embedding"] = "none"
+    """``embedding``: rank candidate terms by the cosine of their embedding to the cluster's centroid (KeyBERT-style)."""
     exemplars: int = Field(default=3, ge=0)
     """Texts closest to each centroid kept in the summary."""
     gmm_dims: int = Field(default=8, ge=1)

@@ -15,16 +15,16 @@ Four algorithms share one fitted stage (:func:`fit_clusters` returns a
 When ``k`` is not given, :func:`sweep_k` fits each ``k`` of ``k_range`` on a
 sample and keeps the one with the best cosine silhouette.
 
-Each cluster is described by its top terms under class-based TF-IDF, weighted
-by the share of each term's uses that fall in the cluster (a term scores high
-when it is frequent there and concentrated there, so words every cluster uses
-sink; the first three terms make the cluster's name), and by the ``exemplars``
+Each cluster is described by its terms (:func:`cluster_terms`: words and word
+n-grams scored by class-based TF-IDF, those common in the cluster and typical
+of it first, picked by maximal marginal relevance so that they say different
+things; the first three make the cluster's name), and by the ``exemplars``
 texts closest to its centroid (:func:`cluster_exemplars`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from dmine_spark.config.features import WORD_PATTERN
 from dmine_spark.io.persist import Persisted, class_path, load_class
 from dmine_spark.io.schema import ColumnSpec, SchemaChecked
 from dmine_spark.mine.classify import vector_column
+from dmine_spark.mine.naming import Candidate, mmr_select, word_overlap_matrix
 
 __all__ = [
     "fit_clusters",
@@ -55,6 +56,9 @@ __all__ = [
     "silhouette",
     "centroids",
     "cluster_terms",
+    "pick_terms",
+    "english_stop_words",
+    "PHRASE_PARTICLES",
     "cluster_exemplars",
 ]
 
@@ -327,6 +331,23 @@ def cluster_exemplars(
     )
 
 
+def _ngrams(words: Any, n: int) -> Any:
+    """The ``n``-word runs of the array column ``words``, each joined by one space (empty when it is shorter)."""
+    runs = F.transform(
+        F.sequence(F.lit(1), F.size(words) - n + 1), lambda i: F.array_join(F.slice(words, i, F.lit(n)), " ")
+    )
+    return F.when(F.size(words) >= n, runs).otherwise(F.array().cast("array<string>"))
+
+
+def english_stop_words() -> list[str]:
+    """Spark's English stop words (``StopWordsRemover``), the terms' default."""
+    return list(StopWordsRemover.loadDefaultStopWords("english"))
+
+
+PHRASE_PARTICLES = ("up", "down", "out", "off", "in", "on", "back", "over", "away")
+"""Stop words that may end a word n-gram (phrasal verbs: "top up", "cash out", "log in")."""
+
+
 def cluster_terms(
     assigned: DataFrame,
     *,
@@ -335,26 +356,97 @@ def cluster_terms(
     top_n: int = 8,
     min_chars: int = 3,
     stop_words: list[str] | None = None,
+    ngram_max: int = 2,
+    min_term_share: float = 0.1,
+    min_term_lift: float = 2.0,
+    candidates: int = 30,
+    diversity: float = 0.5,
+    name_terms: int = 3,
+    term_vectors: Callable[[list[str]], np.ndarray] | None = None,
+    centroid_vectors: Mapping[int, np.ndarray] | None = None,
 ) -> DataFrame:
-    """Size, top terms (class-based TF-IDF) and a short name for each cluster.
+    """Size, top terms and a short name for each cluster.
 
-    Terms are the words of :data:`~dmine_spark.config.features.WORD_PATTERN`,
-    the TF-IDF features' own, so a word keeps its combining marks (Devanagari
-    vowel signs, Arabic harakat) and inner zero-width joiners in every script.
+    Candidate terms are words (:data:`~dmine_spark.config.features.WORD_PATTERN`,
+    the TF-IDF features' own) and word n-grams up to ``ngram_max`` words. A
+    word term has at least ``min_chars`` characters and is not a stop word or
+    a number; an n-gram starts with such a word and ends with one, or with a
+    particle of :data:`PHRASE_PARTICLES` ("top up"), and repeats no word. Each candidate is
+    counted once per text, and scored by class-based TF-IDF (Grootendorst
+    2022) weighted by the share of the term's texts that fall in the cluster.
 
-    Returns columns ``cluster``, ``size``, ``name`` and ``top_terms`` (an
-    array of strings, best first).
+    The terms of a cluster are picked on the driver from its ``candidates``
+    best-scored terms, those in at least ``min_term_share`` of its texts
+    with a lift of at least ``min_term_lift`` first (or, for a cluster so
+    large that no term could reach that lift, halfway between 1 and the
+    largest possible), the others only filling the list, by maximal marginal relevance
+    (:func:`dmine_spark.mine.naming.mmr_select`) so that they say different
+    things. Without ``term_vectors``, relevance is the score and two terms
+    are alike by the stems their words share; with it (KeyBERT-style),
+    relevance is the cosine of the term's embedding to the cluster's
+    centroid and likeness the larger of the stems shared and the cosine
+    between terms.
+
+    Parameters
+    ----------
+    assigned : DataFrame
+        Rows with ``text_col`` and an integer ``cluster_col``.
+    top_n : int
+        Terms kept per cluster (``top_terms``).
+    min_chars : int
+        Shortest word term.
+    stop_words : list of str, optional
+        Default: Spark's English list.
+    ngram_max : int
+        Longest n-gram, in words (1: words only).
+    min_term_share : float
+        In [0, 1]: the share of a cluster's texts a term must occur in to rank ahead.
+    min_term_lift : float
+        How many times likelier than in all texts a term must be in the cluster's texts to rank ahead
+        (its lift; "said" in every news topic has a lift near 1).
+    candidates : int
+        Best-scored terms per cluster the choice is made from.
+    diversity : float
+        MMR's weight on unlikeness, in [0, 1].
+    name_terms : int
+        Terms joined into ``name``.
+    term_vectors : callable, optional
+        ``list of n terms -> ndarray (n, dim)``: unit-length term embeddings.
+    centroid_vectors : mapping of int to ndarray (dim,), optional
+        Each cluster's centroid; needed with ``term_vectors``.
+
+    Returns
+    -------
+    DataFrame
+        ``cluster``, ``size``, ``name`` (the first ``name_terms`` terms joined
+        by " / ") and ``top_terms`` (an array of strings, in the order picked),
+        largest cluster first.
     """
-    stops = stop_words if stop_words is not None else StopWordsRemover.loadDefaultStopWords("english")
+    spark = assigned.sparkSession
+    stops = stop_words if stop_words is not None else english_stop_words()
+    enders = [w for w in stops if w not in PHRASE_PARTICLES]
     words = F.regexp_extract_all(F.lower(F.col(text_col)), F.lit(WORD_PATTERN), F.lit(0))
-    term = F.explode(words).alias("term")
-    tokens = assigned.select(F.col(cluster_col).alias("cluster"), term).where(
-        (F.char_length("term") >= min_chars) & ~F.col("term").isin(stops) & ~F.col("term").rlike(r"^[\p{N}'’]+$")
+    grams = [words] + [_ngrams(words, n) for n in range(2, ngram_max + 1)]
+    per_text = assigned.select(
+        F.col(cluster_col).alias("cluster"), F.explode(F.array_distinct(F.flatten(F.array(*grams)))).alias("term")
     )
-    tf = tokens.groupBy("cluster", "term").count()
+    parts = F.split("term", " ")
+    first, last = F.get(parts, 0), F.element_at(parts, -1)
+    one = F.size(parts) == 1
+    content = lambda w: ~w.isin(stops) & ~w.rlike(r"^[\p{N}'’]+$")  # noqa: E731
+    valid = F.when(one, content(first) & (F.char_length(first) >= min_chars)).otherwise(
+        content(first)
+        & (F.char_length(first) >= 2)
+        & ~last.isin(enders)
+        & ~last.rlike(r"^[\p{N}'’]+$")
+        & (F.size(F.array_distinct(parts)) == F.size(parts))  # not "ap ap"
+    )
+    docs = per_text.groupBy("cluster", "term").count().where(valid)
+    sizes = assigned.groupBy(F.col(cluster_col).alias("cluster")).agg(F.count(F.lit(1)).alias("size"))
     everywhere = Window.partitionBy()
     scored = (
-        tf.withColumn("cluster_words", F.sum("count").over(Window.partitionBy("cluster")))
+        docs.join(F.broadcast(sizes.withColumn("all_rows", F.sum("size").over(everywhere))), "cluster")
+        .withColumn("cluster_words", F.sum("count").over(Window.partitionBy("cluster")))
         .withColumn("term_total", F.sum("count").over(Window.partitionBy("term")))
         .withColumn("avg_words", F.sum("count").over(everywhere) / F.size(F.collect_set("cluster").over(everywhere)))
         .withColumn(
@@ -362,22 +454,110 @@ def cluster_terms(
             F.col("count")
             / F.col("cluster_words")
             * F.log1p(F.col("avg_words") / F.col("term_total"))
-            # the share of the term's uses that fall in this cluster: words common to every cluster
+            # the share of the term's texts that fall in this cluster: words common to every cluster
             # ("said", "new") sink below the ones that mark it out
             * (F.col("count") / F.col("term_total")),
         )
+        .withColumn("share", F.col("count") / F.col("size"))
+        # lift: how much likelier the term is in this cluster's texts than in all texts
+        .withColumn("lift", F.col("share") / (F.col("term_total") / F.col("all_rows")))
+        # the lift asked for, or less where the cluster is so large that no term could reach it
+        # (a cluster of half the texts has lifts of at most 2)
+        .withColumn("lift_needed", F.least(F.lit(min_term_lift), (1 + F.col("all_rows") / F.col("size")) / 2))
+        .withColumn("covers", (F.col("share") >= min_term_share) & (F.col("lift") >= F.col("lift_needed")))
     )
     ranked = scored.withColumn(
-        "rank", F.row_number().over(Window.partitionBy("cluster").orderBy(F.desc("score"), F.asc("term")))
-    ).where(F.col("rank") <= top_n)
-    terms = ranked.groupBy("cluster").agg(
-        F.transform(F.array_sort(F.collect_list(F.struct("rank", "term"))), lambda s: s["term"]).alias("top_terms")
-    )
-    sizes = assigned.groupBy(F.col(cluster_col).alias("cluster")).agg(F.count(F.lit(1)).alias("size"))
+        "rank",
+        F.row_number().over(
+            Window.partitionBy("cluster").orderBy(
+                F.desc("covers"), F.desc("score"), F.desc(F.size(F.split("term", " "))), F.asc("term")
+            )
+        ),
+    ).where(F.col("rank") <= candidates)
+    by_cluster: dict[int, list[Candidate]] = {}
+    lift_needed: dict[int, float] = {}
+    # in rank order: of equal scores (a word seen only inside one phrase) the longer term comes first
+    rows = ranked.select("cluster", "rank", "term", "score", "share", "lift", "lift_needed").collect()
+    for r in sorted(rows, key=lambda r: r["rank"]):
+        by_cluster.setdefault(int(r["cluster"]), []).append(
+            Candidate(r["term"], float(r["score"]), float(r["share"]), float(r["lift"]))
+        )
+        lift_needed[int(r["cluster"])] = float(r["lift_needed"])
+    picked = {
+        c: pick_terms(
+            rows,
+            top_n,
+            min_share=min_term_share,
+            min_lift=lift_needed[c],
+            diversity=diversity,
+            term_vectors=term_vectors,
+            centroid=None if centroid_vectors is None else centroid_vectors.get(c),
+        )
+        for c, rows in by_cluster.items()
+    }
+    terms = spark.createDataFrame([(c, t) for c, t in picked.items()], "cluster int, top_terms array<string>")
     return (
         sizes.join(terms, "cluster", "left")
         .withColumn("top_terms", F.coalesce("top_terms", F.array().cast("array<string>")))
-        .withColumn("name", F.array_join(F.slice("top_terms", 1, 3), " / "))
+        .withColumn("name", F.array_join(F.slice("top_terms", 1, name_terms), " / "))
         .select("cluster", "size", "name", "top_terms")
         .orderBy(F.desc("size"))
     )
+
+
+def pick_terms(
+    cands: list[Candidate],
+    n: int,
+    *,
+    min_share: float = 0.0,
+    min_lift: float = 0.0,
+    diversity: float = 0.5,
+    term_vectors: Callable[[list[str]], np.ndarray] | None = None,
+    centroid: np.ndarray | None = None,
+) -> list[str]:
+    """``n`` terms of one cluster from its candidates, by maximal marginal relevance.
+
+    Relevance is the candidate's score over the best score (or, with
+    ``term_vectors`` and ``centroid``, the cosine of its embedding to the
+    centroid), plus 1 for a candidate in at least ``min_share`` of the
+    cluster's texts with a lift of at least ``min_lift``: terms common in
+    the cluster and typical of it come first, the others only fill in. Two
+    candidates are alike by the stems their words share
+    (:func:`~dmine_spark.mine.naming.word_overlap`), or with embeddings by
+    the larger of that and their cosine.
+
+    Parameters
+    ----------
+    cands : list of Candidate, length m
+    n : int
+        Terms to pick.
+    min_share : float
+        The share of the cluster's texts a term needs to rank ahead.
+    min_lift : float
+        The lift (share in the cluster over share in all texts) a term needs to rank ahead.
+    diversity : float
+        MMR's weight on unlikeness, in [0, 1].
+    term_vectors : callable, optional
+        ``list of m terms -> ndarray (m, dim)``.
+    centroid : ndarray of shape (dim,), optional
+
+    Returns
+    -------
+    list of str
+        Best first; fewer than ``n`` when there are fewer candidates.
+    """
+    if not cands:
+        return []
+    texts = [c.term for c in cands]
+    bonus = np.array([1.0 if c.share >= min_share and c.lift >= min_lift else 0.0 for c in cands])
+    words = word_overlap_matrix(texts)
+    if term_vectors is not None and centroid is not None:
+        vecs = np.asarray(term_vectors(texts), dtype=np.float64)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        cen = np.asarray(centroid, dtype=np.float64)
+        cen /= max(float(np.linalg.norm(cen)), 1e-12)
+        rel, sim = vecs @ cen, np.maximum(vecs @ vecs.T, words)
+    else:
+        top = max(c.score for c in cands) or 1.0
+        rel, sim = np.array([c.score / top for c in cands]), words
+    return [texts[i] for i in mmr_select((rel + bonus).tolist(), sim, n, diversity=diversity)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -68,10 +70,21 @@ def classification_metrics(
     return values, cells
 
 
-def cluster_label_agreement(assigned: DataFrame, *, label_col: str = "label") -> dict[str, float]:
-    """NMI, ARI and Hungarian-matched accuracy of ``cluster`` against ``label_col`` (empty when no row has a label)."""
+def label_cluster_counts(assigned: DataFrame, *, label_col: str = "label") -> list[tuple[Any, int, int]]:
+    """``(label, cluster, rows)`` for every pair that occurs among the labelled rows (one Spark job)."""
     rows = assigned.where(F.col(label_col).isNotNull()).groupBy(label_col, "cluster").count().collect()
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+def cluster_label_agreement(
+    assigned: DataFrame, *, label_col: str = "label", counts: list[tuple[Any, int, int]] | None = None
+) -> dict[str, float]:
+    """NMI, ARI and Hungarian-matched accuracy of ``cluster`` against ``label_col`` (empty when no row has a label).
+
+    ``counts`` are :func:`label_cluster_counts`' triples when the caller has them already.
+    """
+    rows = label_cluster_counts(assigned, label_col=label_col) if counts is None else counts
     if not rows:
         return {}
-    agree = cluster_agreement((r[0], r[1], int(r[2])) for r in rows)
+    agree = cluster_agreement(rows)
     return {k: agree[k] for k in ("nmi", "ari", "hungarian_accuracy")}

@@ -168,6 +168,16 @@ def cluster_agreement(pairs: Iterable[Triple]) -> dict[str, float]:
     return {"nmi": max(0.0, nmi), "ari": ari, "hungarian_accuracy": hungarian_accuracy(pairs), "rows": float(n)}
 
 
+def cluster_majority_labels(pairs: Iterable[Triple]) -> dict[Any, Any]:
+    """Each cluster's most frequent label, from (label, cluster, count) triples (ties: the smallest label)."""
+    best: dict[Any, tuple[int, Any]] = {}
+    for label, cluster, n in pairs:
+        have = best.get(cluster)
+        if have is None or n > have[0] or (n == have[0] and str(label) < str(have[1])):
+            best[cluster] = (int(n), label)
+    return {c: lab for c, (_, lab) in best.items()}
+
+
 def training_classes_error(where: str, split: str, counts: dict[str, int]) -> str | None:
     """The one-line error for a training split a classifier cannot learn from, else ``None``.
 

@@ -31,13 +31,22 @@ from dmine_spark.config import (
     RecommendConfig,
     RegressConfig,
 )
-from dmine_spark.features.embed import Embedder
+from dmine_spark.features.embed import Embedder, encode_on_driver, resolve_spec
 from dmine_spark.mine.answers import AnswerMatcher
 from dmine_spark.mine.classify import ClassifierHead, as_vector, fit_named_classifier
-from dmine_spark.mine.cluster import ClusterModel, cluster_exemplars, cluster_terms, fit_clusters, silhouette
-from dmine_spark.mine.evaluate import cluster_label_agreement
+from dmine_spark.mine.cluster import (
+    ClusterModel,
+    centroids,
+    cluster_exemplars,
+    cluster_terms,
+    english_stop_words,
+    fit_clusters,
+    silhouette,
+)
+from dmine_spark.mine.evaluate import cluster_label_agreement, label_cluster_counts
 from dmine_spark.mine.finetune import FineTunedClassifier
-from dmine_spark.mine.metrics import training_classes_error
+from dmine_spark.mine.metrics import cluster_majority_labels, training_classes_error
+from dmine_spark.mine.naming import name_label_overlap
 from dmine_spark.mine.openset import OpenSetHead, fit_knn_threshold, fit_quantile_threshold
 from dmine_spark.mine.regress import ArrayToVector, fit_regressor
 from dmine_spark.mine.textmodel import text_model
@@ -523,9 +532,28 @@ def cluster(
     out._cached.append(assigned)
     real = assigned.where(F.col("cluster") >= 0)
     sil = silhouette(real)
+    stops = section.stop_words if section.stop_words is not None else english_stop_words()
+    term_vectors = centroid_vectors = None
+    if section.name_rerank == "embedding":
+        spec = resolve_spec(real.sparkSession, embedder.spec())
+        term_vectors = lambda texts: encode_on_driver(spec, texts)  # noqa: E731
+        centroid_vectors = {
+            int(r["cluster"]): np.asarray(r["centroid"]) for r in centroids(real, features_col="features").collect()
+        }
     terms = cluster_terms(
-        real, top_n=section.top_terms, min_chars=section.min_term_chars, stop_words=section.stop_words
-    )
+        real,
+        top_n=section.top_terms,
+        min_chars=section.min_term_chars,
+        stop_words=stops,
+        ngram_max=section.ngram_max,
+        min_term_share=section.min_term_share,
+        min_term_lift=section.min_term_lift,
+        candidates=section.name_candidates,
+        diversity=section.name_diversity,
+        term_vectors=term_vectors,
+        centroid_vectors=centroid_vectors,
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    out._cached.append(terms)
     if section.exemplars:
         terms = terms.join(cluster_exemplars(real, n=section.exemplars), "cluster", "left")
     else:
@@ -535,7 +563,13 @@ def cluster(
     if fitted.k_requested is not None:
         values["k_requested"] = float(fitted.k_requested)
     if labelled:
-        values.update(cluster_label_agreement(real))
+        counts = label_cluster_counts(real)
+        values.update(cluster_label_agreement(real, counts=counts))
+        if counts:
+            names = {
+                int(r["cluster"]): list(r["top_terms"][:3]) for r in terms.select("cluster", "top_terms").collect()
+            }
+            values["name_label_overlap"] = name_label_overlap(names, cluster_majority_labels(counts), stops)
     noise = assigned.where(F.col("cluster") < 0).count()
     if noise:
         values["noise_rows"] = float(noise)

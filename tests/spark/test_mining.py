@@ -234,6 +234,29 @@ def test_clusters_get_names_and_exemplars_from_their_own_texts(intents, clusteri
     assert all(r.name for r in cluster_terms(assigned).collect())
 
 
+@pytest.mark.parametrize("rerank", ["none", "embedding"])
+def test_the_cluster_stage_scores_its_names_against_the_labels(intents, rerank: str) -> None:
+    """Five intents in five clusters: each name shares a word with its intent (``card_arrival``: "card")."""
+    from dmine_spark.features.embed import Embedder
+    from dmine_spark.mine.nodes import cluster
+    from dmine_spark.prepare.clean import TextCleaner
+
+    rows = intents.select("id", "split", "text", "label", "embedding")
+    out = cluster(
+        rows,
+        ClusterConfig(k=5, seed=3, name_rerank=rerank),
+        cleaner=TextCleaner(),
+        embedder=Embedder(),
+        labelled=True,
+    )
+    try:
+        assert out.values["name_label_overlap"] >= 0.8, out.terms.select("name").collect()
+        names = [r["name"].split(" / ") for r in out.terms.collect()]
+        assert len(names) == 5 and all(len(n) == 3 and len(set(n)) == 3 for n in names)
+    finally:
+        out.release()
+
+
 def test_the_k_sweep_keeps_the_best_silhouette(intents) -> None:
     fitted = fit_clusters(intents, ClusterConfig(k=None, k_range=(2, 12, 3), seed=1))
     assert set(fitted.sweep) == {2, 5, 8, 11}

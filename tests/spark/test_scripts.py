@@ -15,6 +15,7 @@ from pyspark.testing import assertDataFrameEqual
 from dmine_spark.config import CleanConfig, FeaturesConfig
 from dmine_spark.features.tabular import fit_features
 from dmine_spark.mine.cluster import cluster_terms
+from dmine_spark.mine.naming import content_stems
 from dmine_spark.prepare.clean import TextCleaner, clean_text, remove_control_chars
 
 ZWNJ, ZWJ, RLM, LRM = "\u200c", "\u200d", "\u200f", "\u200e"
@@ -45,7 +46,7 @@ def assigned(spark):
 
 
 def test_cluster_terms_are_whole_words_in_every_script(assigned) -> None:
-    terms = {r.cluster: r for r in cluster_terms(assigned, top_n=20, min_chars=1, stop_words=[]).collect()}
+    terms = {r.cluster: r for r in cluster_terms(assigned, top_n=20, min_chars=1, stop_words=[], ngram_max=1).collect()}
     for i, (script, texts) in enumerate(SCRIPTS.items()):
         want = set().union(*(_words(t) for t in texts))
         assert set(terms[i].top_terms) == want, script
@@ -55,7 +56,8 @@ def test_cluster_terms_are_whole_words_in_every_script(assigned) -> None:
 def test_cluster_names_keep_vowel_signs(assigned) -> None:
     """The fault of the issue: a Hindi cluster was named "नह / अभ / आय"."""
     row = cluster_terms(assigned).where("cluster = 0").first()
-    assert set(row.name.split(" / ")) <= {"नहीं", "अभी", "आया"} and "नहीं" in row.name and "अभी" in row.name
+    words = {w for term in row.name.split(" / ") for w in term.split(" ")}
+    assert words <= set().union(*(_words(t) for t in SCRIPTS["hindi"])) and {"नहीं", "अभी"} <= words
 
 
 def test_tfidf_terms_are_whole_words_in_every_script(spark, assigned) -> None:
@@ -161,3 +163,25 @@ def test_a_cleaner_saved_without_zero_width_loads_with_the_default(spark, tmp_pa
     assert loaded.getOrDefault("zeroWidth") == "keep_in_words"
     df = spark.createDataFrame([(f"می{ZWNJ}خواهم{RLM}",)], "text STRING")
     assert loaded.transform(df).first().clean == f"می{ZWNJ}خواهم"
+
+
+# ---------------------------------------------------------------------------- names a person would write
+
+
+def test_cluster_names_use_phrases_and_skip_rare_words(spark) -> None:
+    """The fault of the issue: rare words ("zanzibar") named clusters; "top up" could not appear."""
+    top_up = [f"how do i top up my card with {w}" for w in ("cash", "a cheque", "apple pay", "my bank", "google pay")]
+    rate = [f"the exchange rate on my {w} payment was wrong" for w in ("euro", "dollar", "yen", "pound", "krona")]
+    cancel = [f"please cancel my {w} account today" for w in ("savings", "joint", "old", "business", "second")]
+    rows = [(0, t) for t in top_up * 4] + [(0, "top up from zanzibar")]
+    rows += [(1, t) for t in rate * 4] + [(2, t) for t in cancel * 4]
+    df = spark.createDataFrame([(i, c, t) for i, (c, t) in enumerate(rows)], "id INT, cluster INT, text STRING")
+    terms = {r.cluster: r for r in cluster_terms(df).collect()}
+    assert "top up" in terms[0].name.split(" / ") and "exchange rate" in terms[1].name.split(" / ")
+    assert "zanzibar" not in terms[0].top_terms
+    # maximal marginal relevance: no two of a name's terms share all their stems
+    for r in terms.values():
+        name = r.name.split(" / ")
+        assert len(name) == 3 and len({frozenset(content_stems(t)) for t in name}) == 3, r.name
+    words_only = {r.cluster: r for r in cluster_terms(df, ngram_max=1).collect()}
+    assert all(" " not in t for r in words_only.values() for t in r.top_terms)
