@@ -524,7 +524,8 @@ def pick_terms(
     the cluster and typical of it come first, the others only fill in. Two
     candidates are alike by the stems their words share
     (:func:`~dmine_spark.mine.naming.word_overlap`), or with embeddings by
-    the larger of that and their cosine.
+    the larger of that and their cosine; a term whose stems all occur in a
+    picked term, or the reverse, comes after every other candidate.
 
     Parameters
     ----------
@@ -560,4 +561,5 @@ def pick_terms(
     else:
         top = max(c.score for c in cands) or 1.0
         rel, sim = np.array([c.score / top for c in cands]), words
-    return [texts[i] for i in mmr_select((rel + bonus).tolist(), sim, n, diversity=diversity)]
+    # a term whose stems all occur in a picked one (or the reverse) comes last: not 'rates' beside 'exchange rates'
+    return [texts[i] for i in mmr_select((rel + bonus).tolist(), sim, n, diversity=diversity, defer_at=1.0)]

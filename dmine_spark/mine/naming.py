@@ -126,6 +126,7 @@ def mmr_select(
     n: int,
     *,
     diversity: float = 0.5,
+    defer_at: float | None = None,
 ) -> list[int]:
     """Maximal marginal relevance: pick ``n`` items that are relevant and unlike each other.
 
@@ -143,6 +144,9 @@ def mmr_select(
         Items to pick (fewer when there are fewer candidates).
     diversity : float
         0 ranks by relevance alone; 1 by dissimilarity alone.
+    defer_at : float, optional
+        An item at least this similar to a picked one is picked only when every other item is too
+        (with word overlap, 1.0: a term whose stems all occur in a picked term, or the reverse).
 
     Returns
     -------
@@ -160,16 +164,17 @@ def mmr_select(
     rel = list(relevance)
     left = list(range(len(rel)))
     picked: list[int] = []
+
+    def redundancy(i: int) -> float:
+        return max((float(sim((i, j))) if sim else similarity(i, j)) for j in picked)  # type: ignore[operator]
+
     while left and len(picked) < n:
         if not picked:
             best = max(left, key=lambda i: (rel[i], -i))
         else:
-
-            def mmr(i: int) -> tuple[float, int]:
-                red = max(float(sim((i, j))) if sim else similarity(i, j) for j in picked)  # type: ignore[operator]
-                return (1.0 - diversity) * rel[i] - diversity * red, -i
-
-            best = max(left, key=mmr)
+            red = {i: redundancy(i) for i in left}
+            pool = [i for i in left if defer_at is None or red[i] < defer_at] or left
+            best = max(pool, key=lambda i: ((1.0 - diversity) * rel[i] - diversity * red[i], -i))
         picked.append(best)
         left.remove(best)
     return picked

@@ -53,6 +53,8 @@ def test_mmr_takes_a_similarity_matrix_and_stops_at_the_candidates() -> None:
     sim = np.array([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
     assert mmr_select([1.0, 0.9, 0.5], sim, 5, diversity=0.5) == [0, 2, 1]
     assert mmr_select([], sim, 3) == []
+    # deferred: a near copy comes after every other item, however relevant
+    assert mmr_select([1.0, 0.9, 0.1], sim, 3, diversity=0.0, defer_at=0.9) == [0, 2, 1]
     with pytest.raises(ValueError, match="diversity"):
         mmr_select([1.0], sim, 1, diversity=1.5)
 
@@ -84,6 +86,13 @@ def test_pick_terms_ranks_common_and_typical_terms_first() -> None:
         Candidate("refund", 2.0, 0.3, 5.0),  # common here, typical of here
     ]
     assert pick_terms(cands, 3, min_share=0.1, min_lift=2.0) == ["refund", "zanzibar", "said"]
+    # a common term inside a picked one comes after the others: not "rates" beside "exchange rates"
+    rates = [
+        Candidate("exchange rates", 2.0, 0.5, 9.0),
+        Candidate("rates", 1.9, 0.6, 8.0),
+        Candidate("fx", 1.0, 0.01, 9.0),
+    ]
+    assert pick_terms(rates, 3, min_share=0.1, min_lift=2.0) == ["exchange rates", "fx", "rates"]
     assert pick_terms(cands, 3) == ["zanzibar", "refund", "said"]
 
 
