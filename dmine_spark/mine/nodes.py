@@ -510,11 +510,12 @@ def cluster(
 ) -> ClusterOutput:
     """Cluster ``rows`` (clean rows with the cached ``embedding``), name each cluster, and measure the clustering.
 
-    The summary has, per cluster, its size, a name (its first three terms by
-    class-based TF-IDF), the top terms and the texts closest to its centroid.
-    ``values`` holds the cosine silhouette, ``k`` (and the silhouette of each
-    swept ``k``) and, where rows carry labels, NMI, ARI and Hungarian-matched
-    accuracy.
+    The summary has, per cluster, its size, a name (its first three terms,
+    :func:`~dmine_spark.mine.cluster.cluster_terms`), the top terms and the
+    texts closest to its centroid. ``values`` holds the cosine silhouette,
+    ``k`` (and the silhouette of each swept ``k``) and, where rows carry
+    labels, NMI, ARI, Hungarian-matched accuracy and ``name_label_overlap``
+    (:func:`~dmine_spark.mine.naming.name_label_overlap`).
 
     Raises
     ------

@@ -224,7 +224,7 @@ def test_losing_a_worker_during_embedding(cluster: StandaloneCluster, guard: Pat
 
     Runs last in this module (it leaves the cluster one worker short). The cluster run's clean table is
     embedded again, uncached and in fp32, in small partitions, so both executors stay busy for several
-    waves; the worker killed is one whose executor has a task running at that moment.
+    waves; the worker killed is one whose executor the driver's REST API shows running a task.
     """
     _, work = runs
     ui_port = free_port()
@@ -266,8 +266,11 @@ def test_losing_a_worker_during_embedding(cluster: StandaloneCluster, guard: Pat
     run, n = got["run"][0], got["counts"][0]
     c = run["counts"]
     assert run["status"] == "ok"
-    # the busy executor's task failed with it; counted even when the stage was then re-attempted
-    assert c.get("embed.failed_tasks", 0) > 0, (c, out[-3000:])
+    # Spark re-ran what the lost executor held, and the run says so: its running task failed with it
+    # (counted even when the stage was then re-attempted), or, when the task had just finished as the
+    # worker went (the executors' REST figures lag by a moment), its lost map output made Spark
+    # re-attempt the stage
+    assert c.get("embed.failed_tasks", 0) + c.get("embed.stage_retries", 0) > 0, (c, out[-3000:])
     assert "embed.retried" in run["labels"]
     # nothing lost, nothing doubled: every clean row has one vector, every distinct text was stored once
     assert n["emb_n"] == n["emb_ids"] == n["clean_n"] > 1000
