@@ -541,7 +541,7 @@ def cluster(
         centroid_vectors = {
             int(r["cluster"]): np.asarray(r["centroid"]) for r in centroids(real, features_col="features").collect()
         }
-    terms = cluster_terms(
+    named = cluster_terms(
         real,
         top_n=section.top_terms,
         min_chars=section.min_term_chars,
@@ -554,11 +554,11 @@ def cluster(
         term_vectors=term_vectors,
         centroid_vectors=centroid_vectors,
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    out._cached.append(terms)
+    out._cached.append(named)
     if section.exemplars:
-        terms = terms.join(cluster_exemplars(real, n=section.exemplars), "cluster", "left")
+        terms = named.join(cluster_exemplars(real, n=section.exemplars), "cluster", "left")
     else:
-        terms = terms.withColumn("exemplars", F.array().cast("array<string>"))
+        terms = named.withColumn("exemplars", F.array().cast("array<string>"))
     values = {"silhouette_cosine": sil, "k": float(fitted.n_clusters)}
     values.update({f"silhouette_at_k[{k}]": v for k, v in fitted.sweep.items()})
     if fitted.k_requested is not None:
@@ -567,8 +567,9 @@ def cluster(
         counts = label_cluster_counts(real)
         values.update(cluster_label_agreement(real, counts=counts))
         if counts:
+            # from the names alone: the exemplars' join is computed once, when the summary is written
             names = {
-                int(r["cluster"]): list(r["top_terms"][:3]) for r in terms.select("cluster", "top_terms").collect()
+                int(r["cluster"]): list(r["top_terms"][:3]) for r in named.select("cluster", "top_terms").collect()
             }
             values["name_label_overlap"] = name_label_overlap(names, cluster_majority_labels(counts), stops)
     noise = assigned.where(F.col("cluster") < 0).count()
